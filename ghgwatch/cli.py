@@ -1,0 +1,215 @@
+"""The ``ghgwatch`` command line: one entry point for every service and tool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from ghgwatch.errors import FatalError, GhgwatchError
+from ghgwatch.logs import configure_logging
+from ghgwatch.settings import Settings, load_settings
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="ghgwatch",
+    help="Streaming greenhouse-gas monitoring: MQTT -> Kafka -> TimescaleDB.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+_STATE: dict[str, Settings] = {}
+
+
+@app.callback()
+def _root(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="GHGWATCH_CONFIG", help="TOML settings file."),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="console or json.")] = None,
+) -> None:
+    """Load settings once; every command below receives them."""
+    if config is not None and not config.is_file():
+        raise typer.BadParameter(f"no such file: {config}", param_hint="--config")
+    settings = load_settings(config)
+    if log_level or log_format:
+        log = settings.log.model_copy(
+            update={k: v for k, v in {"level": log_level, "format": log_format}.items() if v}
+        )
+        settings = settings.model_copy(update={"log": log})
+    configure_logging(settings.log)
+    _STATE["settings"] = settings
+
+
+def _settings() -> Settings:
+    return _STATE["settings"]
+
+
+def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run a service coroutine; SIGINT/SIGTERM only set its stop event.
+
+    Exits with status 2 on a :class:`FatalError` and 1 on any other ghgwatch error.
+    """
+
+    async def runner() -> T:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            return await main_fn(stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(runner())
+    except FatalError as exc:
+        typer.secho(f"fatal: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except GhgwatchError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Create or upgrade the schema (idempotent; uses TimescaleDB features when present)."""
+    from processors.storage import migrate
+
+    settings = _settings()
+
+    async def main_fn(_stop: asyncio.Event) -> None:
+        report = await migrate(settings.db_url(), settings.db)
+        for line in report.lines():
+            typer.echo(line)
+
+    _run(main_fn)
+
+
+@app.command()
+def bridge(
+    max_messages: Annotated[int | None, typer.Option(help="Stop after this many.")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+) -> None:
+    """Run the MQTT -> Kafka bridge (validate, produce, dead-letter, tell devices)."""
+    from ingest import Bridge
+
+    settings = _settings()
+
+    async def main_fn(stop: asyncio.Event) -> None:
+        await Bridge(settings).run(stop=stop, max_messages=max_messages, timeout_s=timeout_s)
+
+    _run(main_fn)
+
+
+@app.command()
+def processor(
+    max_readings: Annotated[int | None, typer.Option(help="Stop after storing this many.")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+) -> None:
+    """Run the Kafka -> database processor (exactly-once storage of readings, dead letters)."""
+    from processors import Processor
+
+    settings = _settings()
+
+    async def main_fn(stop: asyncio.Event) -> None:
+        await Processor(settings).run(stop=stop, max_readings=max_readings, timeout_s=timeout_s)
+
+    _run(main_fn)
+
+
+@app.command()
+def simulate(
+    kinds: Annotated[str, typer.Option(help="Comma list of city,cems,mine,leak.")] = (
+        "city,cems,mine,leak"
+    ),
+    devices: Annotated[int, typer.Option(help="Devices per kind.")] = 5,
+    rate: Annotated[
+        float | None, typer.Option(help="Total messages/s; default: each kind's own interval.")
+    ] = None,
+    duration_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+    messages: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    batch: Annotated[bool, typer.Option(help="Send each device's channels as one batch.")] = True,
+    invalid_rate: Annotated[float, typer.Option(help="Fraction of malformed payloads.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+    progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
+) -> None:
+    """Publish realistic readings for city stations, CEMS units and mine sensors."""
+    from sensors_sim import SimulationConfig, run_simulation
+
+    settings = _settings()
+    cfg = SimulationConfig.from_cli(
+        kinds=kinds,
+        devices_per_kind=devices,
+        rate=rate,
+        duration_s=duration_s,
+        max_messages=messages,
+        batch=batch,
+        invalid_rate=invalid_rate,
+        seed=seed,
+        progress=progress,
+    )
+
+    async def main_fn(stop: asyncio.Event) -> None:
+        stats = await run_simulation(settings, cfg, stop=stop)
+        typer.echo(stats.summary())
+
+    _run(main_fn)
+
+
+@app.command()
+def up(
+    simulate: Annotated[bool, typer.Option("--simulate", help="Also run the simulator.")] = False,
+    devices: Annotated[int, typer.Option(help="Simulated devices per kind.")] = 5,
+    invalid_rate: Annotated[float, typer.Option(help="Simulated malformed fraction.")] = 0.01,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+) -> None:
+    """Bring the whole pipeline up; embedded stand-ins for services with no URL configured."""
+    from ghgwatch.up import UpOptions, run_up
+
+    settings = _settings()
+    opts = UpOptions(
+        simulate=simulate, devices=devices, invalid_rate=invalid_rate, timeout_s=timeout_s
+    )
+
+    async def main_fn(stop: asyncio.Event) -> None:
+        await run_up(settings, opts, stop=stop)
+
+    _run(main_fn)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Readings per source kind, last-seen per device, dead letters by reason, consumer lag."""
+    from ghgwatch.status import collect_status, render_status
+
+    settings = _settings()
+
+    async def main_fn(_stop: asyncio.Event) -> None:
+        report = await collect_status(settings)
+        if as_json:
+            typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        else:
+            render_status(report)
+
+    _run(main_fn)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,235 @@
+"""The one typed, frozen settings object for every ghgwatch service.
+
+Sources, highest priority first: keyword arguments (the CLI), ``GHGWATCH_*`` environment
+variables (nested with ``__``, e.g. ``GHGWATCH_KAFKA__BOOTSTRAP=host:9092``), an optional
+TOML file (``--config FILE`` or ``GHGWATCH_CONFIG``), then the defaults below. Only the CLI
+builds a :class:`Settings`; everything else receives it (or one of its sections) as an argument.
+
+A service URL left unset (``None``) means "no external service": ``ghgwatch up`` starts an
+embedded stand-in for it, and the single-service commands fall back to the standard local
+address (see :meth:`Settings.resolved`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "DbSettings",
+    "KafkaSettings",
+    "LogSettings",
+    "MetricsSettings",
+    "MqttSettings",
+    "ProcessorSettings",
+    "Settings",
+    "load_settings",
+]
+
+LOCAL_MQTT_URL = "mqtt://127.0.0.1:1883"
+LOCAL_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+LOCAL_DB_URL = "postgresql://postgres@127.0.0.1:5432/ghgwatch"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MqttSettings(_Section):
+    """MQTT broker connection and the bridge's subscription."""
+
+    url: str | None = Field(
+        default=None, description="mqtt://host:port (or mqtts://); None: embedded/local broker"
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = Field(
+        default="ghgwatch-bridge-1",
+        description="Fixed per bridge process so the broker keeps its persistent session",
+    )
+    share_group: str = Field(
+        default="ghgwatch-bridge",
+        description="Shared-subscription group: bridges in one group split the load",
+    )
+    topic_root: str = Field(default="ghg/v1", description="Root of the wire topic scheme")
+    qos: Literal[0, 1] = 1
+    keepalive_s: int = Field(default=30, ge=5)
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long the broker keeps the bridge's session (and its queued readings)",
+    )
+    receive_maximum: int = Field(
+        default=2000,
+        ge=1,
+        le=65535,
+        description="Unacknowledged QoS 1 messages the broker may have in flight to the bridge;"
+        " the bridge's backpressure bound",
+    )
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class KafkaSettings(_Section):
+    """Kafka cluster, topics and client tuning shared by producers and consumers."""
+
+    bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; None: embedded/local broker"
+    )
+    readings_topic: str = "ghg.readings"
+    deadletter_topic: str = "ghg.deadletter"
+    partitions: int = Field(default=6, ge=1, description="Partitions for topics ghgwatch creates")
+    replication_factor: int = Field(default=1, ge=1)
+    linger_ms: int = Field(default=5, ge=0)
+    max_batch_bytes: int = Field(default=1_048_576, ge=16_384)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    enable_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer; needs a broker that supports it (Apache Kafka does)",
+    )
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+
+class DbSettings(_Section):
+    """PostgreSQL / TimescaleDB connection and storage policies."""
+
+    url: SecretStr | None = Field(
+        default=None, description="postgresql://user:pass@host:port/db; None: embedded/local"
+    )
+    pool_min: int = Field(default=1, ge=1)
+    pool_max: int = Field(default=4, ge=1)
+    command_timeout_s: float = Field(default=30.0, gt=0)
+    chunk_interval: str = Field(default="1 day", description="Hypertable chunk interval")
+    compress_after: str = Field(default="7 days", description="Compress chunks older than this")
+    raw_retention: str | None = Field(
+        default="400 days",
+        description="Drop raw readings older than this (the coal-mine rule keeps real-time data"
+        " >= 3 months); None keeps everything",
+    )
+    aggregate_retention: str | None = Field(
+        default=None, description="Drop 1-minute aggregates older than this; None keeps them"
+    )
+
+
+class ProcessorSettings(_Section):
+    """The Kafka consumer that stores readings and dead letters."""
+
+    group_id: str = "ghgwatch-processor"
+    batch_max: int = Field(default=20_000, ge=1, description="Kafka records per poll")
+    poll_timeout_ms: int = Field(default=500, ge=1)
+    commit_interval_s: float = Field(default=1.0, ge=0)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    session_timeout_ms: int = Field(default=30_000, ge=6_000)
+    backpressure_pause_s: float = Field(default=2.0, gt=0)
+
+
+class MetricsSettings(_Section):
+    """Prometheus exposition."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    bridge_port: int = Field(default=9641, ge=0, le=65535, description="0: any free port")
+    processor_port: int = Field(default=9642, ge=0, le=65535)
+
+
+class LogSettings(_Section):
+    """Structured logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["console", "json"] = "console"
+
+
+class Settings(BaseSettings):
+    """Every knob of ghgwatch, one frozen object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GHGWATCH_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    data_dir: Path = Field(
+        default=Path(".ghgwatch"),
+        description="Where `ghgwatch up` keeps embedded services' data, logs and endpoints",
+    )
+    mqtt: MqttSettings = MqttSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    db: DbSettings = DbSettings()
+    processor: ProcessorSettings = ProcessorSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _TOML_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    def mqtt_url(self) -> str:
+        """The MQTT URL to use, falling back to the standard local broker."""
+        return self.mqtt.url or LOCAL_MQTT_URL
+
+    def kafka_bootstrap(self) -> str:
+        """The Kafka bootstrap servers to use, falling back to the standard local port."""
+        return self.kafka.bootstrap or LOCAL_KAFKA_BOOTSTRAP
+
+    def db_url(self) -> str:
+        """The database URL to use, falling back to the standard local PostgreSQL."""
+        return self.db.url.get_secret_value() if self.db.url is not None else LOCAL_DB_URL
+
+    def with_endpoints(
+        self, *, mqtt_url: str | None, kafka_bootstrap: str | None, db_url: str | None
+    ) -> Settings:
+        """Return a copy whose unset service URLs are filled in (used by ``ghgwatch up``)."""
+        update: dict[str, Any] = {}
+        if self.mqtt.url is None and mqtt_url is not None:
+            update["mqtt"] = self.mqtt.model_copy(update={"url": mqtt_url})
+        if self.kafka.bootstrap is None and kafka_bootstrap is not None:
+            update["kafka"] = self.kafka.model_copy(update={"bootstrap": kafka_bootstrap})
+        if self.db.url is None and db_url is not None:
+            update["db"] = self.db.model_copy(update={"url": SecretStr(db_url)})
+        return self.model_copy(update=update)
+
+
+# The TOML path is a process-wide input chosen by the CLI before it builds Settings; keeping
+# it out of the model means `Settings()` in tests never reads a file by surprise.
+_TOML_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from (in priority order) overrides, environment and a TOML file.
+
+    Args:
+        config_file: optional TOML file with the same nesting as :class:`Settings`.
+        **overrides: top-level fields given directly (the CLI's flags).
+
+    Returns:
+        The frozen settings object.
+    """
+    _TOML_FILE["path"] = config_file
+    try:
+        return Settings(**overrides)
+    finally:
+        _TOML_FILE["path"] = None

@@ -1,0 +1,62 @@
+"""Records the processors publish for other services: detections, on the detections topic."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DetectionRecord", "DetectionState", "Severity", "detection_id"]
+
+
+class Severity(StrEnum):
+    """How urgent a detection is; alert rules map it to notifications."""
+
+    INFO = "info"
+    MAINTENANCE = "maintenance"  # sensor faults: a ticket, not a page
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class DetectionState(StrEnum):
+    """A detection is published when it opens and again when it clears."""
+
+    OPEN = "open"
+    CLEARED = "cleared"
+
+
+def detection_id(device_id: str, metric: str, detector: str, started_at: datetime) -> str:
+    """Stable id of one detection event: the same onset always gives the same id."""
+    key = f"{device_id}|{metric}|{detector}|{started_at.isoformat()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class DetectionRecord(BaseModel):
+    """One detection event as stored and as published to Kafka (key: ``device_id``).
+
+    ``detection_id`` is stable across redelivery and replay, so consumers de-duplicate on it;
+    the CLEARED record repeats the OPEN record's id with ``ended_at`` set.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+    detection_id: str
+    state: DetectionState
+    device_id: str
+    kind: str = Field(description="Source kind: city, cems, mine, leak (or generic)")
+    network: str
+    site: str
+    metric: str
+    detector: str = Field(description="e.g. threshold_alarm, power_cut, rising_trend, spike")
+    severity: Severity
+    started_at: datetime
+    ended_at: datetime | None = None
+    score: float
+    value: float = Field(description="The reading (or derived value) that triggered it")
+    threshold: float | None = None
+    location: str | None = None
+    evidence: dict[str, float] = Field(default_factory=dict)
