@@ -24,11 +24,15 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "AlertRoute",
+    "AlertRule",
+    "AlertsSettings",
     "DbSettings",
     "KafkaSettings",
     "LogSettings",
     "MetricsSettings",
     "MqttSettings",
+    "NotifierTarget",
     "ProcessorSettings",
     "Settings",
     "load_settings",
@@ -151,6 +155,140 @@ class LogSettings(_Section):
     format: Literal["console", "json"] = "console"
 
 
+AlertSeverity = Literal["info", "maintenance", "warning", "critical"]
+
+
+class AlertRule(_Section):
+    """Turns matching detections into alerts; the first rule that matches wins.
+
+    Empty match lists match anything. ``severity`` None keeps the detection's own severity.
+    Detections with the same ``group`` at one site (or one device, ``group_by="device"``) join
+    one alert while it is active.
+    """
+
+    name: str
+    detectors: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    severity: AlertSeverity | None = None
+    group: str = "detections"
+    group_by: Literal["site", "device"] = "site"
+
+
+DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
+    AlertRule(name="mine_power_cut", detectors=("power_cut",), severity="critical", group="gas"),
+    AlertRule(
+        name="sudden_release", detectors=("sudden_release",), severity="critical", group="gas"
+    ),
+    AlertRule(
+        name="threshold_alarm", detectors=("threshold_alarm",), severity="warning", group="gas"
+    ),
+    AlertRule(name="rising_trend", detectors=("rising_trend",), severity="warning", group="gas"),
+    AlertRule(
+        name="sensor_fault",
+        detectors=("stuck", "gap", "drift", "flatline", "sensor_fault", "calibration"),
+        severity="maintenance",
+        group="sensor",
+        group_by="device",
+    ),
+)
+
+
+class NotifierTarget(_Section):
+    """One place a notification can go (a DingTalk robot, a mailbox, a siren topic...)."""
+
+    name: str
+    type: Literal["webhook", "dingtalk", "wecom", "email", "mqtt"]
+    url: str | None = Field(
+        default=None,
+        description="webhook/robot URL (with access_token/key); mqtt: broker URL, None = mqtt.url",
+    )
+    secret: SecretStr | None = Field(
+        default=None, description="DingTalk signing secret (SEC...); webhook: HMAC-SHA256 key"
+    )
+    email_to: tuple[str, ...] = ()
+    topic: str | None = Field(default=None, description="mqtt: topic root, None = alerts'")
+    language: Literal["zh", "en", "both"] = "both"
+
+
+class AlertRoute(_Section):
+    """Which targets hear about which alerts; every matching route is used.
+
+    Empty match lists match anything. ``escalation`` lists the next contacts in order: each
+    escalation of an unacknowledged critical alert re-notifies ``targets`` plus the next one.
+    """
+
+    name: str
+    networks: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    severities: tuple[AlertSeverity, ...] = ("warning", "critical")
+    targets: tuple[str, ...] = ()
+    escalation: tuple[str, ...] = ()
+
+
+class AlertsSettings(_Section):
+    """The alert service (detections -> alerts -> notifications) and the on-call API."""
+
+    group_id: str = "ghgwatch-alerts"
+    detections_topic: str | None = Field(
+        default=None, description="None: kafka.detections_topic when set, else ghg.detections"
+    )
+    batch_max: int = Field(default=500, ge=1)
+    poll_timeout_ms: int = Field(default=200, ge=1)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    session_timeout_ms: int = Field(default=30_000, ge=6_000)
+    rules: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
+    routes: tuple[AlertRoute, ...] = ()
+    notifiers: tuple[NotifierTarget, ...] = ()
+    resolve_hold_s: float = Field(
+        default=120.0, ge=0, description="All detections must stay cleared this long (hysteresis)"
+    )
+    escalate_after_s: float = Field(
+        default=600.0, gt=0, description="Unacknowledged critical alert: re-notify and escalate"
+    )
+    max_escalations: int = Field(default=3, ge=0)
+    silence_default_s: float = Field(default=3600.0, gt=0)
+    tick_s: float = Field(default=1.0, gt=0, description="Auto-resolve / escalation check")
+    dispatch_enabled: bool = Field(default=True, description="Send outbox rows in this process")
+    dispatch_poll_s: float = Field(default=1.0, gt=0)
+    dispatch_batch: int = Field(default=50, ge=1)
+    dispatch_concurrency: int = Field(default=8, ge=1)
+    send_timeout_s: float = Field(default=10.0, gt=0)
+    lease_s: float = Field(
+        default=60.0, gt=0, description="A claimed outbox row is retried after this (crash)"
+    )
+    retry_base_s: float = Field(default=2.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1)
+    timezone: str = "Asia/Shanghai"
+    grafana_url: str | None = Field(
+        default=None, description="Grafana base URL: panel links and annotations"
+    )
+    grafana_token: SecretStr | None = None
+    grafana_dashboards: dict[str, str] = Field(
+        default_factory=lambda: {
+            "city": "ghgwatch-city",
+            "cems": "ghgwatch-cems",
+            "mine": "ghgwatch-mine",
+            "leak": "ghgwatch-leak",
+        },
+        description="Dashboard uid per source kind, for links",
+    )
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "ghgwatch@localhost"
+    smtp_starttls: bool = False
+    mqtt_topic_root: str = "ghg/v1/alerts"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=9643, ge=0, le=65535)
+    api_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict, description="name -> bearer token; the name is recorded as actor"
+    )
+
+
 class Settings(BaseSettings):
     """Every knob of ghgwatch, one frozen object."""
 
@@ -171,6 +309,7 @@ class Settings(BaseSettings):
     processor: ProcessorSettings = ProcessorSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
     @classmethod
     def settings_customise_sources(
