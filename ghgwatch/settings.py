@@ -28,6 +28,7 @@ __all__ = [
     "AlertRule",
     "AlertsSettings",
     "DbSettings",
+    "DetectionSettings",
     "KafkaSettings",
     "LogSettings",
     "MetricsSettings",
@@ -91,6 +92,9 @@ class KafkaSettings(_Section):
     )
     readings_topic: str = "ghg.readings"
     deadletter_topic: str = "ghg.deadletter"
+    detections_topic: str = Field(
+        default="ghg.detections", description="Detections (OPEN/CLEARED) for alerting"
+    )
     partitions: int = Field(default=6, ge=1, description="Partitions for topics ghgwatch creates")
     replication_factor: int = Field(default=1, ge=1)
     linger_ms: int = Field(default=5, ge=0)
@@ -289,6 +293,137 @@ class AlertsSettings(_Section):
     )
 
 
+class MethaneLevels(_Section):
+    """Coal-mine CH4 levels for one sensor location class (% vol); None: no such level."""
+
+    alarm_pct_vol: float | None = Field(description="Alarm at or above this")
+    cut_pct_vol: float | None = Field(default=None, description="Power cut at or above this")
+    restore_pct_vol: float | None = Field(default=None, description="Power restored below this")
+
+
+def _mine_levels() -> dict[str, MethaneLevels]:
+    # Coal Mine Safety Regulations 2022 / AQ 1029 (DOMAIN.md); "other" is our assumption.
+    m = MethaneLevels
+    return {
+        "T0": m(alarm_pct_vol=1.0, cut_pct_vol=1.5, restore_pct_vol=1.5),
+        "T1": m(alarm_pct_vol=1.0, cut_pct_vol=1.5, restore_pct_vol=1.0),
+        "T2": m(alarm_pct_vol=1.0, cut_pct_vol=1.0, restore_pct_vol=1.0),
+        "T3": m(alarm_pct_vol=0.5, cut_pct_vol=0.5, restore_pct_vol=0.5),
+        "T7": m(alarm_pct_vol=2.5, cut_pct_vol=2.5, restore_pct_vol=2.5),
+        "main_return": m(alarm_pct_vol=0.75),
+        "wing_return": m(alarm_pct_vol=0.75),
+        "other": m(alarm_pct_vol=1.0, cut_pct_vol=1.5, restore_pct_vol=1.0),
+    }
+
+
+def _cems_benchmarks() -> dict[str, float]:
+    # Supply coal consumption, g standard coal per kWh (MISSION.md, plan box 3).
+    return {
+        "1000mw_usc": 285.0,
+        "600mw_usc": 293.0,
+        "600mw_sc": 300.0,
+        "600mw_subc": 314.0,
+        "300mw_sc": 308.0,
+        "300mw_subc": 323.0,
+        "200mw_uhp": 352.0,
+        "cfb_600mw_wet": 306.0,
+        "cfb_600mw_air": 325.0,
+        "cfb_300mw_wet": 318.0,
+        "cfb_300mw_air": 338.0,
+    }
+
+
+class DetectionSettings(_Section):
+    """Windowed detection: regulatory levels, detector parameters, the detection service."""
+
+    group_id: str = "ghgwatch-detector"
+    batch_max: int = Field(default=20_000, ge=1, description="Kafka records per poll")
+    poll_timeout_ms: int = Field(default=500, ge=1)
+    commit_interval_s: float = Field(default=1.0, ge=0)
+    warmup_records: int = Field(
+        default=5_000,
+        ge=0,
+        description="Records re-read per partition before the committed offset to rebuild"
+        " window state after a restart or rebalance (their detections are not re-emitted)",
+    )
+    excluded_flags: tuple[str, ...] = Field(
+        default=("F", "M", "D", "C", "B"),
+        description="HJ 212 flags kept out of detection and averages (stored all the same)",
+    )
+    mine_levels: dict[str, MethaneLevels] = Field(
+        default_factory=_mine_levels, description="Per location class: T0,T1,T2,T3,T7,..."
+    )
+    sensor_levels: dict[str, MethaneLevels] = Field(
+        default_factory=dict, description="device_id -> levels overriding its location class"
+    )
+    alarm_hysteresis_pct_vol: float = Field(
+        default=0.05, ge=0, description="An alarm clears below alarm level minus this"
+    )
+    gap_s: float = Field(default=300.0, gt=0, description="Silence longer than this is a gap")
+    stuck_s: float = Field(default=3600.0, gt=0, description="Unchanged value this long: stuck")
+    baseline_tau_s: float = Field(default=1800.0, gt=0, description="Baseline time constant")
+    scale_tau_s: float = Field(default=3600.0, gt=0, description="Noise-scale time constant")
+    warmup_samples: int = Field(default=30, ge=2, description="Samples before trend detectors arm")
+    huber_c: float = Field(default=2.5, gt=0, description="Residual clip (sigmas) for updates")
+    cusum_k: float = Field(default=0.5, ge=0, description="CUSUM allowance (sigmas per sample)")
+    cusum_h: float = Field(default=8.0, gt=0, description="CUSUM decision level (sigmas)")
+    z_clip: float = Field(
+        default=4.0, gt=0, description="Per-sample CUSUM input cap: one noisy sample pages nobody"
+    )
+    spike_z: float = Field(default=8.0, gt=0, description="Robust z of a one-sample spike")
+    sigma_floor: dict[str, float] = Field(
+        default_factory=lambda: {
+            "ch4_pct_vol": 0.01,
+            "ch4_ppm": 0.05,
+            "ch4_ppb": 2.0,
+            "co2_ppm": 0.5,
+            "co2_pct_vol": 0.05,
+        },
+        description="Lowest noise scale per metric (sensor resolution); others: relative",
+    )
+    min_rise: dict[str, float] = Field(
+        default_factory=lambda: {
+            "ch4_pct_vol": 0.05,
+            "ch4_ppm": 0.5,
+            "ch4_ppb": 20.0,
+            "co2_ppm": 5.0,
+        },
+        description="Smallest rise above baseline worth a release/plume detection",
+    )
+    plausible: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "ch4_pct_vol": (-0.1, 100.0),
+            "ch4_ppm": (0.5, 1_000_000.0),
+            "ch4_ppb": (500.0, 1e9),
+            "co2_ppm": (300.0, 5_000.0),
+            "co2_pct_vol": (0.0, 25.0),
+            "o2_pct_vol": (0.0, 21.5),
+            "moisture_pct_vol": (0.0, 60.0),
+        },
+        description="Plausible range per metric; outside it a reading is a sensor fault",
+    )
+    background_quantile: float = Field(
+        default=0.05, gt=0, lt=0.5, description="City background: rolling low percentile"
+    )
+    background_tau_s: float = Field(default=6 * 3600.0, gt=0)
+    cems_unit_class: dict[str, str] = Field(
+        default_factory=dict, description="CEMS device_id -> benchmark class (keys below)"
+    )
+    cems_benchmarks_g_sce_kwh: dict[str, float] = Field(default_factory=_cems_benchmarks)
+    co2_t_per_t_sce: float = Field(
+        default=2.66, gt=0, description="t CO2 per t standard coal burnt (benchmark conversion)"
+    )
+    intensity_tolerance: float = Field(
+        default=0.10, ge=0, description="Hourly intensity above benchmark x (1 + this): warn"
+    )
+    min_valid_minutes: int = Field(default=45, ge=1, le=60, description="HJ 76 valid hour")
+    min_samples_per_minute: int = Field(default=1, ge=1)
+    default_baro_pa: float = Field(default=101_325.0, gt=0)
+    zero_flow_m3_h: float = Field(default=1_000.0, ge=0, description="Flow at/below: no flow")
+    co2_present_pct_vol: float = Field(default=1.0, ge=0)
+    load_present_mw: float = Field(default=10.0, ge=0)
+
+
 class Settings(BaseSettings):
     """Every knob of ghgwatch, one frozen object."""
 
@@ -310,6 +445,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     alerts: AlertsSettings = AlertsSettings()
+    detection: DetectionSettings = DetectionSettings()
 
     @classmethod
     def settings_customise_sources(
