@@ -234,9 +234,8 @@ class AlertRoute(_Section):
 class AlertsSettings(_Section):
     """The alert service (detections -> alerts -> notifications) and the on-call API."""
 
-    group_id: str = "ghgwatch-alerts"
-    detections_topic: str | None = Field(
-        default=None, description="None: kafka.detections_topic when set, else ghg.detections"
+    group_id: str = Field(
+        default="ghgwatch-alerts", description="Consumer group on kafka.detections_topic"
     )
     batch_max: int = Field(default=500, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)

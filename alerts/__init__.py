@@ -1,0 +1,103 @@
+"""Alerts: detections become alerts, alerts reach on-call staff exactly once, staff answer.
+
+Public surface: :class:`AlertService` (Kafka detections -> PostgreSQL alerts + outbox ->
+notifiers), :class:`AlertApi` / :func:`create_app` (the on-call HTTP API), :class:`AlertStore`
+(used by the CLI), the notifiers and the pure rule and message functions.
+"""
+
+from alerts.api import AlertApi, create_app
+from alerts.dispatcher import Dispatcher, DispatchStats, backoff_s
+from alerts.exceptions import (
+    AlertError,
+    AlertNotFound,
+    InvalidTransition,
+    NotifyFailed,
+    NotifyRejected,
+)
+from alerts.grafana import GrafanaAnnotator, annotation_tags
+from alerts.messages import AlertMessage, grafana_link, render_markdown, render_text, render_title
+from alerts.models import (
+    AckRequest,
+    AlertDetail,
+    AlertEventView,
+    AlertFilter,
+    AlertView,
+    AttemptView,
+    DetectionView,
+    NotificationView,
+    ResolveRequest,
+    SilenceAlertRequest,
+    SilenceRequest,
+    SilenceView,
+)
+from alerts.notifiers import (
+    DingTalkNotifier,
+    EmailNotifier,
+    MqttNotifier,
+    Notifier,
+    SendResult,
+    WebhookNotifier,
+    WeComNotifier,
+    build_notifiers,
+    dingtalk_sign,
+)
+from alerts.rules import SEVERITY_RANK, AlertDecision, classify, escalation_targets, route_targets
+from alerts.service import AlertService, ServiceStats, decode_detections
+from alerts.source import DetectionSource, RawRecord
+from alerts.store import AlertStore, ApplyResult, OutboxItem, SweepResult, db_errors
+
+__all__ = [
+    "SEVERITY_RANK",
+    "AckRequest",
+    "AlertApi",
+    "AlertDecision",
+    "AlertDetail",
+    "AlertError",
+    "AlertEventView",
+    "AlertFilter",
+    "AlertMessage",
+    "AlertNotFound",
+    "AlertService",
+    "AlertStore",
+    "AlertView",
+    "ApplyResult",
+    "AttemptView",
+    "DetectionSource",
+    "DetectionView",
+    "DingTalkNotifier",
+    "DispatchStats",
+    "Dispatcher",
+    "EmailNotifier",
+    "GrafanaAnnotator",
+    "InvalidTransition",
+    "MqttNotifier",
+    "NotificationView",
+    "Notifier",
+    "NotifyFailed",
+    "NotifyRejected",
+    "OutboxItem",
+    "RawRecord",
+    "ResolveRequest",
+    "SendResult",
+    "ServiceStats",
+    "SilenceAlertRequest",
+    "SilenceRequest",
+    "SilenceView",
+    "SweepResult",
+    "WeComNotifier",
+    "WebhookNotifier",
+    "annotation_tags",
+    "backoff_s",
+    "build_notifiers",
+    "classify",
+    "create_app",
+    "db_errors",
+    "decode_detections",
+    "dingtalk_sign",
+    "escalation_targets",
+    "grafana_link",
+    "render_markdown",
+    "render_text",
+    "render_title",
+    "route_targets",
+]

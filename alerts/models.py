@@ -1,0 +1,200 @@
+"""pydantic models at the alert boundaries: what the store returns and the API speaks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "AckRequest",
+    "AlertDetail",
+    "AlertEventView",
+    "AlertFilter",
+    "AlertView",
+    "AttemptView",
+    "DetectionView",
+    "NotificationView",
+    "ResolveRequest",
+    "SilenceAlertRequest",
+    "SilenceRequest",
+    "SilenceView",
+]
+
+AlertState = Literal["open", "acknowledged", "resolved"]
+SeverityName = Literal["info", "maintenance", "warning", "critical"]
+
+MAX_SILENCE_S = 30 * 24 * 3600.0
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlertView(_View):
+    """One alert as stored: what, where, how severe, and where it is in its lifecycle."""
+
+    alert_id: int
+    group_key: str
+    rule: str
+    severity: SeverityName
+    state: AlertState
+    condition_active: bool
+    network: str
+    site: str
+    kind: str
+    device_id: str
+    metric: str
+    detector: str
+    value: float
+    threshold: float | None
+    location: str | None
+    started_at: datetime
+    last_seen_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolve_due_at: datetime | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    escalation_level: int
+    next_escalation_at: datetime | None
+    silenced_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AlertEventView(_View):
+    """One entry of an alert's history (state change, acknowledgement, suppression...)."""
+
+    event_id: int
+    at: datetime
+    event: str
+    actor: str
+    detail: dict[str, Any]
+
+
+class AttemptView(_View):
+    """One attempt to send a notification and its result."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    error: str | None
+    response: str | None
+
+
+class NotificationView(_View):
+    """One queued notification (an outbox row) with every attempt made."""
+
+    outbox_id: int
+    idempotency_key: str
+    event: str
+    target: str
+    channel: str
+    status: Literal["pending", "sending", "sent", "failed", "suppressed"]
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+    last_error: str | None
+    history: list[AttemptView] = Field(default_factory=list)
+
+
+class DetectionView(_View):
+    """A detection that belongs to the alert."""
+
+    detection_id: str
+    device_id: str
+    metric: str
+    detector: str
+    severity: str
+    state: Literal["open", "cleared"]
+    started_at: datetime
+    ended_at: datetime | None
+    value: float
+    threshold: float | None
+
+
+class AlertDetail(_View):
+    """An alert with its detections, history and notifications."""
+
+    alert: AlertView
+    detections: list[DetectionView]
+    events: list[AlertEventView]
+    notifications: list[NotificationView]
+
+
+class SilenceView(_View):
+    """A silence or maintenance window: matching alerts are recorded but nobody is told."""
+
+    silence_id: int
+    kind: Literal["silence", "maintenance"]
+    network: str | None
+    site: str | None
+    device_id: str | None
+    group: str | None
+    alert_id: int | None
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+class AlertFilter(_View):
+    """Filters for listing alerts; None matches anything."""
+
+    state: AlertState | None = None
+    active: bool | None = Field(default=None, description="True: open or acknowledged")
+    severity: SeverityName | None = None
+    network: str | None = None
+    site: str | None = None
+    kind: str | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class AckRequest(_View):
+    """Acknowledge an alert: stops its escalation."""
+
+    by: str | None = Field(default=None, max_length=200, description="Person; default: token")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ResolveRequest(_View):
+    """Resolve an alert by hand."""
+
+    by: str | None = Field(default=None, max_length=200)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class SilenceAlertRequest(_View):
+    """Silence an alert (and its site's group) for a while."""
+
+    by: str | None = Field(default=None, max_length=200)
+    duration_s: float | None = Field(default=None, gt=0, le=MAX_SILENCE_S)
+    reason: str = Field(default="silenced by on-call", max_length=2000)
+
+
+class SilenceRequest(_View):
+    """Create a silence or maintenance window (e.g. a mine sensor calibration)."""
+
+    kind: Literal["silence", "maintenance"] = "maintenance"
+    network: str | None = None
+    site: str | None = None
+    device_id: str | None = None
+    group: str | None = None
+    starts_at: datetime | None = Field(default=None, description="Default: now")
+    ends_at: datetime
+    reason: str = Field(min_length=1, max_length=2000)
+    by: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _check(self) -> SilenceRequest:
+        if self.starts_at is not None and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if self.ends_at.tzinfo is None or (self.starts_at and self.starts_at.tzinfo is None):
+            raise ValueError("times must carry a time zone (e.g. 2026-01-01T08:00:00+08:00)")
+        if not any((self.network, self.site, self.device_id, self.group)):
+            raise ValueError("give at least one of network, site, device_id, group")
+        return self

@@ -1,0 +1,222 @@
+"""The alert service: detections -> alerts (store) -> notifications (dispatcher), plus sweeps.
+
+One process runs three tasks sharing one store:
+
+- the consumer loop (STYLE.md 2.8): poll detections, decode (bad records are logged and
+  skipped), apply the batch in one database transaction together with its outbox rows, then
+  commit the Kafka offsets; a slow database rewinds the batch and waits;
+- the sweeper: every ``alerts.tick_s``, auto-resolve alerts whose hold time passed and
+  escalate unacknowledged critical alerts;
+- the dispatcher (:mod:`alerts.dispatcher`), woken as soon as a change queued notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+import structlog
+from pydantic import ValidationError
+
+from alerts.dispatcher import Dispatcher, wait_any
+from alerts.grafana import GrafanaAnnotator
+from alerts.notifiers import Notifier, build_notifiers
+from alerts.source import DetectionSource, RawRecord
+from alerts.store import AlertStore
+from ghgwatch.errors import BrokerUnavailable, StorageBackpressure, TransientError
+from ghgwatch.settings import Settings
+from processors.events import DetectionRecord
+
+__all__ = ["AlertService", "ServiceStats", "decode_detections"]
+
+log = structlog.get_logger(__name__)
+
+PAYLOAD_EXCERPT_CHARS = 200
+HTTP_MAX_CONNECTIONS = 32
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class ServiceStats:
+    """Counts since the service started."""
+
+    detections: int = 0
+    invalid: int = 0
+    new_alerts: int = 0
+    duplicates: int = 0
+    resolved: int = 0
+    escalated: int = 0
+    sent: int = 0
+
+
+def decode_detections(records: list[RawRecord]) -> tuple[list[DetectionRecord], int]:
+    """Decode Kafka values into detections; undecodable ones are logged and skipped.
+
+    Args:
+        records: raw records in partition order.
+
+    Returns:
+        The detections in order, and how many records were skipped.
+    """
+    out: list[DetectionRecord] = []
+    bad = 0
+    for r in records:
+        try:
+            out.append(DetectionRecord.model_validate_json(r.value or b""))
+        except ValidationError as exc:
+            bad += 1
+            log.warning(
+                "undecodable detection skipped",
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                error=str(exc.errors()[:1]),
+                payload=(r.value or b"")[:PAYLOAD_EXCERPT_CHARS].decode(errors="replace"),
+            )
+    return out, bad
+
+
+class AlertService:
+    """Consumes detections, keeps alerts, notifies on-call staff.
+
+    Args:
+        settings: the whole settings object (kafka, db, alerts, mqtt for siren targets).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cfg = settings.alerts
+        self.stats = ServiceStats()
+        self._wake = asyncio.Event()
+        self._dispatcher: Dispatcher | None = None
+
+    async def run(
+        self,
+        *,
+        stop: asyncio.Event | None = None,
+        timeout_s: float | None = None,
+        max_detections: int | None = None,
+    ) -> ServiceStats:
+        """Run until ``stop`` is set, ``timeout_s`` passes or ``max_detections`` were handled.
+
+        What a stop leaves behind, in order: the consumer stops polling after its current
+        batch (whose transaction and offset commit complete), the sweeper and dispatcher stop
+        after their current round, every connection closes. Notifications not sent yet stay
+        in the outbox for the next start.
+
+        Args:
+            stop: set it to stop (signal handlers do only that).
+            timeout_s: stop after this long.
+            max_detections: stop after handling this many detections (tests, benchmarks).
+
+        Returns:
+            Counts of what was done.
+
+        Raises:
+            FatalError: bad configuration, refused credentials, missing schema.
+        """
+        stop = stop or asyncio.Event()
+        inner = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s if timeout_s is not None else None
+        s = self._settings
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(AlertStore(s.db_url(), self._cfg, s.db))
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    timeout=self._cfg.send_timeout_s,
+                    limits=httpx.Limits(max_connections=HTTP_MAX_CONNECTIONS),
+                )
+            )
+            notifiers: dict[str, Notifier] = dict(build_notifiers(self._cfg, http, s.mqtt_url()))
+            if self._cfg.grafana_url:
+                notifiers["grafana"] = GrafanaAnnotator(self._cfg)
+            for n in notifiers.values():
+                stack.push_async_callback(n.aclose)
+            source = await stack.enter_async_context(DetectionSource(s))
+            tasks: list[asyncio.Task[None]] = []
+            if self._cfg.dispatch_enabled:
+                self._dispatcher = Dispatcher(store, notifiers, self._cfg, self._wake)
+                tasks.append(
+                    asyncio.create_task(self._dispatcher.run(inner), name="alerts-dispatch")
+                )
+            tasks.append(asyncio.create_task(self._sweep_loop(store, inner), name="alerts-sweep"))
+            log.info(
+                "alert service running",
+                topic=source.topic,
+                notifiers=sorted(notifiers),
+                dispatch=self._cfg.dispatch_enabled,
+            )
+            try:
+                while not stop.is_set() and not inner.is_set():
+                    if deadline is not None and loop.time() >= deadline:
+                        break
+                    if max_detections is not None and self.stats.detections >= max_detections:
+                        break
+                    for t in tasks:
+                        if t.done():
+                            t.result()  # a crashed helper task stops the service loudly
+                    await self._consume_once(source, store, stop)
+            finally:
+                inner.set()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_GRACE_S):
+                        await asyncio.gather(*tasks, return_exceptions=True)
+                for t in tasks:
+                    t.cancel()
+                if self._dispatcher is not None:
+                    self.stats.sent = self._dispatcher.stats.sent
+        log.info("alert service stopped", **vars(self.stats))
+        return self.stats
+
+    async def _consume_once(
+        self, source: DetectionSource, store: AlertStore, stop: asyncio.Event
+    ) -> None:
+        try:
+            records = await source.poll(self._cfg.batch_max, self._cfg.poll_timeout_ms)
+        except BrokerUnavailable as exc:
+            log.warning("detections poll failed; retrying", error=str(exc))
+            await wait_any(stop, None, exc.retry_after)
+            return
+        if not records:
+            return
+        detections, bad = decode_detections(records)
+        self.stats.invalid += bad
+        if detections:
+            try:
+                result = await store.apply_detections(detections, datetime.now(UTC))
+            except StorageBackpressure as exc:
+                log.warning(
+                    "alert store slow; rewinding batch", error=str(exc), records=len(records)
+                )
+                source.rewind(records)
+                await wait_any(stop, None, exc.retry_after)
+                return
+            self.stats.new_alerts += result.new_alerts
+            self.stats.duplicates += result.duplicates
+            if result.queued:
+                self._wake.set()
+        self.stats.detections += len(detections)
+        try:
+            await source.commit(records)
+        except TransientError as exc:
+            # Stored already; a redelivery is absorbed by the detection-id de-duplication.
+            log.warning("detections commit failed; records may be seen again", error=str(exc))
+
+    async def _sweep_loop(self, store: AlertStore, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                result = await store.sweep(datetime.now(UTC))
+            except TransientError as exc:
+                log.warning("alert sweep failed; retrying", error=str(exc))
+                await wait_any(stop, None, exc.retry_after)
+                continue
+            self.stats.resolved += result.resolved
+            self.stats.escalated += result.escalated
+            if result.queued:
+                self._wake.set()
+            await wait_any(stop, None, self._cfg.tick_s)
