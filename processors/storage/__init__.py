@@ -1,1 +1,42 @@
-"""placeholder"""
+"""Storage: schema migrations, decoding of Kafka values and the batch writer."""
+
+from processors.storage.decode import (
+    UNDECODABLE_REASON,
+    DeadLetter,
+    DecodedBatch,
+    KafkaRecordLike,
+    KafkaValue,
+    decode_values,
+)
+from processors.storage.migrate import (
+    MIGRATION_PACKAGES,
+    MIGRATIONS_DIR,
+    Migration,
+    MigrationReport,
+    discover_migrations,
+    migrate,
+    timescale_available,
+)
+from processors.storage.pgerrors import map_pg_error, pg_errors
+from processors.storage.writer import REQUIRED_TABLES, ReadingStore, WriteResult
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "MIGRATION_PACKAGES",
+    "REQUIRED_TABLES",
+    "UNDECODABLE_REASON",
+    "DeadLetter",
+    "DecodedBatch",
+    "KafkaRecordLike",
+    "KafkaValue",
+    "Migration",
+    "MigrationReport",
+    "ReadingStore",
+    "WriteResult",
+    "decode_values",
+    "discover_migrations",
+    "map_pg_error",
+    "migrate",
+    "pg_errors",
+    "timescale_available",
+]
