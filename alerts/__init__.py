@@ -6,6 +6,7 @@ notifiers), :class:`AlertApi` / :func:`create_app` (the on-call HTTP API), :clas
 """
 
 from alerts.api import AlertApi, create_app
+from alerts.console import AlertConsole, format_alert_line, format_detail
 from alerts.dispatcher import Dispatcher, DispatchStats, backoff_s
 from alerts.exceptions import (
     AlertError,
@@ -50,6 +51,7 @@ __all__ = [
     "SEVERITY_RANK",
     "AckRequest",
     "AlertApi",
+    "AlertConsole",
     "AlertDecision",
     "AlertDetail",
     "AlertError",
@@ -95,6 +97,8 @@ __all__ = [
     "decode_detections",
     "dingtalk_sign",
     "escalation_targets",
+    "format_alert_line",
+    "format_detail",
     "grafana_link",
     "render_markdown",
     "render_text",

@@ -227,6 +227,126 @@ def grafana_export(
         typer.echo(f"wrote {path}")
 
 
+@app.command("alert-service")
+def alert_service(
+    max_detections: Annotated[int | None, typer.Option(help="Stop after this many.")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+) -> None:
+    """Run the alert service (detections -> alerts -> notifications, escalation, resolve)."""
+    from alerts import AlertService
+
+    settings = _settings()
+
+    async def main_fn(stop: asyncio.Event) -> None:
+        await AlertService(settings).run(
+            stop=stop, timeout_s=timeout_s, max_detections=max_detections
+        )
+
+    _run(main_fn)
+
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="Default: alerts.api_port.")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+) -> None:
+    """Serve the on-call HTTP API (OpenAPI docs at /docs; bearer tokens: alerts.api_tokens)."""
+    from alerts import AlertApi
+
+    settings = _settings()
+
+    async def main_fn(stop: asyncio.Event) -> None:
+        await AlertApi(settings, port=port).run(stop=stop, timeout_s=timeout_s)
+
+    _run(main_fn)
+
+
+alerts_app = typer.Typer(help="On-call: list, show, ack, resolve, silence.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+_JSON_OPT = typer.Option("--json", help="Machine-readable output.")
+
+
+def _alerts(action: str, as_json: bool, **kw: object) -> None:
+    import getpass
+
+    from alerts import AlertConsole
+
+    settings = _settings()
+    if "by" in kw and kw["by"] is None:
+        kw["by"] = getpass.getuser()
+
+    async def main_fn(_stop: asyncio.Event) -> None:
+        typer.echo(await AlertConsole(settings).run(action, as_json=as_json, **kw))  # type: ignore[arg-type]
+
+    _run(main_fn)
+
+
+@alerts_app.command("list")
+def alerts_list(
+    state: Annotated[str | None, typer.Option(help="open, acknowledged or resolved.")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+    severity: Annotated[str | None, typer.Option(help="info/maintenance/warning/critical.")] = None,
+    network: Annotated[str | None, typer.Option()] = None,
+    site: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: Annotated[bool, _JSON_OPT] = False,
+) -> None:
+    """Alerts, newest first (active ones unless --all or --state)."""
+    active = None if show_all or state else True
+    _alerts(
+        "list",
+        as_json,
+        state=state,
+        active=active,
+        severity=severity,
+        network=network,
+        site=site,
+        limit=limit,
+    )
+
+
+@alerts_app.command("show")
+def alerts_show(alert_id: int, as_json: Annotated[bool, _JSON_OPT] = False) -> None:
+    """One alert with its detections, history and notifications."""
+    _alerts("show", as_json, alert_id=alert_id)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: int,
+    by: Annotated[str | None, typer.Option(help="Who (default: login name).")] = None,
+    note: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, _JSON_OPT] = False,
+) -> None:
+    """Acknowledge an alert (stops escalation)."""
+    _alerts("ack", as_json, alert_id=alert_id, by=by, note=note)
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(
+    alert_id: int,
+    by: Annotated[str | None, typer.Option(help="Who (default: login name).")] = None,
+    note: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, _JSON_OPT] = False,
+) -> None:
+    """Resolve an alert by hand."""
+    _alerts("resolve", as_json, alert_id=alert_id, by=by, note=note)
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    alert_id: int,
+    duration_s: Annotated[
+        float | None, typer.Option(help="Default: alerts.silence_default_s.")
+    ] = None,
+    reason: Annotated[str, typer.Option()] = "silenced from the CLI",
+    by: Annotated[str | None, typer.Option(help="Who (default: login name).")] = None,
+    as_json: Annotated[bool, _JSON_OPT] = False,
+) -> None:
+    """Silence an alert's site and group: recorded, not notified."""
+    _alerts("silence", as_json, alert_id=alert_id, duration_s=duration_s, reason=reason, by=by)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
