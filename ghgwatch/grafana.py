@@ -254,7 +254,11 @@ def _prom_graph(
     )
     for i, (expr, legend) in enumerate(exprs):
         panel = panel.with_target(
-            prom_b.Dataquery().ref_id(chr(ord("A") + i)).expr(expr).legend_format(legend)
+            prom_b.Dataquery()
+            .datasource(PROM)
+            .ref_id(chr(ord("A") + i))
+            .expr(expr)
+            .legend_format(legend)
         )
     return panel
 

@@ -1,0 +1,150 @@
+"""deploy/ is consistent: compose parses, its files exist, its env builds Settings, Mosquitto's
+shipped config runs on the real broker binary."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+import yaml
+
+from ghgwatch.embedded import ManagedProcess, free_port, mosquitto_binary
+from ghgwatch.settings import Settings
+
+_SUBST = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
+
+
+def _compose(repo_root: Path) -> dict[str, Any]:
+    return yaml.safe_load((repo_root / "deploy" / "compose.yaml").read_text())
+
+
+def _conf_values(path: Path) -> dict[str, str]:
+    out = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            out[key] = value.strip()
+    return out
+
+
+def test_compose_runs_kafka_in_kraft_mode_with_timescaledb_mosquitto_and_grafana(
+    repo_root: Path,
+) -> None:
+    """The production compose file has the brokers, the database, Grafana and our services."""
+    services = _compose(repo_root)["services"]
+    assert {"kafka", "timescaledb", "mosquitto", "grafana", "bridge", "processor"} <= set(services)
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
+    assert "zookeeper" not in services
+    assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
+    assert services["migrate"]["command"] == ["db", "migrate"]
+    for name in ("bridge", "processor"):
+        deps = services[name]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_every_file_compose_mounts_or_builds_from_exists(repo_root: Path) -> None:
+    """Bind mounts and the build context point at files that are in the repository.
+
+    Secrets (the password file, the ACL) are created from their committed examples.
+    """
+    deploy = repo_root / "deploy"
+    compose = _compose(repo_root)
+    for name, svc in compose["services"].items():
+        for volume in svc.get("volumes", []):
+            src = volume.split(":", 1)[0]
+            if not src.startswith("."):
+                assert src in compose["volumes"], (name, src)
+                continue
+            path = (deploy / src).resolve()
+            example = path.with_name(path.name + ".example")
+            if path.name in {"mosquitto.passwd", "acl"}:
+                assert example.exists(), example
+            else:
+                assert path.exists(), (name, path)
+    dockerfile = deploy / "Dockerfile"
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            for src in line.split()[1:-1]:
+                assert (repo_root / src).exists(), src
+
+
+def test_service_environment_builds_valid_settings(
+    repo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GHGWATCH_* variables compose gives the bridge and processor are valid Settings."""
+    services = _compose(repo_root)["services"]
+    for name in ("bridge", "processor", "migrate"):
+        env = services[name]["environment"]
+        for key, value in env.items():
+            if key.startswith("GHGWATCH_"):
+                monkeypatch.setenv(key, _SUBST.sub("secret", str(value)))
+        settings = Settings()
+        assert settings.kafka_bootstrap() == "kafka:9092"
+        assert settings.mqtt_url() == "mqtt://mosquitto:1883"
+        assert settings.db_url() == "postgresql://ghgwatch:secret@timescaledb:5432/ghgwatch"
+        assert settings.metrics.host == "0.0.0.0"
+        assert "secret" not in repr(settings)
+
+
+def test_mosquitto_conf_sets_queue_limits_persistence_and_sys_deliberately(
+    repo_root: Path,
+) -> None:
+    """The shipped config states every limit DOMAIN.md warns about instead of the defaults."""
+    conf = _conf_values(repo_root / "deploy" / "mosquitto" / "mosquitto.conf")
+    assert int(conf["max_queued_messages"]) >= 100_000
+    assert int(conf["max_queued_bytes"]) > 0
+    assert "max_inflight_messages" in conf
+    assert conf["persistence"] == "true"
+    assert int(conf["sys_interval"]) > 0
+    assert conf["allow_anonymous"] == "false"
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+async def test_shipped_mosquitto_conf_runs_and_refuses_anonymous_clients(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    """The real broker starts from deploy/mosquitto/mosquitto.conf (paths and port moved to
+    a temp dir), refuses anonymous clients and lets a password-file user publish."""
+    binary = mosquitto_binary()
+    assert binary is not None
+    passwd_tool = shutil.which("mosquitto_passwd")
+    if passwd_tool is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    port = free_port(0)
+    text = (repo_root / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    text = text.replace("listener 1883 0.0.0.0", f"listener {port} 127.0.0.1")
+    text = text.replace("/mosquitto/config/mosquitto.passwd", str(tmp_path / "passwd"))
+    text = text.replace("/mosquitto/config/acl", str(tmp_path / "acl"))
+    text = text.replace("/mosquitto/data/", f"{tmp_path}/")
+    assert not any("/mosquitto/" in x for x in text.splitlines() if not x.startswith("#"))
+    (tmp_path / "mosquitto.conf").write_text(text + "\nuser root\n")
+    shutil.copy(repo_root / "deploy" / "mosquitto" / "acl.example", tmp_path / "acl")
+    (tmp_path / "passwd").touch()
+    subprocess.run(
+        [passwd_tool, "-b", str(tmp_path / "passwd"), "ghgwatch-bridge", "pw"], check=True
+    )
+    broker = await ManagedProcess(
+        "mosquitto",
+        [binary, "-c", str(tmp_path / "mosquitto.conf")],
+        "127.0.0.1",
+        port,
+        tmp_path / "mosquitto.log",
+    ).start()
+    try:
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", port, identifier="anon"):
+                pass
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier="b", username="ghgwatch-bridge", password="pw"
+        ) as client:
+            await client.publish("ghg/v1/city/baotou/kundulun/picarro-01/status", b"x", qos=1)
+    finally:
+        await broker.stop()
