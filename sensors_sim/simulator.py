@@ -330,10 +330,14 @@ class Simulator:
         )
         spacing_us = np.maximum((spacing_s * US_PER_S).astype(np.int64), MIN_TS_STEP_US)
         jitter_us = (self._rng.uniform(0.0, cfg.jitter_s, k) * US_PER_S).astype(np.int64)
-        newest = np.int64(int(now_s * US_PER_S)) - jitter_us
-        # First sample strictly after the device's previous one: (device, metric, ts) unique.
-        floor = self._last_us[fleet_i][idx] + (samples - 1) * spacing_us + MIN_TS_STEP_US
-        newest = np.maximum(newest, floor)
+        last = self._last_us[fleet_i][idx]
+        # Every sample strictly after the device's previous one, so (device, metric, ts) stays
+        # unique; a device polled faster than its sample window squeezes the spacing rather
+        # than running ahead of the clock.
+        newest = np.maximum(
+            np.int64(int(now_s * US_PER_S)) - jitter_us, last + samples * MIN_TS_STEP_US
+        )
+        spacing_us = np.minimum(spacing_us, (newest - last) // samples)
         self._last_us[fleet_i][idx] = newest
         ts_us = newest[:, None] - (samples - 1 - np.arange(samples))[None, :] * spacing_us[:, None]
         values = np.empty((k, samples, len(fleet.channels)))
