@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiomqtt
+import asyncpg
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ghgwatch.embedded import ManagedProcess, free_port, port_is_free, start_tansu
+from ghgwatch.embedded import (
+    ManagedProcess,
+    free_port,
+    port_is_free,
+    start_postgres,
+    start_tansu,
+)
 
 
 async def test_tansu_answers_kafka_metadata_and_stops(tmp_path: Path) -> None:
@@ -40,9 +49,54 @@ async def test_private_mosquitto_round_trips_a_message(
 def test_free_port_prefers_the_standard_port_only_when_free() -> None:
     """A taken preferred port is replaced by another free one."""
     taken = free_port(0)
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", taken))
         s.listen()
         assert free_port(taken) != taken
+
+
+async def test_embedded_postgres_takes_a_free_port_keeps_data_and_stops(tmp_path: Path) -> None:
+    """With its preferred port taken, embedded PostgreSQL starts on another one, serves
+    asyncpg, keeps its data across a restart and frees its port when stopped."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        pg = await start_postgres(tmp_path / "pg", port=busy)
+    try:
+        assert pg.port != busy
+        assert pg.url == f"postgresql://postgres@127.0.0.1:{pg.port}/ghgwatch"
+        conn = await asyncpg.connect(pg.url)
+        try:
+            await conn.execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
+        finally:
+            await conn.close()
+    finally:
+        await pg.stop()
+    assert pg.proc is not None
+    assert pg.proc.returncode is not None
+    assert port_is_free(pg.port)
+
+    again = await start_postgres(tmp_path / "pg", port=0)
+    try:
+        conn = await asyncpg.connect(again.url)
+        try:
+            assert await conn.fetchval("SELECT v FROM kept") == 42
+        finally:
+            await conn.close()
+    finally:
+        await again.stop()
+    assert port_is_free(again.port)
+
+
+async def test_embedded_postgres_without_a_preferred_port_avoids_a_taken_5432(
+    tmp_path: Path,
+) -> None:
+    """The default port is 5432 only when free; on this machine's busy 5432 it picks another."""
+    if port_is_free(5432):
+        pytest.skip("5432 is free here: nothing to avoid")
+    pg = await start_postgres(tmp_path / "pg")
+    try:
+        assert pg.port != 5432
+    finally:
+        await pg.stop()
