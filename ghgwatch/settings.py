@@ -362,12 +362,28 @@ class DetectionSettings(_Section):
     stuck_s: float = Field(default=3600.0, gt=0, description="Unchanged value this long: stuck")
     baseline_tau_s: float = Field(default=1800.0, gt=0, description="Baseline time constant")
     scale_tau_s: float = Field(default=3600.0, gt=0, description="Noise-scale time constant")
-    warmup_samples: int = Field(default=30, ge=2, description="Samples before trend detectors arm")
+    warmup_samples: int = Field(default=30, ge=2, description="Samples of plain averaging first")
+    warmup_s: float = Field(
+        default=3600.0, ge=0, description="Data a stream needs before trend detectors arm"
+    )
     huber_c: float = Field(default=2.5, gt=0, description="Residual clip (sigmas) for updates")
-    cusum_k: float = Field(default=0.5, ge=0, description="CUSUM allowance (sigmas per sample)")
-    cusum_h: float = Field(default=8.0, gt=0, description="CUSUM decision level (sigmas)")
-    z_clip: float = Field(
-        default=4.0, gt=0, description="Per-sample CUSUM input cap: one noisy sample pages nobody"
+    z_open: float = Field(
+        default=6.0, gt=0, description="Robust z of the residual that opens a trend event"
+    )
+    z_close: float = Field(default=2.0, ge=0, description="Robust z below which it may clear")
+    open_samples: int = Field(
+        default=3, ge=1, description="Consecutive samples beyond z_open to open (persistence)"
+    )
+    close_samples: int = Field(
+        default=6, ge=1, description="Consecutive samples below z_close (or a level) to clear"
+    )
+    level_clear_samples: int = Field(
+        default=3, ge=1, description="Consecutive readings below a restore level to clear it"
+    )
+    rebaseline_s: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        description="An event open this long lets the baseline adapt again (a new normal)",
     )
     spike_z: float = Field(default=8.0, gt=0, description="Robust z of a one-sample spike")
     sigma_floor: dict[str, float] = Field(

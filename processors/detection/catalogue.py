@@ -1,0 +1,146 @@
+"""The detector catalogue and source-kind codes: names, severities, codes used in arrays."""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+
+__all__ = [
+    "DETECTOR_NAMES",
+    "DETECTOR_SEVERITY",
+    "KIND_NAMES",
+    "Detector",
+    "Kind",
+    "infer_kind",
+    "infer_location",
+    "parse_kind",
+]
+
+
+class Kind(IntEnum):
+    """Source kind of a stream; decides which detectors run on it."""
+
+    MINE = 0
+    LEAK = 1
+    CITY = 2
+    CEMS = 3
+    GENERIC = 4
+
+
+KIND_NAMES: dict[Kind, str] = {
+    Kind.MINE: "mine",
+    Kind.LEAK: "leak",
+    Kind.CITY: "city",
+    Kind.CEMS: "cems",
+    Kind.GENERIC: "generic",
+}
+
+
+class Detector(IntEnum):
+    """Every detector the engine runs; the value is its code in event arrays."""
+
+    THRESHOLD_ALARM = 0
+    POWER_CUT = 1
+    RELEASE = 2
+    PLUME = 3
+    ANOMALY = 4
+    SPIKE = 5
+    STUCK = 6
+    OUT_OF_RANGE = 7
+    GAP = 8
+    CO2_WITHOUT_FLOW = 9
+    LOAD_WITHOUT_FLOW = 10
+    INTENSITY_ABOVE_BENCHMARK = 11
+    HOUR_INVALID = 12
+
+
+DETECTOR_NAMES: dict[Detector, str] = {d: d.name.lower() for d in Detector}
+
+# Values of processors.events.Severity; faults are maintenance tickets, never pages.
+DETECTOR_SEVERITY: dict[Detector, str] = {
+    Detector.THRESHOLD_ALARM: "critical",
+    Detector.POWER_CUT: "critical",
+    Detector.RELEASE: "warning",
+    Detector.PLUME: "info",
+    Detector.ANOMALY: "warning",
+    Detector.SPIKE: "maintenance",
+    Detector.STUCK: "maintenance",
+    Detector.OUT_OF_RANGE: "maintenance",
+    Detector.GAP: "maintenance",
+    Detector.CO2_WITHOUT_FLOW: "maintenance",
+    Detector.LOAD_WITHOUT_FLOW: "maintenance",
+    Detector.INTENSITY_ABOVE_BENCHMARK: "warning",
+    Detector.HOUR_INVALID: "info",
+}
+
+_KIND_ALIASES = {
+    "mine": Kind.MINE,
+    "leak": Kind.LEAK,
+    "leak_monitor": Kind.LEAK,
+    "city": Kind.CITY,
+    "cems": Kind.CEMS,
+    "generic": Kind.GENERIC,
+}
+
+_CEMS_METRICS = frozenset(
+    {
+        "co2_pct_vol",
+        "flow_m3_h",
+        "flue_temp_c",
+        "static_pressure_pa",
+        "baro_pressure_pa",
+        "moisture_pct_vol",
+        "o2_pct_vol",
+        "load_mw",
+    }
+)
+_CITY_METRICS = frozenset(
+    {
+        "co2_ppm",
+        "ch4_ppb",
+        "wind_speed_m_s",
+        "wind_dir_deg",
+        "air_temp_c",
+        "air_pressure_hpa",
+        "rel_humidity_pct",
+    }
+)
+_MINE_METRICS = frozenset({"ch4_pct_vol", "co_ppm", "air_velocity_m_s"})
+_LOCATION_RE = re.compile(r"^(t[0-37])(?:[-_]|$)")
+
+
+def parse_kind(text: str) -> Kind:
+    """Parse a kind name (``city``, ``cems``, ``mine``, ``leak``/``leak_monitor``, ``generic``).
+
+    Raises:
+        ValueError: the name is not a known kind.
+    """
+    try:
+        return _KIND_ALIASES[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown kind {text!r}; one of {', '.join(_KIND_ALIASES)}") from None
+
+
+def infer_kind(metric: str) -> Kind:
+    """The source kind a metric name implies; unknown metrics are generic."""
+    if metric in _MINE_METRICS:
+        return Kind.MINE
+    if metric in _CEMS_METRICS:
+        return Kind.CEMS
+    if metric in _CITY_METRICS:
+        return Kind.CITY
+    if metric == "ch4_ppm":
+        return Kind.LEAK
+    return Kind.GENERIC
+
+
+def infer_location(device_id: str) -> str:
+    """A mine sensor's location class from its device name (``t1-0302`` -> ``T1``), else other."""
+    name = device_id.rsplit("/", 1)[-1].lower()
+    match = _LOCATION_RE.match(name)
+    if match:
+        return match.group(1).upper()
+    for cls in ("main_return", "wing_return"):
+        if name.startswith(cls):
+            return cls
+    return "other"

@@ -1,0 +1,397 @@
+"""CEMS: minute and hour CO2 mass emission rates on a dry standard basis (HJ 75/76), vectorised.
+
+Per unit (device) the readings of its channels are averaged per minute (flagged readings
+excluded), a minute closes when the unit sends a reading from a later minute, and
+
+    Q_sn = Q_s × 273.15 / (273.15 + t_s) × (B_a + P_s) / 101325 × (1 − X_sw)
+    G (t/h) = C_CO2 (% vol) × 10⁴ ppm × 44.01 / 22.414 mg/m³ per ppm × Q_sn × 10⁻⁹
+
+A minute is valid with ``min_samples_per_minute`` valid CO2 and flow samples plus a flue
+temperature and moisture (static pressure defaults to 0 Pa, barometric pressure to
+``default_baro_pa``). Hours close like minutes; an hour is valid with ``min_valid_minutes``
+valid minutes (HJ 76: 45), and its intensity (g CO2/kWh) is compared with the unit class
+benchmark (supply coal g/kWh × ``co2_t_per_t_sce``). Implausible combinations (CO2 with no
+flow, load with no flow) are judged per closed minute.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from ghgwatch.settings import DetectionSettings
+from processors.detection.catalogue import Detector
+from processors.detection.tables import (
+    NEVER_NS,
+    DerivedTable,
+    EventTable,
+    concat_derived,
+    concat_events,
+)
+
+__all__ = [
+    "CEMS_PARAMS",
+    "CO2_MG_M3_PER_PPM",
+    "CemsAggregator",
+    "co2_mass_rate_t_h",
+    "dry_standard_flow_m3_h",
+]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+BOOL = npt.NDArray[np.bool_]
+
+CEMS_PARAMS = (
+    "co2_pct_vol",
+    "flow_m3_h",
+    "flue_temp_c",
+    "static_pressure_pa",
+    "baro_pressure_pa",
+    "moisture_pct_vol",
+    "o2_pct_vol",
+    "load_mw",
+)
+_P = {name: i for i, name in enumerate(CEMS_PARAMS)}
+_CO2, _FLOW, _TEMP, _PS, _BA = 0, 1, 2, 3, 4
+_MOIST, _LOAD = 5, 7
+NP = len(CEMS_PARAMS)
+T0_K = 273.15
+P0_PA = 101_325.0
+CO2_MG_M3_PER_PPM = 44.01 / 22.414
+PPM_PER_PCT = 10_000.0
+NS_PER_MIN = 60_000_000_000
+MIN_PER_HOUR = 60
+_UNIT_SHIFT = 32
+_KWH_PER_MWH = 1000.0
+_G_PER_T = 1e6
+
+
+def _bincount(idx: npt.NDArray[np.intp] | I64, weights: F64, size: int) -> F64:
+    return np.asarray(np.bincount(idx, weights=weights, minlength=size), np.float64)
+
+
+def dry_standard_flow_m3_h(
+    flow_m3_h: F64, flue_temp_c: F64, baro_pa: F64, static_pa: F64, moisture_pct: F64
+) -> F64:
+    """Flue-gas flow at dry standard conditions (273.15 K, 101.325 kPa), HJ 75 formula."""
+    return np.asarray(
+        flow_m3_h
+        * T0_K
+        / (T0_K + flue_temp_c)
+        * (baro_pa + static_pa)
+        / P0_PA
+        * (1.0 - moisture_pct / 100.0),
+        np.float64,
+    )
+
+
+def co2_mass_rate_t_h(co2_pct_vol: F64, q_sn_m3_h: F64) -> F64:
+    """CO2 mass emission rate in t/h from a dry CO2 % vol and a dry standard flow."""
+    mg_m3 = co2_pct_vol * PPM_PER_PCT * CO2_MG_M3_PER_PPM
+    return np.asarray(mg_m3 * q_sn_m3_h * 1e-9, np.float64)
+
+
+class CemsAggregator:
+    """Minute/hour windows per CEMS unit, held as arrays indexed by a dense unit id.
+
+    Args:
+        cfg: the detection settings.
+    """
+
+    def __init__(self, cfg: DetectionSettings) -> None:
+        self.cfg = cfg
+        self._units: dict[str, int] = {}
+        self._names: list[str] = []
+        self._cap = 0
+        self.open_min: I64 = np.zeros(0, np.int64)
+        self.acc_sum: F64 = np.zeros((0, NP))
+        self.acc_cnt: F64 = np.zeros((0, NP))
+        self.open_hour: I64 = np.zeros(0, np.int64)
+        self.h_acc: F64 = np.zeros((0, 4))  # valid minutes, sum G, sum G with load, sum load
+        self.active: BOOL = np.zeros((3, 0), bool)  # co2 w/o flow, load w/o flow, intensity
+        self.onset: I64 = np.zeros((3, 0), np.int64)
+        self.bench_g_kwh: F64 = np.zeros(0)
+
+    def _unit(self, name: str) -> int:
+        u = self._units.get(name)
+        if u is not None:
+            return u
+        u = len(self._names)
+        if u >= self._cap:
+            self._grow(max(64, 2 * self._cap))
+        self._units[name] = u
+        self._names.append(name)
+        cls = self.cfg.cems_unit_class.get(name)
+        bench = self.cfg.cems_benchmarks_g_sce_kwh.get(cls) if cls else None
+        self.bench_g_kwh[u] = np.nan if bench is None else bench * self.cfg.co2_t_per_t_sce
+        return u
+
+    def _grow(self, cap: int) -> None:
+        old = self._cap
+
+        def grow(a: npt.NDArray[np.generic], fill: object) -> npt.NDArray[np.generic]:
+            shape = (cap, *a.shape[1:]) if a.ndim == 1 or a.shape[0] == old else a.shape
+            new = np.full(shape, fill, dtype=a.dtype)
+            new[:old] = a
+            return new
+
+        self.open_min = grow(self.open_min, NEVER_NS)  # type: ignore[assignment]
+        self.open_hour = grow(self.open_hour, NEVER_NS)  # type: ignore[assignment]
+        self.acc_sum = grow(self.acc_sum, 0.0)  # type: ignore[assignment]
+        self.acc_cnt = grow(self.acc_cnt, 0.0)  # type: ignore[assignment]
+        self.h_acc = grow(self.h_acc, 0.0)  # type: ignore[assignment]
+        self.bench_g_kwh = grow(self.bench_g_kwh, np.nan)  # type: ignore[assignment]
+        active = np.zeros((3, cap), bool)
+        active[:, :old] = self.active
+        onset = np.full((3, cap), NEVER_NS, np.int64)
+        onset[:, :old] = self.onset
+        self.active, self.onset = active, onset
+        self._cap = cap
+
+    def reset_devices(self, names: set[str]) -> None:
+        """Forget the open windows of some units."""
+        ids = [self._units[n] for n in names if n in self._units]
+        if not ids:
+            return
+        self.open_min[ids] = NEVER_NS
+        self.open_hour[ids] = NEVER_NS
+        self.acc_sum[ids] = 0.0
+        self.acc_cnt[ids] = 0.0
+        self.h_acc[ids] = 0.0
+        self.active[:, ids] = False
+        self.onset[:, ids] = NEVER_NS
+
+    def process(
+        self,
+        devices: list[str],
+        metrics: list[str],
+        local: npt.NDArray[np.intp],
+        ts_ns: I64,
+        value: F64,
+        usable: BOOL,
+    ) -> tuple[EventTable, DerivedTable]:
+        """Add a batch of CEMS readings; return what the minutes and hours that closed give.
+
+        Args:
+            devices: device id per local stream.
+            metrics: metric per local stream.
+            local: local stream index per reading.
+            ts_ns: reading times.
+            value: reading values.
+            usable: False for readings flagged out of averages.
+
+        Returns:
+            Events and derived rows of the minutes and hours that closed.
+        """
+        unit_of = np.asarray([self._unit(d) for d in devices], np.int64)
+        param_of = np.asarray([_P.get(m, -1) for m in metrics], np.int64)
+        u = unit_of[local]
+        p = param_of[local]
+        minute = ts_ns // NS_PER_MIN
+        keep = (p >= 0) & (minute >= self.open_min[u])
+        u, p, minute, v, ok = u[keep], p[keep], minute[keep], value[keep], usable[keep]
+        if u.size == 0:
+            return EventTable.empty(), DerivedTable.empty()
+        units = np.unique(u)
+        carried = units[self.open_min[units] != NEVER_NS]
+        key = np.concatenate(
+            [(u << _UNIT_SHIFT) | minute, (carried << _UNIT_SHIFT) | self.open_min[carried]]
+        )
+        gkeys, inv = np.unique(key, return_inverse=True)
+        g = gkeys.shape[0]
+        n_new = u.shape[0]
+        cell = inv[:n_new] * NP + p
+        w = ok.astype(np.float64)
+        sums = _bincount(cell, np.where(ok, v, 0.0), g * NP).reshape(g, NP)
+        cnts = _bincount(cell, w, g * NP).reshape(g, NP)
+        ci = inv[n_new:]
+        sums[ci] += self.acc_sum[carried]
+        cnts[ci] += self.acc_cnt[carried]
+        gu = gkeys >> _UNIT_SHIFT
+        gm = gkeys & ((1 << _UNIT_SHIFT) - 1)
+        is_last = np.ones(g, bool)
+        is_last[:-1] = gu[1:] != gu[:-1]
+        lu = gu[is_last]
+        self.open_min[lu] = gm[is_last]
+        self.acc_sum[lu] = sums[is_last]
+        self.acc_cnt[lu] = cnts[is_last]
+        closed = ~is_last
+        if not closed.any():
+            return EventTable.empty(), DerivedTable.empty()
+        return self._close_minutes(gu[closed], gm[closed], sums[closed], cnts[closed])
+
+    def _close_minutes(
+        self, cu: I64, cm: I64, sums: F64, cnts: F64
+    ) -> tuple[EventTable, DerivedTable]:
+        cfg = self.cfg
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = sums / cnts
+        has = cnts > 0
+        ba = np.where(has[:, _BA], mean[:, _BA], cfg.default_baro_pa)
+        ps = np.where(has[:, _PS], mean[:, _PS], 0.0)
+        q_sn = dry_standard_flow_m3_h(mean[:, _FLOW], mean[:, _TEMP], ba, ps, mean[:, _MOIST])
+        g_t_h = co2_mass_rate_t_h(mean[:, _CO2], q_sn)
+        need = cfg.min_samples_per_minute
+        valid = (
+            (cnts[:, _CO2] >= need)
+            & (cnts[:, _FLOW] >= need)
+            & has[:, _TEMP]
+            & has[:, _MOIST]
+            & np.isfinite(g_t_h)
+        )
+        ts = cm * NS_PER_MIN
+        names = [self._names[j] for j in cu.tolist()]
+        derived = [
+            DerivedTable(
+                names + names,
+                ["co2_mass_t_h"] * len(names) + ["flow_dry_std_m3_h"] * len(names),
+                np.concatenate([ts, ts]),
+                np.concatenate([np.where(valid, g_t_h, np.nan), q_sn]),
+                np.concatenate([valid, valid]),
+            )
+        ]
+        no_flow = has[:, _FLOW] & (mean[:, _FLOW] <= cfg.zero_flow_m3_h)
+        cwf = no_flow & has[:, _CO2] & (mean[:, _CO2] >= cfg.co2_present_pct_vol)
+        lwf = no_flow & has[:, _LOAD] & (mean[:, _LOAD] >= cfg.load_present_mw)
+        events = [
+            self._state_events(0, Detector.CO2_WITHOUT_FLOW, cu, ts, cwf, mean[:, _CO2],
+                               mean[:, _FLOW], np.full(cu.size, cfg.zero_flow_m3_h)),
+            self._state_events(1, Detector.LOAD_WITHOUT_FLOW, cu, ts, lwf, mean[:, _LOAD],
+                               mean[:, _FLOW], np.full(cu.size, cfg.zero_flow_m3_h)),
+        ]  # fmt: skip
+        load = np.where(has[:, _LOAD], mean[:, _LOAD], 0.0)
+        with_load = valid & (load >= cfg.load_present_mw)
+        ev_h, der_h = self._add_minutes_to_hours(cu, cm, valid, g_t_h, with_load, load)
+        return concat_events([*events, ev_h]), concat_derived([*derived, der_h])
+
+    def _add_minutes_to_hours(
+        self, cu: I64, cm: I64, valid: BOOL, g_t_h: F64, with_load: BOOL, load: F64
+    ) -> tuple[EventTable, DerivedTable]:
+        cfg = self.cfg
+        hour = cm // MIN_PER_HOUR
+        units = np.unique(cu)
+        carried = units[self.open_hour[units] != NEVER_NS]
+        key = np.concatenate(
+            [(cu << _UNIT_SHIFT) | hour, (carried << _UNIT_SHIFT) | self.open_hour[carried]]
+        )
+        gkeys, inv = np.unique(key, return_inverse=True)
+        g = gkeys.shape[0]
+        n_new = cu.shape[0]
+        gi = inv[:n_new]
+        acc = np.zeros((g, 4))
+        acc[:, 0] = np.bincount(gi, weights=valid.astype(np.float64), minlength=g)
+        acc[:, 1] = np.bincount(gi, weights=np.where(valid, g_t_h, 0.0), minlength=g)
+        acc[:, 2] = np.bincount(gi, weights=np.where(with_load, g_t_h, 0.0), minlength=g)
+        acc[:, 3] = np.bincount(gi, weights=np.where(with_load, load, 0.0), minlength=g)
+        acc[inv[n_new:]] += self.h_acc[carried]
+        gu = gkeys >> _UNIT_SHIFT
+        gh = gkeys & ((1 << _UNIT_SHIFT) - 1)
+        current = self.open_min[gu] // MIN_PER_HOUR
+        still_open = gh >= current
+        self.open_hour[units] = NEVER_NS
+        self.h_acc[units] = 0.0
+        self.open_hour[gu[still_open]] = gh[still_open]
+        self.h_acc[gu[still_open]] = acc[still_open]
+        done = ~still_open
+        if not done.any():
+            return EventTable.empty(), DerivedTable.empty()
+        hu, hh, a = gu[done], gh[done], acc[done]
+        ts = hh * MIN_PER_HOUR * NS_PER_MIN
+        n_valid = a[:, 0]
+        h_valid = n_valid >= cfg.min_valid_minutes
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g_mean = np.where(n_valid > 0, a[:, 1] / n_valid, np.nan)
+            intensity = np.where(a[:, 3] > 0, _G_PER_T * a[:, 2] / (a[:, 3] * _KWH_PER_MWH), np.nan)
+        names = [self._names[j] for j in hu.tolist()]
+        k = len(names)
+        derived = DerivedTable(
+            names * 3,
+            ["co2_mass_t_h_1h"] * k + ["intensity_g_kwh_1h"] * k + ["valid_minutes_1h"] * k,
+            np.concatenate([ts, ts, ts]),
+            np.concatenate([g_mean, intensity, n_valid]),
+            np.concatenate([h_valid, h_valid & np.isfinite(intensity), h_valid]),
+        )
+        bench = self.bench_g_kwh[hu]
+        limit = bench * (1.0 + cfg.intensity_tolerance)
+        over = h_valid & np.isfinite(intensity) & np.isfinite(bench) & (intensity > limit)
+        known = h_valid & np.isfinite(intensity)
+        # an invalid hour neither opens nor clears the intensity warning
+        ev_int = self._state_events(
+            2, Detector.INTENSITY_ABOVE_BENCHMARK, hu, ts, over, intensity, g_mean, limit,
+            mask=known,
+        )  # fmt: skip
+        bad = np.flatnonzero(~h_valid)
+        ev_bad = EventTable(
+            [names[j] for j in bad.tolist()],
+            ["co2_mass_t_h"] * bad.size,
+            np.full(bad.size, Detector.HOUR_INVALID, np.int16),
+            np.ones(bad.size, bool),
+            ts[bad] + MIN_PER_HOUR * NS_PER_MIN,
+            ts[bad],
+            ts[bad] + MIN_PER_HOUR * NS_PER_MIN,
+            n_valid[bad],
+            n_valid[bad],
+            np.full(bad.size, float(cfg.min_valid_minutes)),
+            np.full(bad.size, np.nan),
+            np.full(bad.size, np.nan),
+        )
+        return concat_events([ev_int, ev_bad]), derived
+
+    def _state_events(
+        self,
+        slot: int,
+        det: Detector,
+        units: I64,
+        ts: I64,
+        cond: BOOL,
+        value: F64,
+        other: F64,
+        thr: F64,
+        mask: BOOL | None = None,
+    ) -> EventTable:
+        """Open/clear transitions of a per-unit condition over rows sorted by (unit, time)."""
+        n = units.shape[0]
+        if n == 0:
+            return EventTable.empty()
+        m = np.ones(n, bool) if mask is None else mask
+        new_seg = np.ones(n, bool)
+        new_seg[1:] = units[1:] != units[:-1]
+        starts = np.flatnonzero(new_seg)
+        counts = np.diff(np.append(starts, n))
+        # state after each row: the last decided (masked-in) row's condition, else carried
+        ar = np.arange(n)
+        last_dec = np.maximum.accumulate(np.where(m, ar, -1))
+        seg_first = np.repeat(starts, counts)
+        carried = self.active[slot, units]
+        state = np.where(last_dec >= seg_first, cond[np.maximum(last_dec, 0)], carried)
+        prev = np.empty(n, bool)
+        prev[1:] = state[:-1]
+        prev[starts] = self.active[slot, units[starts]]
+        opened = state & ~prev
+        cleared = prev & ~state
+        onset_idx = np.maximum.accumulate(np.where(opened, ar, -1))
+        onset = np.where(
+            onset_idx >= seg_first, ts[np.maximum(onset_idx, 0)], self.onset[slot, units]
+        )
+        seg_last = starts + counts - 1
+        self.active[slot, units[starts]] = state[seg_last]
+        self.onset[slot, units[starts]] = onset[seg_last]
+        idx = np.flatnonzero(opened | cleared)
+        if idx.size == 0:
+            return EventTable.empty()
+        is_open = opened[idx]
+        names = [self._names[j] for j in units[idx].tolist()]
+        return EventTable(
+            names,
+            ["co2_mass_t_h"] * idx.size,
+            np.full(idx.size, det, np.int16),
+            is_open,
+            ts[idx],
+            np.where(is_open, ts[idx], onset[idx]),
+            np.where(is_open, NEVER_NS, ts[idx]),
+            value[idx],
+            value[idx],
+            thr[idx],
+            other[idx],
+            np.full(idx.size, np.nan),
+        )

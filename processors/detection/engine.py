@@ -1,0 +1,605 @@
+"""The streaming window engine: per-stream state in shared numpy arrays, detectors vectorised.
+
+A batch of readings arrives as arrays ``(stream, ts_ns, value, usable)``. The engine
+
+1. drops late readings: a reading at or before its stream's watermark (the newest time the
+   stream has processed) is counted in ``late_readings`` and not detected on; readings inside a
+   batch are re-ordered by time first, so out-of-order arrival within a batch is harmless.
+   Late readings are still stored by the storing consumer, they just never raise detections;
+2. sorts the rest by (stream, time) and groups streams by how many readings they have, so
+   step ``k`` updates every stream that has a ``k``-th reading at once over a slice of the
+   state arrays: the only Python loop runs over reading ranks, never over readings or streams;
+3. turns the per-reading detector states into OPEN / CLEARED transitions afterwards.
+
+The recursions are exact per stream, so the output does not depend on how readings are cut
+into batches: ``replay`` over a CSV and the live service give the same detections.
+
+Detectors (per stream, time-based so irregular sampling and gaps are handled by ``dt``):
+
+- ``threshold_alarm`` / ``power_cut`` (mine CH4): level by sensor location with the restore
+  hysteresis, raised at the very reading that crosses the level;
+- ``release`` / ``plume`` / ``anomaly``: CUSUM of the robust z-score of the residual above a
+  Huber-updated baseline, with a noise scale learned online (mean absolute residual); each
+  sample's contribution is capped, so one noisy sample can never open an event, and the
+  baseline is frozen while an event is open;
+- data quality: ``out_of_range`` (plausible range), ``stuck`` (unchanged value for
+  ``stuck_s``), ``spike`` (one sample beyond ``spike_z`` that returns at once), ``gap``
+  (silence longer than ``gap_s``, reported when data resumes).
+
+Readings whose HJ 212 flag is in ``excluded_flags`` (or non-finite) advance the watermark but
+touch no statistic and no detector state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ghgwatch.settings import DetectionSettings
+from processors.detection.catalogue import Detector, Kind
+from processors.detection.cems import CemsAggregator
+from processors.detection.streams import StreamTable, TrendMode
+from processors.detection.tables import (
+    NEVER_NS,
+    DerivedTable,
+    EventTable,
+    concat_derived,
+    concat_events,
+)
+
+__all__ = ["DetectionEngine", "EngineOutput", "flag_codes"]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+BOOL = npt.NDArray[np.bool_]
+
+NS_PER_S = 1_000_000_000
+# Mean absolute deviation of a normal variable is sigma * sqrt(2/pi).
+MAD_TO_SIGMA = 1.2533
+# A spike must come back within this many sigmas on the next sample.
+SPIKE_RETURN_Z = 3.0
+# Background quantile tracker step, in noise sigmas per background time constant.
+BACKGROUND_STEP_SIGMAS = 20.0
+
+# Stateful detector slots, in the order of the state's ``active`` rows.
+_SLOT_ALARM, _SLOT_CUT, _SLOT_TREND, _SLOT_STUCK, _SLOT_OOR = range(5)
+_N_SLOTS = 5
+_FLOAT_STATE = (
+    "n",
+    "base",
+    "scale",
+    "n_hi",
+    "n_lo",
+    "al_below",
+    "cut_below",
+    "x1",
+    "x2",
+    "prev_z",
+    "prev2_z",
+    "prev_x",
+    "stuck_val",
+    "bg",
+)
+_NAN_STATE = frozenset({"x1", "x2", "prev_z", "prev2_z", "prev_x", "stuck_val", "bg"})
+_INT_STATE = ("last_ts", "prev_used_ts", "stuck_since", "first_ts", "tr_since")
+
+
+def flag_codes(flags: list[str] | npt.NDArray[np.str_]) -> npt.NDArray[np.uint8]:
+    """HJ 212 flag letters as byte codes (empty string counts as ``N``)."""
+    arr = np.asarray(flags, dtype="S1")
+    codes = arr.view(np.uint8).copy()
+    codes[codes == 0] = ord("N")
+    return codes
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOutput:
+    """What one batch produced."""
+
+    events: EventTable
+    derived: DerivedTable
+    readings: int
+    late: int
+
+
+class DetectionEngine:
+    """Runs every detector over batches of readings from many streams.
+
+    Args:
+        cfg: the detection settings.
+        derived_city: emit per-reading background/enhancement rows for city streams.
+    """
+
+    def __init__(self, cfg: DetectionSettings, *, derived_city: bool = True) -> None:
+        self.cfg = cfg
+        self.streams = StreamTable(cfg)
+        self.cems = CemsAggregator(cfg)
+        self.derived_city = derived_city
+        self.late_readings = 0
+        self._excluded = np.frombuffer(
+            "".join(cfg.excluded_flags).encode("ascii") or b"\xff", dtype=np.uint8
+        ).copy()
+        self._cap = 0
+        self._f: dict[str, F64] = {}
+        self._i: dict[str, I64] = {}
+        self._active: BOOL = np.zeros((_N_SLOTS, 0), bool)
+        self._onset: I64 = np.zeros((_N_SLOTS, 0), np.int64)
+        self._ensure_capacity()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _ensure_capacity(self) -> None:
+        cap = self.streams.capacity
+        if cap <= self._cap:
+            return
+        old = self._cap
+
+        def grow_f(name: str, fill: float) -> None:
+            new = np.full(cap, fill)
+            if old:
+                new[:old] = self._f[name]
+            self._f[name] = new
+
+        def grow_i(name: str, fill: int) -> None:
+            new = np.full(cap, fill, np.int64)
+            if old:
+                new[:old] = self._i[name]
+            self._i[name] = new
+
+        for name in _FLOAT_STATE:
+            grow_f(name, np.nan if name in _NAN_STATE else 0.0)
+        for name in _INT_STATE:
+            grow_i(name, NEVER_NS)
+        active = np.zeros((_N_SLOTS, cap), bool)
+        onset = np.full((_N_SLOTS, cap), NEVER_NS, np.int64)
+        if old:
+            active[:, :old] = self._active
+            onset[:, :old] = self._onset
+        self._active, self._onset = active, onset
+        self._cap = cap
+
+    def register(
+        self, device_id: str, metric: str, kind: Kind | None = None, location: str | None = None
+    ) -> int:
+        """Register (or look up) a stream; see :meth:`StreamTable.register`."""
+        idx = self.streams.register(device_id, metric, kind, location)
+        self._ensure_capacity()
+        return idx
+
+    def reset_streams(self, ids: I64) -> None:
+        """Forget the window state of some streams (their partition was revoked)."""
+        for name in _FLOAT_STATE:
+            self._f[name][ids] = np.nan if name in _NAN_STATE else 0
+        for name in _INT_STATE:
+            self._i[name][ids] = NEVER_NS
+        self._active[:, ids] = False
+        self._onset[:, ids] = NEVER_NS
+        self.cems.reset_devices({self.streams.infos[i].device_id for i in ids.tolist()})
+
+    def usable(self, flags: npt.NDArray[np.uint8], value: F64) -> BOOL:
+        """Readings that take part in detection: finite and not flagged out."""
+        return np.isfinite(value) & ~np.isin(flags, self._excluded)
+
+    def watermark_ns(self, stream: int) -> int:
+        """The newest reading time a stream has processed (``NEVER_NS`` if none)."""
+        return int(self._i["last_ts"][stream])
+
+    # -- the batch -------------------------------------------------------------------------
+
+    def process(self, stream: I64, ts_ns: I64, value: F64, usable: BOOL) -> EngineOutput:
+        """Run every detector over one batch of readings.
+
+        Args:
+            stream: stream id per reading (from :meth:`register`).
+            ts_ns: measurement time, ns since the epoch (UTC).
+            value: reading value.
+            usable: False for readings flagged out of detection (see :meth:`usable`).
+
+        Returns:
+            The detection transitions and derived series the batch produced.
+        """
+        self._ensure_capacity()
+        n_in = int(stream.shape[0])
+        if n_in == 0:
+            return EngineOutput(EventTable.empty(), DerivedTable.empty(), 0, 0)
+        stream = np.asarray(stream, np.int64)
+        ts_ns = np.asarray(ts_ns, np.int64)
+        value = np.asarray(value, np.float64)
+        usable = np.asarray(usable, bool) & np.isfinite(value)
+        order = np.lexsort((ts_ns, stream))
+        s, t, x, u = stream[order], ts_ns[order], value[order], usable[order]
+        keep = t > self._i["last_ts"][s]
+        if s.shape[0] > 1:
+            dup = np.zeros(s.shape[0], bool)
+            dup[1:] = (s[1:] == s[:-1]) & (t[1:] == t[:-1])
+            keep &= ~dup
+        late = int(n_in - np.count_nonzero(keep))
+        self.late_readings += late
+        if not keep.all():
+            s, t, x, u = s[keep], t[keep], x[keep], u[keep]
+        n = int(s.shape[0])
+        if n == 0:
+            return EngineOutput(EventTable.empty(), DerivedTable.empty(), n_in, late)
+        events, derived = self._run(s, t, x, u)
+        cems_events, cems_derived = self._run_cems(s, t, x, u)
+        out_events = concat_events([events, cems_events]).sorted()
+        return EngineOutput(out_events, concat_derived([derived, cems_derived]), n_in, late)
+
+    def _run_cems(self, s: I64, t: I64, x: F64, u: BOOL) -> tuple[EventTable, DerivedTable]:
+        is_cems = self.streams.kind[s] == Kind.CEMS
+        if not is_cems.any():
+            return EventTable.empty(), DerivedTable.empty()
+        idx = np.flatnonzero(is_cems)
+        infos = self.streams.infos
+        uniq = np.unique(s[idx])
+        dev_of = {int(i): infos[int(i)].device_id for i in uniq}
+        met_of = {int(i): infos[int(i)].metric for i in uniq}
+        return self.cems.process(
+            [dev_of[int(i)] for i in uniq],
+            [met_of[int(i)] for i in uniq],
+            np.searchsorted(uniq, s[idx]),
+            t[idx],
+            x[idx],
+            u[idx],
+        )
+
+    def _run(self, s: I64, t: I64, x: F64, u: BOOL) -> tuple[EventTable, DerivedTable]:
+        cfg = self.cfg
+        st = self.streams
+        n = int(s.shape[0])
+        new_seg = np.ones(n, bool)
+        new_seg[1:] = s[1:] != s[:-1]
+        starts = np.flatnonzero(new_seg)
+        counts = np.diff(np.append(starts, n))
+        co = np.argsort(-counts, kind="stable")
+        seg_start = starts[co]
+        seg_count = counts[co]
+        ls = s[seg_start]  # local index j -> stream id
+        n_rank = int(seg_count[0])
+        m_of_rank = np.searchsorted(-seg_count, -np.arange(n_rank), side="left")
+
+        # local copies of state and parameters (gathered once per batch)
+        f = {k: v[ls] for k, v in self._f.items()}
+        i = {k: v[ls] for k, v in self._i.items()}
+        active0 = self._active[:, ls]
+        active = active0.copy()
+        p_alarm, p_alarm_clear = st.alarm[ls], st.alarm_clear[ls]
+        p_cut, p_restore = st.cut[ls], st.restore[ls]
+        p_lo, p_hi = st.lo[ls], st.hi[ls]
+        p_floor, p_rel = st.sigma_floor[ls], st.sigma_rel[ls]
+        p_rise = st.min_rise[ls]
+        p_mode = st.trend_mode[ls]
+        p_up = p_mode != TrendMode.NONE
+        p_both = p_mode == TrendMode.BOTH
+
+        o_state = np.zeros((_N_SLOTS, n), bool)
+        o_spike = np.zeros(n, bool)
+        o_gap = np.zeros(n, bool)
+        o_aux_ts = np.zeros(n, np.int64)
+        o_gap_ts = np.zeros(n, np.int64)
+        o_aux_x = np.zeros(n)
+        o_score = np.zeros(n)
+        o_base = np.zeros(n)
+        o_sigma = np.zeros(n)
+        o_bg = np.zeros(n)
+        o_used = np.zeros(n, bool)
+
+        gap_s, stuck_s = cfg.gap_s, cfg.stuck_s
+        tau_b, tau_s, tau_bg = cfg.baseline_tau_s, cfg.scale_tau_s, cfg.background_tau_s
+        warm_n, c_h = float(cfg.warmup_samples), cfg.huber_c
+        warm_ns = cfg.warmup_s * NS_PER_S
+        z_open, z_close = cfg.z_open, cfg.z_close
+        open_n, close_n = float(cfg.open_samples), float(cfg.close_samples)
+        level_n = float(cfg.level_clear_samples)
+        rebase_ns = cfg.rebaseline_s * NS_PER_S
+        spike_z, q_bg = cfg.spike_z, cfg.background_quantile
+        ts_f = t.astype(np.float64)
+
+        for k in range(n_rank):
+            m = int(m_of_rank[k])
+            pos = seg_start[:m] + k
+            xk, tk, uk = x[pos], t[pos], u[pos]
+            last_t = i["last_ts"][:m]
+            has_prev = last_t != NEVER_NS
+            dt = np.where(has_prev, (ts_f[pos] - last_t) / NS_PER_S, 0.0)
+            gap = has_prev & (dt > gap_s)
+            o_gap[pos] = gap
+            o_gap_ts[pos] = last_t
+            i["last_ts"][:m] = tk
+
+            # out of range: a fault; such readings feed no statistic
+            oor_now = (xk < p_lo[:m]) | (xk > p_hi[:m])
+            a_oor = active[_SLOT_OOR, :m]
+            a_oor[:] = np.where(uk, oor_now, a_oor)
+            use = uk & ~oor_now
+            o_used[pos] = use
+
+            # regulatory levels: raised at the crossing reading; cleared after level_n
+            # consecutive readings below the restore level (no chattering alarms)
+            for slot, on_lvl, off_lvl, cnt_name in (
+                (_SLOT_ALARM, p_alarm, p_alarm_clear, "al_below"),
+                (_SLOT_CUT, p_cut, p_restore, "cut_below"),
+            ):
+                a_lv = active[slot, :m]
+                cnt = f[cnt_name][:m]
+                cnt = np.where(use, np.where(xk < off_lvl[:m], cnt + 1.0, 0.0), cnt)
+                new = np.where(use, np.where(a_lv, cnt < level_n, xk >= on_lvl[:m]), a_lv)
+                f[cnt_name][:m] = np.where(new, cnt, 0.0)
+                a_lv[:] = new
+
+            # robust level (median of the last three used samples) against the baseline
+            nn = f["n"][:m]
+            first = nn == 0
+            warm = nn < warm_n
+            b = f["base"][:m]
+            sc = f["scale"][:m]
+            x1, x2 = f["x1"][:m], f["x2"][:m]
+            lvl = np.where(
+                np.isnan(x2),
+                xk,
+                np.maximum(np.minimum(x1, x2), np.minimum(np.maximum(x1, x2), xk)),
+            )
+            f["x2"][:m] = np.where(use, x1, x2)
+            f["x1"][:m] = np.where(use, xk, x1)
+            sigma = np.maximum(sc * MAD_TO_SIGMA, p_floor[:m] + p_rel[:m] * np.abs(b))
+            r = np.where(first, 0.0, lvl - b)
+            z = r / sigma
+            i["first_ts"][:m] = np.where(use & first, tk, i["first_ts"][:m])
+            armed = ~warm & ((tk - i["first_ts"][:m]) >= warm_ns) & ~gap
+            rise = p_rise[:m]
+            both = p_both[:m]
+            hi = armed & (((r >= rise) & (z >= z_open)) | (both & (-r >= rise) & (z <= -z_open)))
+            lo = np.where(both, np.abs(z), z) < z_close
+            n_hi = f["n_hi"][:m]
+            n_lo = f["n_lo"][:m]
+            n_hi = np.where(use, np.where(hi, n_hi + 1.0, 0.0), n_hi)
+            n_lo = np.where(use, np.where(lo, n_lo + 1.0, 0.0), n_lo)
+            f["n_hi"][:m], f["n_lo"][:m] = n_hi, n_lo
+            a_tr = active[_SLOT_TREND, :m]
+            tr_new = np.where(use & p_up[:m], np.where(a_tr, n_lo < close_n, n_hi >= open_n), a_tr)
+            since = np.where(tr_new & ~a_tr, tk, i["tr_since"][:m])
+            i["tr_since"][:m] = since
+            a_tr[:] = tr_new
+            o_score[pos] = z
+            o_base[pos] = b
+            o_sigma[pos] = sigma
+
+            # spike: the previous used sample was far out and the samples around it were not
+            zr = np.where(first, 0.0, (xk - b) / sigma)
+            pz = f["prev_z"][:m]
+            p2z = f["prev2_z"][:m]
+            spike = (
+                use
+                & (np.abs(pz) >= spike_z)
+                & (np.abs(zr) < SPIKE_RETURN_Z)
+                & (np.abs(p2z) < SPIKE_RETURN_Z)
+            )
+            o_spike[pos] = spike
+            o_aux_ts[pos] = i["prev_used_ts"][:m]
+            o_aux_x[pos] = f["prev_x"][:m]
+            f["prev2_z"][:m] = np.where(use, pz, p2z)
+            f["prev_z"][:m] = np.where(use, zr, pz)
+            f["prev_x"][:m] = np.where(use, xk, f["prev_x"][:m])
+            i["prev_used_ts"][:m] = np.where(use, tk, i["prev_used_ts"][:m])
+
+            # baseline and scale: Huber-clipped updates, frozen while a trend event is open
+            # (until it has been open rebaseline_s: then it is the new normal)
+            upd = use & (~tr_new | ((tk - since) >= rebase_ns))
+            inv_n = 1.0 / np.maximum(nn, 1.0)
+            alpha_b = np.where(warm, 1.0 / (nn + 1.0), -np.expm1(-dt / tau_b))
+            alpha_s = np.where(warm, inv_n, -np.expm1(-dt / tau_s))
+            lim = c_h * sigma
+            rh = np.where(warm, r, np.clip(r, -lim, lim))
+            f["base"][:m] = np.where(use & first, xk, np.where(upd, b + alpha_b * rh, b))
+            abs_r = np.where(warm, np.abs(r), np.minimum(np.abs(r), lim))
+            f["scale"][:m] = np.where(upd & ~first, sc + alpha_s * (abs_r - sc), sc)
+            f["n"][:m] = nn + use
+
+            # city background: a low-quantile tracker (stochastic approximation)
+            bg = f["bg"][:m]
+            step = BACKGROUND_STEP_SIGMAS * sigma * np.minimum(dt / tau_bg, 1.0)
+            bg_new = np.where(np.isnan(bg), xk, bg + step * (q_bg - (xk < bg)))
+            bg_new = np.where(use, bg_new, bg)
+            f["bg"][:m] = bg_new
+            o_bg[pos] = bg_new
+
+            # stuck: the same value for stuck_s
+            sv = f["stuck_val"][:m]
+            same = use & (xk == sv)
+            changed = use & ~same
+            since_st = np.where(changed, tk, i["stuck_since"][:m])
+            i["stuck_since"][:m] = since_st
+            f["stuck_val"][:m] = np.where(changed, xk, sv)
+            a_st = active[_SLOT_STUCK, :m]
+            long_enough = (tk - since_st) >= stuck_s * NS_PER_S
+            a_st[:] = np.where(use, np.where(a_st, same, same & long_enough), a_st)
+
+            o_state[:, pos] = active[:, :m]
+
+        for k2, v in f.items():
+            self._f[k2][ls] = v
+        for k2, vi in i.items():
+            self._i[k2][ls] = vi
+        self._active[:, ls] = active
+
+        events = self._transitions(
+            s, t, x, starts, counts, co, ls, active0, o_state, o_score, o_base, o_sigma
+        )
+        instant = self._instant_events(
+            s, t, x, o_spike, o_gap, o_aux_ts, o_aux_x, o_gap_ts, o_base, o_sigma
+        )
+        derived = self._city_derived(s, t, x, o_used, o_bg)
+        return concat_events([events, instant]), derived
+
+    def _transitions(
+        self,
+        s: I64,
+        t: I64,
+        x: F64,
+        starts: npt.NDArray[np.intp],
+        counts: npt.NDArray[np.intp],
+        co: npt.NDArray[np.intp],
+        ls: I64,
+        active0: BOOL,
+        o_state: BOOL,
+        o_score: F64,
+        o_base: F64,
+        o_sigma: F64,
+    ) -> EventTable:
+        st = self.streams
+        n = int(s.shape[0])
+        inv_co = np.empty_like(co)
+        inv_co[co] = np.arange(co.shape[0])
+        seg_first = np.repeat(starts, counts)
+        seg_last = starts + counts - 1
+        ar = np.arange(n)
+        parts: list[EventTable] = []
+        for slot in range(_N_SLOTS):
+            a = o_state[slot]
+            prev = np.empty(n, bool)
+            prev[1:] = a[:-1]
+            prev[starts] = active0[slot, inv_co]
+            opened = a & ~prev
+            cleared = prev & ~a
+            if not (opened.any() or cleared.any()):
+                continue
+            onset_idx = np.maximum.accumulate(np.where(opened, ar, -1))
+            carried = self._onset[slot, s]
+            in_batch = onset_idx >= seg_first
+            onset_ns = np.where(in_batch, t[np.maximum(onset_idx, 0)], carried)
+            # carry the onset of events still open at the end of the batch
+            last_open = onset_idx[seg_last]
+            has = last_open >= starts
+            self._onset[slot, s[starts[has]]] = t[last_open[has]]
+            idx = np.flatnonzero(opened | cleared)
+            ss = s[idx]
+            if slot == _SLOT_ALARM:
+                det = np.full(idx.shape[0], Detector.THRESHOLD_ALARM, np.int16)
+                thr = st.alarm[ss]
+                score = x[idx] / thr
+            elif slot == _SLOT_CUT:
+                det = np.full(idx.shape[0], Detector.POWER_CUT, np.int16)
+                thr = st.cut[ss]
+                score = x[idx] / thr
+            elif slot == _SLOT_TREND:
+                det = st.trend_detector[ss].astype(np.int16)
+                thr = o_base[idx] + st.min_rise[ss]
+                score = o_score[idx]
+            elif slot == _SLOT_STUCK:
+                det = np.full(idx.shape[0], Detector.STUCK, np.int16)
+                thr = np.full(idx.shape[0], np.nan)
+                score = (t[idx] - onset_ns[idx]) / NS_PER_S
+            else:
+                det = np.full(idx.shape[0], Detector.OUT_OF_RANGE, np.int16)
+                thr = np.where(x[idx] > st.hi[ss], st.hi[ss], st.lo[ss])
+                score = x[idx]
+            is_open = opened[idx]
+            started = np.where(is_open, t[idx], onset_ns[idx])
+            ended = np.where(is_open, NEVER_NS, t[idx])
+            parts.append(
+                self._table(
+                    ss,
+                    det,
+                    is_open,
+                    t[idx],
+                    started,
+                    ended,
+                    x[idx],
+                    score,
+                    thr,
+                    o_base[idx],
+                    o_sigma[idx],
+                )
+            )
+        del ls
+        return concat_events(parts)
+
+    def _instant_events(
+        self,
+        s: I64,
+        t: I64,
+        x: F64,
+        o_spike: BOOL,
+        o_gap: BOOL,
+        o_aux_ts: I64,
+        o_aux_x: F64,
+        o_gap_ts: I64,
+        o_base: F64,
+        o_sigma: F64,
+    ) -> EventTable:
+        parts: list[EventTable] = []
+        idx = np.flatnonzero(o_spike)
+        if idx.size:
+            z = (o_aux_x[idx] - o_base[idx]) / o_sigma[idx]
+            parts.append(
+                self._table(
+                    s[idx], np.full(idx.size, Detector.SPIKE, np.int16), np.ones(idx.size, bool),
+                    t[idx], o_aux_ts[idx], o_aux_ts[idx], o_aux_x[idx], z,
+                    np.full(idx.size, np.nan), o_base[idx], o_sigma[idx],
+                )
+            )  # fmt: skip
+        idx = np.flatnonzero(o_gap)
+        if idx.size:
+            gap_s = (t[idx] - o_gap_ts[idx]) / NS_PER_S
+            parts.append(
+                self._table(
+                    s[idx], np.full(idx.size, Detector.GAP, np.int16), np.ones(idx.size, bool),
+                    t[idx], o_gap_ts[idx], t[idx], x[idx], gap_s,
+                    np.full(idx.size, self.cfg.gap_s), o_base[idx], o_sigma[idx],
+                )
+            )  # fmt: skip
+        return concat_events(parts)
+
+    def _table(
+        self,
+        ss: I64,
+        det: npt.NDArray[np.int16],
+        opened: BOOL,
+        at: I64,
+        started: I64,
+        ended: I64,
+        value: F64,
+        score: F64,
+        thr: F64,
+        base: F64,
+        sigma: F64,
+    ) -> EventTable:
+        infos = self.streams.infos
+        return EventTable(
+            [infos[j].device_id for j in ss.tolist()],
+            [infos[j].metric for j in ss.tolist()],
+            det,
+            opened,
+            at,
+            started,
+            ended,
+            value,
+            score,
+            thr,
+            base,
+            sigma,
+        )
+
+    def _city_derived(self, s: I64, t: I64, x: F64, used: BOOL, bg: F64) -> DerivedTable:
+        if not self.derived_city:
+            return DerivedTable.empty()
+        st = self.streams
+        sel = used & (st.kind[s] == Kind.CITY) & (st.trend_mode[s] == TrendMode.UP)
+        idx = np.flatnonzero(sel)
+        if idx.size == 0:
+            return DerivedTable.empty()
+        infos = st.infos
+        ss = s[idx].tolist()
+        dev = [infos[j].device_id for j in ss]
+        ser_e = [infos[j].metric + "_enhancement" for j in ss]
+        ser_b = [infos[j].metric + "_background" for j in ss]
+        valid = np.ones(2 * idx.size, bool)
+        return DerivedTable(
+            dev + dev,
+            ser_e + ser_b,
+            np.concatenate([t[idx], t[idx]]),
+            np.concatenate([x[idx] - bg[idx], bg[idx]]),
+            valid,
+        )

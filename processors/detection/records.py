@@ -1,0 +1,90 @@
+"""Turn engine event tables into DetectionRecords, the same way for the live service and replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from processors.detection.catalogue import (
+    DETECTOR_NAMES,
+    DETECTOR_SEVERITY,
+    KIND_NAMES,
+    Detector,
+    Kind,
+)
+from processors.detection.streams import StreamTable
+from processors.detection.tables import NEVER_NS, EventTable
+from processors.events import DetectionRecord, DetectionState, Severity, detection_id
+
+__all__ = ["ns_to_datetime", "to_records"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    """Epoch nanoseconds to an aware UTC datetime (microsecond precision)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def to_records(events: EventTable, streams: StreamTable) -> list[DetectionRecord]:
+    """One DetectionRecord per event row, in the table's order.
+
+    The ``detection_id`` depends only on (device, metric, detector, onset time), so an onset
+    and its clearing share it, and replay and the live service agree on it.
+
+    Args:
+        events: the engine's events.
+        streams: the registry, for each device's kind and location.
+
+    Returns:
+        The records.
+    """
+    dev_info: dict[str, tuple[Kind, str | None]] = {}
+    for info in streams.infos:
+        dev_info.setdefault(info.device_id, (info.kind, info.location))
+    out: list[DetectionRecord] = []
+    for j in range(len(events)):
+        dev = events.device_id[j]
+        metric = events.metric[j]
+        det = Detector(int(events.detector[j]))
+        name = DETECTOR_NAMES[det]
+        sid = streams.get(dev, metric)
+        if sid is not None:
+            kind, location = streams.infos[sid].kind, streams.infos[sid].location
+        else:
+            kind, location = dev_info.get(dev, (Kind.GENERIC, None))
+        started = ns_to_datetime(int(events.started_ns[j]))
+        ended_ns = int(events.ended_ns[j])
+        parts = dev.split("/")
+        network, site = (parts[0], parts[1]) if len(parts) >= 3 else ("", "")
+        evidence = {
+            k: float(v)
+            for k, v in (("baseline", events.baseline[j]), ("sigma", events.sigma[j]))
+            if np.isfinite(v)
+        }
+        out.append(
+            DetectionRecord(
+                detection_id=detection_id(dev, metric, name, started),
+                state=DetectionState.OPEN if events.opened[j] else DetectionState.CLEARED,
+                device_id=dev,
+                kind=KIND_NAMES[kind],
+                network=network,
+                site=site,
+                metric=metric,
+                detector=name,
+                severity=Severity(DETECTOR_SEVERITY[det]),
+                started_at=started,
+                ended_at=None if ended_ns == NEVER_NS else ns_to_datetime(ended_ns),
+                score=float(events.score[j]) if np.isfinite(events.score[j]) else 0.0,
+                value=float(events.value[j]) if np.isfinite(events.value[j]) else 0.0,
+                threshold=_finite(float(events.threshold[j])),
+                location=location,
+                evidence=evidence,
+            )
+        )
+    return out
