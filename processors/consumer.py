@@ -116,11 +116,20 @@ class Processor:
         self._checkpoint = Checkpoint(self._cfg.commit_interval_s)
         self._stats = ProcessorStats()
         self._failures = 0
+        self._consumer: AIOKafkaConsumer | None = None
 
     @property
     def stats(self) -> ProcessorStats:
         """The counters so far (live during :meth:`run`)."""
         return self._stats
+
+    @property
+    def assigned(self) -> frozenset[tuple[str, int]]:
+        """(topic, partition) pairs this processor consumes right now (empty when stopped)."""
+        consumer = self._consumer
+        if consumer is None:
+            return frozenset()
+        return frozenset((tp.topic, tp.partition) for tp in consumer.assignment())
 
     @contextlib.asynccontextmanager
     async def _open_consumer(self) -> AsyncIterator[AIOKafkaConsumer]:
@@ -140,9 +149,11 @@ class Processor:
         with kafka_errors("start consumer"):
             async with asyncio.timeout(CONSUMER_START_TIMEOUT_S):
                 await consumer.start()
+        self._consumer = consumer
         try:
             yield consumer
         finally:
+            self._consumer = None
             with kafka_errors("stop consumer"):
                 async with asyncio.timeout(CONSUMER_STOP_TIMEOUT_S):
                     await consumer.stop()

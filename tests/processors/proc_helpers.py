@@ -11,8 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ghgwatch.settings import Settings
 from ingest import (
@@ -21,6 +20,7 @@ from ingest import (
     RejectReason,
     SourceKind,
     WireReading,
+    ensure_topics,
     make_producer,
 )
 
@@ -99,8 +99,14 @@ async def produce(
     records: Sequence[ReadingRecord] = (),
     dead: Sequence[DeadLetterRecord] = (),
     raw: Sequence[tuple[str, bytes]] = (),
-) -> None:
-    """Produce readings (keyed by device), dead letters and raw (topic, value) pairs."""
+) -> dict[TopicPartition, int]:
+    """Produce readings (keyed by device), dead letters and raw (topic, value) pairs.
+
+    Returns:
+        For each partition written, the offset after the last record produced to it.
+    """
+    topics = [settings.kafka.readings_topic, settings.kafka.deadletter_topic]
+    await ensure_topics(settings.kafka, settings.kafka_bootstrap(), topics)
     producer = make_producer(settings.kafka, settings.kafka_bootstrap())
     await producer.start()
     try:
@@ -124,9 +130,14 @@ async def produce(
         for topic, value in raw:
             futures.append(await producer.send(topic, value, key=b"garbage"))
         async with asyncio.timeout(WAIT_S):
-            await asyncio.gather(*futures)
+            metas = await asyncio.gather(*futures)
     finally:
         await producer.stop()
+    after: dict[TopicPartition, int] = {}
+    for meta in metas:
+        tp = TopicPartition(meta.topic, meta.partition)
+        after[tp] = max(after.get(tp, 0), meta.offset + 1)
+    return after
 
 
 async def fetch_val(dsn: str, sql: str, *args: Any) -> Any:
@@ -165,12 +176,22 @@ async def wait_for_count(dsn: str, table: str, expected: int, timeout_s: float =
 
 
 async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    """The group's committed offsets (partitions without a commit are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap())
-    await admin.start()
+    """The group's committed offsets on both topics (partitions without a commit left out)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap(),
+        group_id=settings.processor.group_id,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
     try:
-        async with asyncio.timeout(WAIT_S):
-            found = await admin.list_consumer_group_offsets(settings.processor.group_id)
+        out: dict[TopicPartition, int] = {}
+        for topic in (settings.kafka.readings_topic, settings.kafka.deadletter_topic):
+            for p in range(settings.kafka.partitions):
+                tp = TopicPartition(topic, p)
+                async with asyncio.timeout(WAIT_S):
+                    off = await consumer.committed(tp)
+                if off is not None and off >= 0:
+                    out[tp] = off
+        return out
     finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+        await consumer.stop()
