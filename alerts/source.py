@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +64,15 @@ class DetectionSource:
             max_poll_interval_ms=s.alerts.max_poll_interval_ms,
             session_timeout_ms=s.alerts.session_timeout_ms,
         )
-        with kafka_errors("start detections consumer"):
-            async with asyncio.timeout(s.kafka.request_timeout_s):
-                await consumer.start()
+        try:
+            with kafka_errors("start detections consumer"):
+                async with asyncio.timeout(s.kafka.request_timeout_s):
+                    await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(s.kafka.request_timeout_s):
+                    await consumer.stop()
+            raise
         self._consumer = consumer
         log.info("detections consumer started", topic=self._topic, group=s.alerts.group_id)
         return self

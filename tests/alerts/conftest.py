@@ -218,6 +218,7 @@ def alert_settings(
             "retry_max_s": 0.2,
             "send_timeout_s": 5.0,
             "lease_s": 30.0,
+            "session_timeout_ms": 6000,
         }
         base.update(alerts)
         return settings_factory(
