@@ -347,6 +347,68 @@ def alerts_silence(
     _alerts("silence", as_json, alert_id=alert_id, duration_s=duration_s, reason=reason, by=by)
 
 
+@app.command()
+def detector(
+    max_readings: Annotated[int | None, typer.Option(help="Stop after this many.")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+) -> None:
+    """Run the detection service (readings topic -> detections table and topic)."""
+    from processors.detect_service import DetectionService
+
+    settings = _settings()
+
+    async def main_fn(stop: asyncio.Event) -> None:
+        svc = DetectionService(settings)
+        await svc.run(stop=stop, max_readings=max_readings, timeout_s=timeout_s)
+
+    _run(main_fn)
+
+
+@app.command()
+def replay(
+    readings: Annotated[Path, typer.Argument(help="Long-format CSV: time,device_id,metric,value")],
+    out: Annotated[Path | None, typer.Option(help="Detections CSV (one row per onset).")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="city, cems, mine, leak_monitor or generic.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels CSV (device_id,start,end) to score.")
+    ] = None,
+) -> None:
+    """Run the streaming detectors over a CSV in time order (backtest, tuning)."""
+    from processors.replay import replay_csv
+
+    if not readings.is_file():
+        raise typer.BadParameter(f"no such file: {readings}", param_hint="READINGS")
+    try:
+        result = replay_csv(readings, _settings().detection, out=out, kind=kind, labels=labels)
+    except (GhgwatchError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"{result.readings} readings ({result.late} late) -> {result.onsets} detections in "
+        f"{result.seconds:.1f} s ({result.readings_per_s:,.0f} readings/s)"
+    )
+    if result.quality is not None:
+        for line in result.quality.lines():
+            typer.echo(line)
+
+
+@app.command()
+def scenarios(
+    out: Annotated[Path, typer.Option(help="Directory for readings.csv and labels.csv.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+    hours: Annotated[float, typer.Option(help="Length of the scenario.")] = 48.0,
+) -> None:
+    """Write a labelled scenario set (releases, outbursts, plumes, CEMS faults, sensor faults)."""
+    from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
+
+    summary = generate_scenarios(out, seed, ScenarioConfig(hours=hours))
+    typer.echo(f"{summary.readings} readings, {summary.labels} labels -> {out}")
+    for label, count in sorted(summary.by_label.items()):
+        typer.echo(f"  {label}: {count}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
