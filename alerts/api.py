@@ -49,6 +49,41 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_bearer = HTTPBearer(auto_error=False, description="A token from alerts.api_tokens")
+
+
+def _who(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The name of the token presented; 401 when missing or unknown."""
+    cfg: AlertsSettings = request.app.state.alerts_cfg
+    if creds is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    given = creds.credentials.encode()
+    for name, token in cfg.api_tokens.items():
+        if hmac.compare_digest(token.get_secret_value().encode(), given):
+            return name
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "invalid bearer token",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def _store(request: Request) -> AlertStore:
+    store: AlertStore = request.app.state.store_holder["store"]
+    return store
+
+
+ActorDep = Annotated[str, Depends(_who)]
+StoreDep = Annotated[AlertStore, Depends(_store)]
+
+
 def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
     """Build the API application.
 
@@ -83,35 +118,10 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
         "resolve, silence. Authenticate with `Authorization: Bearer <token>`.",
         lifespan=lifespan,
     )
-    bearer = HTTPBearer(auto_error=False, description="A token from alerts.api_tokens")
+    app.state.alerts_cfg = cfg
+    app.state.store_holder = holder
     if not cfg.api_tokens:
         log.warning("alerts.api_tokens is empty: the on-call API refuses every request")
-
-    def who(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> str:
-        if creds is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing bearer token (Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        given = creds.credentials.encode()
-        for name, token in cfg.api_tokens.items():
-            if hmac.compare_digest(token.get_secret_value().encode(), given):
-                return name
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid bearer token",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-
-    actor_dep = Annotated[str, Depends(who)]
-
-    def get_store() -> AlertStore:
-        return holder["store"]
-
-    store_dep = Annotated[AlertStore, Depends(get_store)]
 
     @app.exception_handler(AlertNotFound)
     async def _not_found(_req: Request, exc: AlertNotFound) -> JSONResponse:
@@ -136,8 +146,8 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
 
     @app.get("/alerts", tags=["alerts"])
     async def list_alerts(
-        _actor: actor_dep,
-        store: store_dep,
+        _actor: ActorDep,
+        store: StoreDep,
         state: Literal["open", "acknowledged", "resolved"] | None = None,
         active: Annotated[bool | None, Query(description="true: open or acknowledged")] = None,
         severity: Literal["info", "maintenance", "warning", "critical"] | None = None,
@@ -159,13 +169,13 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
         return await store.list_alerts(flt)
 
     @app.get("/alerts/{alert_id}", tags=["alerts"])
-    async def show_alert(alert_id: int, _actor: actor_dep, store: store_dep) -> AlertDetail:
+    async def show_alert(alert_id: int, _actor: ActorDep, store: StoreDep) -> AlertDetail:
         """One alert with its detections, history and every notification attempt."""
         return await store.get_alert(alert_id)
 
     @app.post("/alerts/{alert_id}/ack", tags=["alerts"])
     async def ack_alert(
-        alert_id: int, actor: actor_dep, store: store_dep, body: AckRequest | None = None
+        alert_id: int, actor: ActorDep, store: StoreDep, body: AckRequest | None = None
     ) -> AlertView:
         """Acknowledge: escalation stops. 409 when already acknowledged or resolved."""
         body = body or AckRequest()
@@ -173,7 +183,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
 
     @app.post("/alerts/{alert_id}/resolve", tags=["alerts"])
     async def resolve_alert(
-        alert_id: int, actor: actor_dep, store: store_dep, body: ResolveRequest | None = None
+        alert_id: int, actor: ActorDep, store: StoreDep, body: ResolveRequest | None = None
     ) -> AlertView:
         """Resolve by hand; resolution notifications are sent. 409 when already resolved."""
         body = body or ResolveRequest()
@@ -181,7 +191,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
 
     @app.post("/alerts/{alert_id}/silence", tags=["alerts"], status_code=201)
     async def silence_alert(
-        alert_id: int, actor: actor_dep, store: store_dep, body: SilenceAlertRequest | None = None
+        alert_id: int, actor: ActorDep, store: StoreDep, body: SilenceAlertRequest | None = None
     ) -> SilenceView:
         """Silence the alert's site and group: recorded, not notified. 409 when resolved."""
         body = body or SilenceAlertRequest()
@@ -191,15 +201,13 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
 
     @app.get("/silences", tags=["silences"])
     async def list_silences(
-        _actor: actor_dep, store: store_dep, include_ended: bool = False
+        _actor: ActorDep, store: StoreDep, include_ended: bool = False
     ) -> list[SilenceView]:
         """Silences and maintenance windows not ended yet (or all, newest first)."""
         return await store.list_silences(_now(), active_only=not include_ended)
 
     @app.post("/silences", tags=["silences"], status_code=201)
-    async def create_silence(
-        body: SilenceRequest, actor: actor_dep, store: store_dep
-    ) -> SilenceView:
+    async def create_silence(body: SilenceRequest, actor: ActorDep, store: StoreDep) -> SilenceView:
         """Create a silence or maintenance window (e.g. a sensor calibration)."""
         return await store.create_silence(
             kind=body.kind,
@@ -214,7 +222,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
         )
 
     @app.delete("/silences/{silence_id}", tags=["silences"])
-    async def end_silence(silence_id: int, _actor: actor_dep, store: store_dep) -> SilenceView:
+    async def end_silence(silence_id: int, _actor: ActorDep, store: StoreDep) -> SilenceView:
         """End a silence now; it stays in the record."""
         return await store.end_silence(silence_id, _now())
 
