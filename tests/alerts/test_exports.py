@@ -1,0 +1,77 @@
+"""The alerts package's public surface and its error mapping."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+import alerts
+from alerts import db_errors
+from ghgwatch.errors import FatalError, GhgwatchError, StorageBackpressure, TransientError
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """__all__ is sorted, every name in it exists, and every public name is in it."""
+    assert alerts.__all__ == sorted(alerts.__all__, key=lambda n: (not n.isupper(), n))
+    public = {n for n in vars(alerts) if not n.startswith("_")} - {
+        "api",
+        "console",
+        "dispatcher",
+        "exceptions",
+        "grafana",
+        "messages",
+        "models",
+        "notifiers",
+        "rules",
+        "service",
+        "source",
+        "store",
+    }
+    assert set(alerts.__all__) == public
+
+
+def test_alert_errors_sit_on_the_one_tree() -> None:
+    """On-call errors are GhgwatchErrors; send failures are transient and retryable."""
+    assert issubclass(alerts.AlertNotFound, GhgwatchError)
+    assert issubclass(alerts.InvalidTransition, alerts.AlertError)
+    assert issubclass(alerts.NotifyFailed, TransientError)
+    assert issubclass(alerts.NotifyRejected, alerts.NotifyFailed)
+
+
+@pytest.mark.parametrize(
+    ("exc", "mapped"),
+    [
+        (asyncpg.ConnectionDoesNotExistError("gone"), StorageBackpressure),
+        (asyncpg.CannotConnectNowError("starting"), StorageBackpressure),
+        (asyncpg.TooManyConnectionsError("full"), StorageBackpressure),
+        (asyncpg.DeadlockDetectedError("deadlock"), StorageBackpressure),
+        (asyncpg.SerializationError("conflict"), StorageBackpressure),
+        (asyncpg.QueryCanceledError("timeout"), StorageBackpressure),
+        (asyncpg.InterfaceError("closed"), StorageBackpressure),
+        (TimeoutError(), StorageBackpressure),
+        (ConnectionRefusedError(), StorageBackpressure),
+        (asyncpg.InvalidPasswordError("pw"), FatalError),
+        (asyncpg.InvalidCatalogNameError("no db"), FatalError),
+        (asyncpg.UndefinedTableError("no alerts table"), FatalError),
+        (asyncpg.SyntaxOrAccessError("bad sql"), FatalError),
+    ],
+)
+def test_every_driver_error_we_claim_to_handle_is_mapped(
+    exc: BaseException, mapped: type[GhgwatchError]
+) -> None:
+    """db_errors maps asyncpg and socket errors onto the tree, original chained."""
+    with pytest.raises(mapped) as info, db_errors("test"):
+        raise exc
+    assert info.value.__cause__ is exc
+
+
+async def test_store_on_an_unmigrated_database_is_fatal(pg_url: str) -> None:
+    """A database without the alert tables stops the service (run `ghgwatch db migrate`)."""
+    from datetime import UTC, datetime
+
+    from ghgwatch.settings import AlertsSettings
+    from tests.alerts.conftest import det
+
+    async with alerts.AlertStore(pg_url, AlertsSettings()) as store:
+        with pytest.raises(FatalError, match="alert_detections"):
+            await store.apply_detections([det()], datetime.now(UTC))
