@@ -1,0 +1,93 @@
+"""ingest: the wire contract, the MQTT session and the MQTT -> Kafka bridge.
+
+Other packages import from here only: the bridge (:class:`Bridge`), the wire schemas
+(:class:`ReadingRecord`, :class:`DeadLetterRecord`, ...), the topic scheme (:class:`DeviceRef`)
+and the Kafka adapter (:func:`ensure_topics`, :func:`kafka_errors`, ...).
+"""
+
+from __future__ import annotations
+
+from ingest.bridge import DRAIN_TIMEOUT_S, Bridge
+from ingest.exceptions import CredentialsRefused, MqttUnavailable, SessionClosed
+from ingest.kafka import (
+    RecordProducer,
+    client_options,
+    ensure_topics,
+    kafka_errors,
+    make_producer,
+    map_kafka_error,
+)
+from ingest.metrics import ACK_LATENCY_BUCKETS_S, BridgeMetrics, BridgeStats, MetricsServer
+from ingest.mqtt import InboundMessage, MqttSession, Subscription, mqtt_errors
+from ingest.schemas import (
+    MAX_FUTURE_SKEW,
+    MAX_PAYLOAD_BYTES,
+    METRICS,
+    AcceptedMessage,
+    BatchPayload,
+    DeadLetterRecord,
+    DeviceStatus,
+    Flag,
+    MetricSpec,
+    MineLocation,
+    ReadingItem,
+    ReadingRecord,
+    RejectedMessage,
+    RejectReason,
+    SinglePayload,
+    SourceKind,
+    WireReading,
+    validate_message,
+)
+from ingest.topics import (
+    DATA_CHANNEL,
+    STATUS_CHANNEL,
+    DeviceRef,
+    data_subscription,
+    parse_data_topic,
+)
+
+__all__ = [
+    "ACK_LATENCY_BUCKETS_S",
+    "DATA_CHANNEL",
+    "DRAIN_TIMEOUT_S",
+    "MAX_FUTURE_SKEW",
+    "MAX_PAYLOAD_BYTES",
+    "METRICS",
+    "STATUS_CHANNEL",
+    "AcceptedMessage",
+    "BatchPayload",
+    "Bridge",
+    "BridgeMetrics",
+    "BridgeStats",
+    "CredentialsRefused",
+    "DeadLetterRecord",
+    "DeviceRef",
+    "DeviceStatus",
+    "Flag",
+    "InboundMessage",
+    "MetricSpec",
+    "MetricsServer",
+    "MineLocation",
+    "MqttSession",
+    "MqttUnavailable",
+    "ReadingItem",
+    "ReadingRecord",
+    "RecordProducer",
+    "RejectReason",
+    "RejectedMessage",
+    "SessionClosed",
+    "SinglePayload",
+    "SourceKind",
+    "Subscription",
+    "WireReading",
+    "client_options",
+    "data_subscription",
+    "ensure_topics",
+    "kafka_errors",
+    "make_producer",
+    "map_kafka_error",
+    "mqtt_errors",
+    "parse_data_topic",
+    "validate_message",
+]

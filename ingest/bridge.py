@@ -1,0 +1,592 @@
+"""The MQTT -> Kafka bridge: validate each message, produce it, tell the device, then ack.
+
+What a message goes through, in order:
+
+1. The MQTT session hands it over (at most ``mqtt.receive_maximum`` are unacknowledged at
+   once: the broker holds the rest, which is the bridge's only buffer).
+2. :func:`ingest.schemas.validate_message` accepts or rejects it; it never raises.
+3. Accepted: a :class:`~ingest.schemas.ReadingRecord` is produced to ``kafka.readings_topic``
+   keyed by ``device_id``. Rejected: a :class:`~ingest.schemas.DeadLetterRecord` is produced to
+   ``kafka.deadletter_topic`` and, when the topic names a device, a retained
+   :class:`~ingest.schemas.DeviceStatus` is published on its status topic.
+4. Produces run concurrently (``acks=all``); a failed one is retried with backoff until it
+   succeeds or the bridge stops, never dropped.
+5. Only when Kafka confirmed (and the status was handed to the broker) is the message
+   acknowledged; PUBACKs leave in arrival order.
+
+A stop (event, ``timeout_s`` or ``max_messages``) stops reading, waits up to
+``DRAIN_TIMEOUT_S`` for in-flight produces, acknowledges them, flushes the producer and
+disconnects. Whatever is still unacknowledged then is redelivered by the broker next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import random
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ghgwatch.errors import BrokerUnavailable, FatalError, GhgwatchError
+from ghgwatch.settings import Settings
+from ingest.exceptions import MqttUnavailable, SessionClosed
+from ingest.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
+from ingest.metrics import BridgeMetrics, BridgeStats, MetricsServer
+from ingest.mqtt import InboundMessage, MqttSession, Subscription
+from ingest.schemas import AcceptedMessage, RejectedMessage, validate_message
+from ingest.topics import data_subscription
+
+__all__ = [
+    "DRAIN_TIMEOUT_S",
+    "Bridge",
+]
+
+log = structlog.get_logger(__name__)
+
+# Messages validated and handed to Kafka per pass before yielding to the socket readers.
+RECEIVE_BATCH_MAX = 500
+# How long one receive waits for a message before stop conditions are checked again.
+POLL_INTERVAL_S = 0.2
+# On stop, how long in-flight produces may take before they are left to MQTT redelivery.
+DRAIN_TIMEOUT_S = 15.0
+FLUSH_TIMEOUT_S = 10.0
+PRODUCER_STOP_TIMEOUT_S = 10.0
+TASK_CANCEL_TIMEOUT_S = 5.0
+# Produce retries: quick at first (a leader moved), capped for a broker that is down.
+PRODUCE_BACKOFF_MIN_S = 0.2
+PRODUCE_BACKOFF_MAX_S = 5.0
+STATUS_PUBLISH_TIMEOUT_S = 5.0
+# Log a repeated reject (same device, same reason) or produce failure at most this often.
+REPEAT_LOG_INTERVAL_S = 60.0
+REPEAT_LOG_KEYS_MAX = 10_000
+LOG_PAYLOAD_CHARS = 200
+
+# How often wait_connected looks whether run() got as far as opening the MQTT session.
+_READY_POLL_S = 0.05
+
+ROLE_READINGS = "readings"
+ROLE_DEADLETTER = "deadletter"
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class _Job:
+    """One received message on its way: the parts still to confirm before it can be acked."""
+
+    __slots__ = ("device", "finished", "message", "pending")
+
+    def __init__(self, message: InboundMessage, pending: int, device: str | None) -> None:
+        self.message = message
+        self.pending = pending
+        self.device = device
+        self.finished = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A Kafka record on its way and the job it settles."""
+
+    job: _Job
+    role: str
+    record: OutgoingRecord
+
+
+def _backoff_s(attempt: int) -> float:
+    base = min(PRODUCE_BACKOFF_MAX_S, PRODUCE_BACKOFF_MIN_S * 2.0**attempt)
+    return base * random.uniform(0.5, 1.0)
+
+
+def _excerpt(payload: bytes) -> str:
+    return payload[:LOG_PAYLOAD_CHARS].decode("utf-8", errors="replace")
+
+
+class Bridge:
+    """Moves device messages from MQTT to Kafka without losing any (at-least-once).
+
+    Args:
+        settings: the frozen settings; sections ``mqtt``, ``kafka`` and ``metrics`` are used.
+
+    A bridge runs once; build a new one to run again.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._root = settings.mqtt.topic_root
+        self._readings_topic = settings.kafka.readings_topic
+        self._deadletter_topic = settings.kafka.deadletter_topic
+        self.metrics = BridgeMetrics()
+        self._state = _State.NEW
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._max_in_flight = settings.mqtt.receive_maximum
+        self._jobs: set[_Job] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fatal: GhgwatchError | None = None
+        self._last_logged: dict[tuple[str, str], float] = {}
+        self._producer: RecordProducer | None = None
+        self._session: MqttSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def stats(self) -> BridgeStats:
+        """What the bridge has done so far (safe to call while it runs)."""
+        return self.metrics.snapshot()
+
+    @property
+    def connected(self) -> bool:
+        """True while the MQTT session is connected and subscribed."""
+        return self._session is not None and self._session.connected
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        """Wait until :meth:`run` has Kafka ready and MQTT connected and subscribed.
+
+        Raises:
+            CredentialsRefused: the MQTT broker refused us.
+            MqttUnavailable: not connected within ``timeout_s``.
+        """
+        assert self._loop is None or self._loop is asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._session is None:
+            if self._state is _State.DONE:
+                raise SessionClosed("the bridge stopped before it connected")
+            if loop.time() >= deadline:
+                raise MqttUnavailable(f"bridge not started within {timeout_s} s")
+            await self._pause(_READY_POLL_S)
+        await self._session.wait_connected(max(0.0, deadline - loop.time()))
+
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        max_messages: int | None = None,
+        timeout_s: float | None = None,
+    ) -> BridgeStats:
+        """Bridge messages until ``stop`` is set, ``timeout_s`` passes or ``max_messages`` came.
+
+        Args:
+            stop: set it to stop gracefully (the CLI's SIGINT/SIGTERM handlers do).
+            max_messages: stop after taking this many MQTT messages.
+            timeout_s: stop after this many seconds.
+
+        Returns:
+            The final counters.
+
+        Raises:
+            CredentialsRefused: the MQTT broker refused the bridge's login or subscription.
+            FatalError: Kafka refused us for good (authorisation, configuration).
+            SessionClosed: this bridge already ran.
+        """
+        if self._state is not _State.NEW:
+            raise SessionClosed("a Bridge runs once; build a new one")
+        self._state = _State.RUNNING
+        self._loop = loop = asyncio.get_running_loop()
+        if stop is not None:
+            self._stop = stop
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        try:
+            async with AsyncExitStack() as stack:
+                cfg = self._settings
+                if cfg.metrics.enabled:
+                    server = MetricsServer(
+                        self.metrics.registry, cfg.metrics.host, cfg.metrics.bridge_port
+                    )
+                    stack.callback(server.close)
+                producer = await self._start_producer(deadline)
+                if producer is None:
+                    return self.stats()
+                stack.push_async_callback(producer.stop, PRODUCER_STOP_TIMEOUT_S)
+                session = MqttSession(
+                    cfg.mqtt,
+                    cfg.mqtt_url(),
+                    subscriptions=[
+                        Subscription(
+                            data_subscription(self._root, cfg.mqtt.share_group), cfg.mqtt.qos
+                        )
+                    ],
+                    on_connected=self._count_connect,
+                )
+                await session.open()
+                stack.push_async_callback(session.close)
+                self._producer, self._session = producer, session
+                log.info(
+                    "bridge running",
+                    mqtt=cfg.mqtt_url(),
+                    client_id=cfg.mqtt.client_id,
+                    kafka=cfg.kafka_bootstrap(),
+                    readings_topic=self._readings_topic,
+                )
+                try:
+                    await self._pump(session, deadline, max_messages)
+                finally:
+                    await self._drain(session, producer)
+            if self._fatal is not None:
+                raise self._fatal
+        finally:
+            self._state = _State.DONE
+        stats = self.stats()
+        log.info(
+            "bridge stopped",
+            received=stats.received,
+            accepted=stats.accepted,
+            rejected=stats.rejected_total,
+            acked=stats.acked,
+            dropped=stats.dropped_total,
+        )
+        return stats
+
+    def _count_connect(self) -> None:
+        self.metrics.mqtt_connects += 1
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def _halted(self, deadline: float | None) -> bool:
+        assert self._loop is not None
+        return (
+            self._stop.is_set()
+            or self._fatal is not None
+            or (deadline is not None and self._loop.time() >= deadline)
+        )
+
+    async def _pause(self, delay_s: float) -> None:
+        """Sleep ``delay_s``, waking early when a stop is requested."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await self._stop.wait()
+
+    async def _start_producer(self, deadline: float | None) -> RecordProducer | None:
+        kafka, bootstrap = self._settings.kafka, self._settings.kafka_bootstrap()
+        attempt = 0
+        while True:
+            try:
+                await ensure_topics(
+                    kafka, bootstrap, [self._readings_topic, self._deadletter_topic]
+                )
+                producer = RecordProducer(kafka, bootstrap)
+                await producer.start()
+            except BrokerUnavailable as exc:
+                log.warning("kafka not reachable; retrying", error=str(exc), attempt=attempt)
+                if self._halted(deadline):
+                    return None
+                await self._pause(_backoff_s(attempt))
+                attempt += 1
+                continue
+            return producer
+
+    # -- the main loop -----------------------------------------------------------------------
+
+    async def _pump(
+        self, session: MqttSession, deadline: float | None, max_messages: int | None
+    ) -> None:
+        assert self._loop is not None
+        metrics = self.metrics
+        taken = 0
+        while not self._halted(deadline):
+            wait_s = POLL_INTERVAL_S
+            if deadline is not None:
+                wait_s = max(0.0, min(wait_s, deadline - self._loop.time()))
+            room = self._max_in_flight - metrics.in_flight
+            if room <= 0:
+                # Only a broker ignoring ReceiveMaximum gets here: stop taking messages until
+                # Kafka confirms some (the session then stops reading the socket).
+                self._capacity.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self._capacity.wait()
+                continue
+            want = min(RECEIVE_BATCH_MAX, room)
+            if max_messages is not None:
+                want = min(want, max_messages - taken)
+            batch = await session.receive(want, wait_s)
+            if not batch:
+                continue
+            taken += len(batch)
+            metrics.received += len(batch)
+            metrics.in_flight += len(batch)
+            outgoing = [self._handle(message) for message in batch]
+            await self._produce(outgoing)
+            if max_messages is not None and taken >= max_messages:
+                return
+            # Let the MQTT socket reader and the Kafka sender run between batches.
+            await asyncio.sleep(0)
+
+    def _track(self, message: InboundMessage, pending: int, device: str | None) -> _Job:
+        job = _Job(message, pending, device)
+        self._jobs.add(job)
+        return job
+
+    def _handle(self, message: InboundMessage) -> _Outgoing:
+        """Validate one message and build its Kafka record (rejects also start the status)."""
+        result = validate_message(
+            message.topic, message.payload, message.received_at, root=self._root
+        )
+        if isinstance(result, AcceptedMessage):
+            record = result.record
+            self.metrics.accepted += 1
+            job = self._track(message, 1, record.device_id)
+            return _Outgoing(
+                job,
+                ROLE_READINGS,
+                (
+                    self._readings_topic,
+                    record.device_id.encode(),
+                    record.model_dump_json().encode(),
+                ),
+            )
+        return self._reject(message, result)
+
+    def _reject(self, message: InboundMessage, result: RejectedMessage) -> _Outgoing:
+        record = result.record
+        reason = record.reason.value
+        self.metrics.count_rejected(reason)
+        device = result.device
+        device_id = device.device_id if device is not None else None
+        if self._should_log(device_id or message.topic, reason):
+            log.warning(
+                "message rejected",
+                device=device_id,
+                topic=message.topic,
+                reason=reason,
+                detail=record.detail,
+                payload=_excerpt(message.payload),
+            )
+        job = self._track(message, 2 if device is not None else 1, device_id)
+        if device is not None:
+            # Tasks start in creation order, so a device hears its rejections in order.
+            status = result.status().model_dump_json().encode()
+            self._spawn(
+                self._publish_status(job, device.status_topic(self._root), status),
+                "status-publish",
+            )
+        key = device_id.encode() if device_id is not None else None
+        value = record.model_dump_json().encode()
+        return _Outgoing(job, ROLE_DEADLETTER, (self._deadletter_topic, key, value))
+
+    # -- producing ---------------------------------------------------------------------------
+
+    async def _produce(self, outgoing: list[_Outgoing]) -> None:
+        """Hand a batch of records to the producer; while Kafka is down, retry (not reading).
+
+        Each record's delivery future settles its message when Kafka confirms it.
+        """
+        producer = self._producer
+        assert producer is not None
+        start = 0
+        attempt = 0
+        while start < len(outgoing):
+            futures, error = await producer.send_many([o.record for o in outgoing[start:]])
+            for item, future in zip(outgoing[start:], futures, strict=False):
+                future.add_done_callback(functools.partial(self._on_delivered, item))
+            start += len(futures)
+            if error is None:
+                return
+            if isinstance(error, FatalError):
+                self._fail(error)
+            else:
+                self._produce_failed(error, outgoing[start].record[0])
+            if self._fatal is not None or self._stopping or self._stop.is_set():
+                for item in outgoing[start:]:
+                    self._abandon(item.job, "kafka unavailable at stop")
+                return
+            await self._pause(_backoff_s(attempt))
+            attempt += 1
+
+    def _on_delivered(self, item: _Outgoing, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.metrics.count_produced(item.role)
+            self._settle(item.job)
+            return
+        raw = None if future.cancelled() else future.exception()
+        exc = (
+            map_kafka_error(raw, "produce")
+            if raw is not None
+            else BrokerUnavailable("kafka produce cancelled")
+        )
+        if isinstance(exc, FatalError):
+            self._fail(exc)
+            self._abandon(item.job, "kafka refused the record")
+            return
+        self._produce_failed(exc, item.record[0])
+        self._spawn(self._redeliver(item), "produce-retry")
+
+    async def _redeliver(self, item: _Outgoing) -> None:
+        """Retry one failed delivery until Kafka confirms it (or the drain gives up on it)."""
+        producer = self._producer
+        assert producer is not None
+        timeout_s = self._settings.kafka.request_timeout_s * 2
+        job, role = item.job, item.role
+        topic, key, value = item.record
+        attempt = 0
+        while True:
+            await asyncio.sleep(_backoff_s(attempt))
+            attempt += 1
+            try:
+                future = await producer.send(topic, key, value)
+                async with asyncio.timeout(timeout_s):
+                    await future
+            except Exception as exc:
+                # The future carries raw client errors; classify them at the adapter.
+                mapped = map_kafka_error(exc, "produce")
+                if isinstance(mapped, FatalError):
+                    self._fail(mapped)
+                    self._abandon(job, "kafka refused the record")
+                    return
+                self._produce_failed(mapped, topic)
+                continue
+            self.metrics.count_produced(role)
+            self._settle(job)
+            return
+
+    def _produce_failed(self, exc: GhgwatchError, topic: str) -> None:
+        self.metrics.produce_errors += 1
+        if self._should_log("kafka", topic):
+            log.warning(
+                "kafka produce failed; retrying, messages stay unacknowledged",
+                topic=topic,
+                error=str(exc),
+                in_flight=self.metrics.in_flight,
+            )
+
+    # -- telling the device --------------------------------------------------------------------
+
+    async def _publish_status(self, job: _Job, topic: str, payload: bytes) -> None:
+        session = self._session
+        assert session is not None
+        attempt = 0
+        while True:
+            try:
+                await session.publish(
+                    topic, payload, qos=1, retain=True, timeout_s=STATUS_PUBLISH_TIMEOUT_S
+                )
+            except MqttUnavailable as exc:
+                if job.message.generation != session.generation or self._stopping:
+                    # The connection this message came on is gone: it cannot be acked, and the
+                    # broker redelivers it, when the status is published again.
+                    log.info("status not published; message will be redelivered", topic=topic)
+                    self._settle(job)
+                    return
+                if self._should_log("status", topic):
+                    log.warning("status publish failed; retrying", topic=topic, error=str(exc))
+                await self._pause(_backoff_s(attempt))
+                attempt += 1
+                continue
+            self.metrics.status_published += 1
+            self._settle(job)
+            return
+
+    # -- settling --------------------------------------------------------------------------------
+
+    def _settle(self, job: _Job) -> None:
+        """One part of the job is confirmed; when all are, acknowledge the message."""
+        job.pending -= 1
+        if job.pending > 0 or job.finished:
+            return
+        self._finish(job)
+        message = job.message
+        session = self._session
+        assert session is not None
+        assert self._loop is not None
+        if session.ack(message):
+            self.metrics.acked += 1
+            self.metrics.observe_ack_latency(self._loop.time() - message.received_mono)
+
+    def _abandon(self, job: _Job, why: str) -> None:
+        """Give up on a message without acknowledging it (QoS 1: the broker redelivers it)."""
+        if job.finished:
+            return
+        self._finish(job)
+        if job.message.qos == 0:
+            self.metrics.count_dropped(why)
+            log.error(
+                "message dropped (QoS 0 cannot be redelivered)",
+                device=job.device,
+                topic=job.message.topic,
+                reason=why,
+            )
+
+    def _finish(self, job: _Job) -> None:
+        job.finished = True
+        self._jobs.discard(job)
+        in_flight = self.metrics.in_flight = self.metrics.in_flight - 1
+        if in_flight == 0:
+            self._idle.set()
+        if in_flight < self._max_in_flight:
+            self._capacity.set()
+
+    def _fail(self, exc: GhgwatchError) -> None:
+        if self._fatal is None:
+            log.error("bridge failing", error=str(exc))
+            self._fatal = exc
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("bridge task failed", task=task.get_name(), error=repr(exc))
+            if isinstance(exc, GhgwatchError):
+                self._fail(exc)
+            else:
+                self._fail(FatalError(f"bridge task {task.get_name()} failed: {exc!r}"))
+
+    def _should_log(self, subject: str, kind: str) -> bool:
+        assert self._loop is not None
+        now = self._loop.time()
+        key = (subject, kind)
+        last = self._last_logged.get(key)
+        if last is not None and now - last < REPEAT_LOG_INTERVAL_S:
+            return False
+        if len(self._last_logged) >= REPEAT_LOG_KEYS_MAX:
+            self._last_logged.clear()
+        self._last_logged[key] = now
+        return True
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    async def _drain(self, session: MqttSession, producer: RecordProducer) -> None:
+        """Stop reading, let in-flight produces finish (bounded), ack them, flush."""
+        self._stopping = True
+        # Messages taken from the broker but not handled: QoS 1 ones come back on reconnect.
+        leftovers = await session.receive(session.in_flight + RECEIVE_BATCH_MAX, 0)
+        self.metrics.received += len(leftovers)
+        self.metrics.in_flight += len(leftovers)
+        for message in leftovers:
+            self._abandon(self._track(message, 1, None), "stopped before handling")
+        if self.metrics.in_flight > 0:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await self._idle.wait()
+        try:
+            await producer.flush(FLUSH_TIMEOUT_S)
+        except GhgwatchError as exc:
+            log.warning("kafka flush at stop failed", error=str(exc))
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TASK_CANCEL_TIMEOUT_S):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        for job in list(self._jobs):
+            self._abandon(job, "still in flight at stop")
+        unacked = session.in_flight
+        if unacked:
+            log.warning(
+                "stopping with unacknowledged messages; the broker will redeliver them",
+                unacknowledged=unacked,
+            )
