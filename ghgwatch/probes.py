@@ -128,14 +128,21 @@ async def fetch_db_snapshot(db_url: str, *, device_limit: int) -> DbSnapshot:
 
 @contextlib.asynccontextmanager
 async def _started(client: Any) -> AsyncIterator[Any]:
-    await client.start()
-    # aiokafka's group-less consumer starts a background task at start(); stopping before that
-    # task first runs makes stop() raise CancelledError. One loop turn lets it start.
-    await asyncio.sleep(0)
+    close = client.close if isinstance(client, AIOKafkaAdminClient) else client.stop
+    try:
+        await client.start()
+        # aiokafka's group-less consumer starts a background task at start(); stopping before
+        # that task first runs makes stop() raise CancelledError. One loop turn lets it start.
+        await asyncio.sleep(0)
+    except BaseException:
+        # A client whose start failed still holds sockets and tasks: close it, keep the error.
+        with contextlib.suppress(Exception):
+            await close()
+        raise
     try:
         yield client
     finally:
-        await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
+        await close()
 
 
 async def fetch_group_offsets(

@@ -276,7 +276,9 @@ def render_status(report: StatusReport, console: Console | None = None) -> None:
     dead = Table(title=f"Dead letters by reason ({report.dead_letters_total} in all)")
     for col in ("reason", "count", "deliveries", "last", "example"):
         right = col in {"count", "deliveries"}
-        dead.add_column(col, justify="right" if right else "left", overflow="fold")
+        dead.add_column(
+            col, justify="right" if right else "left", overflow="fold", no_wrap=col != "example"
+        )
     for r in report.dead_letters:
         example = f"{r.example_device or '?'}: {r.example_detail}"
         dead.add_row(r.reason, str(r.count), str(r.occurrences), _ts(r.last_at), example)

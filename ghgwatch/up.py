@@ -31,7 +31,6 @@ from pathlib import Path
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
-from rich.table import Table
 
 from ghgwatch.embedded import (
     ManagedProcess,
@@ -177,23 +176,26 @@ def _metrics_ports(settings: Settings) -> tuple[Settings, list[str]]:
 
 
 def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> None:
-    table = Table(title="ghgwatch is up", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("MQTT broker", endpoints.mqtt_url)
-    table.add_row("publish readings to", endpoints.mqtt_topic)
-    table.add_row("Kafka bootstrap", endpoints.kafka_bootstrap)
-    table.add_row("database", endpoints.db_url)
-    table.add_row("metrics", ", ".join(endpoints.metrics_urls) or "disabled")
-    table.add_row("data dir", endpoints.data_dir)
-    for name, where in endpoints.embedded.items():
-        table.add_row(f"embedded {name}", where)
-    table.add_row("simulator", f"{opts.devices} devices per kind" if opts.simulate else "off")
-    table.add_row("status", "ghgwatch status   (in another terminal, same folder)")
-    table.add_row("stop", "Ctrl-C")
-    console.print(table)
+    # Plain aligned lines, not a table: URLs must survive copy and paste unbroken.
+    rows = [
+        ("MQTT broker", endpoints.mqtt_url),
+        ("publish readings to", endpoints.mqtt_topic),
+        ("Kafka bootstrap", endpoints.kafka_bootstrap),
+        ("database", endpoints.db_url),
+        *(("metrics", url) for url in endpoints.metrics_urls or ["disabled"]),
+        ("data dir", endpoints.data_dir),
+        *((f"embedded {name}", where) for name, where in endpoints.embedded.items()),
+        ("simulator", f"{opts.devices} devices per kind" if opts.simulate else "off"),
+        ("status", "ghgwatch status   (another terminal, same folder and settings)"),
+        ("stop", "Ctrl-C" + (f" (or after {opts.timeout_s:g} s)" if opts.timeout_s else "")),
+    ]
+    width = max(len(label) for label, _ in rows)
+    console.print("ghgwatch is up", style="bold green")
+    for label, value in rows:
+        console.print(f"  {label.ljust(width)}  {value}", soft_wrap=True, highlight=False)
     for note in endpoints.notes:
-        console.print(f"note: {note}", style="yellow" if note.startswith("WARNING") else None)
+        style = "yellow" if note.startswith("WARNING") else None
+        console.print(f"  note: {note}", style=style, soft_wrap=True, highlight=False)
 
 
 def _redact(url: str) -> str:

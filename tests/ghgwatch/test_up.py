@@ -1,0 +1,163 @@
+"""`ghgwatch up` runs the whole pipeline as one process and stops cleanly on SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from ghgwatch.settings import Settings
+
+DEADLINE_S = 60.0
+STOP_DEADLINE_S = 45.0
+KINDS = {"city", "cems", "mine", "leak"}
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    """The test's isolated settings as GHGWATCH_* variables for a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
+    env.update(
+        GHGWATCH_DATA_DIR=str(settings.data_dir),
+        GHGWATCH_MQTT__URL=settings.mqtt_url(),
+        GHGWATCH_MQTT__TOPIC_ROOT=settings.mqtt.topic_root,
+        GHGWATCH_MQTT__CLIENT_ID=settings.mqtt.client_id,
+        GHGWATCH_MQTT__SHARE_GROUP=settings.mqtt.share_group,
+        GHGWATCH_KAFKA__BOOTSTRAP=settings.kafka_bootstrap(),
+        GHGWATCH_KAFKA__READINGS_TOPIC=settings.kafka.readings_topic,
+        GHGWATCH_KAFKA__DEADLETTER_TOPIC=settings.kafka.deadletter_topic,
+        GHGWATCH_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+        GHGWATCH_DB__URL=settings.db_url(),
+        GHGWATCH_PROCESSOR__GROUP_ID=settings.processor.group_id,
+        GHGWATCH_PROCESSOR__COMMIT_INTERVAL_S="0.2",
+        GHGWATCH_METRICS__ENABLED="false",
+        GHGWATCH_LOG__LEVEL="INFO",
+    )
+    return env
+
+
+def _ghgwatch(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from ghgwatch.cli import main; main()", *args]
+
+
+async def _wait_for(predicate: Callable[[], Any], what: str) -> Any:
+    """Poll an async predicate until it returns a truthy value or the deadline passes."""
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            while not (result := await predicate()):
+                await asyncio.sleep(0.3)
+            return result
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def up_process(
+    settings: Settings, tmp_path: Path
+) -> AsyncIterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `ghgwatch up` children; any still running after the test is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        n = len(started)
+        with (
+            (tmp_path / f"up-{n}.out").open("wb") as out,
+            (tmp_path / f"up-{n}.err").open("wb") as err,
+        ):
+            proc = subprocess.Popen(
+                _ghgwatch("up", *args), env=_env(settings), stdout=out, stderr=err, cwd=tmp_path
+            )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sigint(
+    settings: Settings, tmp_path: Path, up_process: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """`up --simulate` stores readings of all four kinds, `status --json` in another process
+    reports them via the configured URLs, and SIGINT stops everything with exit status 0."""
+    proc = up_process("--simulate", "--devices", "2", "--timeout-s", "300")
+    endpoints = settings.data_dir / "endpoints.json"
+
+    async def stored_kinds() -> set[str] | None:
+        assert proc.poll() is None, (tmp_path / "up-0.err").read_text()[-3000:]
+        try:
+            conn = await asyncpg.connect(settings.db_url())
+        except (OSError, asyncpg.PostgresError):
+            return None
+        try:
+            rows = await conn.fetch("SELECT DISTINCT kind FROM devices WHERE readings_count > 0")
+        except asyncpg.UndefinedTableError:
+            return None
+        finally:
+            await conn.close()
+        kinds = {r["kind"] for r in rows}
+        return kinds if kinds >= KINDS else None
+
+    await _wait_for(stored_kinds, "readings of every kind in the database")
+    assert json.loads(endpoints.read_text())["pid"] == proc.pid
+
+    status = await asyncio.to_thread(
+        subprocess.run,
+        _ghgwatch("status", "--json"),
+        env=_env(settings),
+        capture_output=True,
+        timeout=DEADLINE_S,
+    )
+    assert status.returncode == 0, status.stderr.decode()[-3000:]
+    report = json.loads(status.stdout)
+    assert {k["kind"] for k in report["kinds"]} >= KINDS
+    assert all(k["readings"] > 0 for k in report["kinds"])
+    assert report["devices_total"] >= len(KINDS)
+    assert report["readings_topic"] == settings.kafka.readings_topic
+    assert [p["partition"] for p in report["lag"]] == list(range(settings.kafka.partitions))
+
+    proc.send_signal(signal.SIGINT)
+    code = await asyncio.to_thread(proc.wait, STOP_DEADLINE_S)
+    out = (tmp_path / "up-0.out").read_text()
+    assert code == 0, (tmp_path / "up-0.err").read_text()[-3000:]
+    assert "ghgwatch is up" in out
+    assert "ghgwatch stopped cleanly" in out
+    assert not endpoints.exists()
+
+
+async def test_up_exits_non_zero_when_a_service_fails_and_stops_the_others(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    up_process: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """A bridge that cannot start (malformed MQTT URL) makes `up` stop the processor and
+    exit with the fatal status 2, naming the error."""
+    bad = settings_factory(mqtt={"url": "mqtt://127.0.0.1:notaport"})
+    env = _env(bad)
+    proc = subprocess.Popen(
+        _ghgwatch("up", "--timeout-s", "120"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        out, err = await asyncio.to_thread(proc.communicate, None, STOP_DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, err.decode()[-3000:]
+    assert "mqtt url" in err.decode()
+    assert b"stopped cleanly" not in out
+    assert not (bad.data_dir / "endpoints.json").exists()
