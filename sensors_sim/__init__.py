@@ -11,6 +11,7 @@ from sensors_sim.payloads import (
 from sensors_sim.profiles import CHANNELS, Fleet, build_fleet
 from sensors_sim.publisher import MqttPublisher
 from sensors_sim.runner import run_simulation
+from sensors_sim.scenarios import ScenarioConfig, ScenarioSummary, generate_scenarios
 from sensors_sim.signals import Sample, SignalModel
 from sensors_sim.simulator import KindCounts, SimulationConfig, SimulationStats, Simulator
 
@@ -22,6 +23,8 @@ __all__ = [
     "Malformation",
     "MqttPublisher",
     "Sample",
+    "ScenarioConfig",
+    "ScenarioSummary",
     "SignalModel",
     "SimMessage",
     "SimulationConfig",
@@ -29,6 +32,7 @@ __all__ = [
     "Simulator",
     "build_fleet",
     "encode_block",
+    "generate_scenarios",
     "malform",
     "malformations_for",
     "run_simulation",
