@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ghgwatch.errors import GhgwatchError, StorageBackpressure
+from ghgwatch.errors import BrokerUnavailable, GhgwatchError, StorageBackpressure
 from ghgwatch.settings import Settings
 from ingest import client_options, ensure_topics, kafka_errors
 from processors import metrics
@@ -56,6 +56,8 @@ GETMANY_SLACK_S = 10.0
 # Records are ~1 KB (a gateway's batch); a bigger fetch keeps large polls possible.
 MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 LAG_QUERY_TIMEOUT_S = 2.0
+# Heartbeats carry rebalance news: a member learns of a join (and rejoins) this fast.
+HEARTBEAT_INTERVAL_MS = 3000
 CONSUMER_START_TIMEOUT_S = 60.0
 CONSUMER_STOP_TIMEOUT_S = 30.0
 _PAYLOAD_LOG_BYTES = 120
@@ -141,7 +143,7 @@ class Processor:
             auto_offset_reset="earliest",
             max_poll_interval_ms=self._cfg.max_poll_interval_ms,
             session_timeout_ms=self._cfg.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, self._cfg.session_timeout_ms // 3),
+            heartbeat_interval_ms=min(HEARTBEAT_INTERVAL_MS, self._cfg.session_timeout_ms // 3),
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         )
         listener = CommitOnRevoke(self._checkpoint, consumer, on_revoked=self._clear_lag)
@@ -294,8 +296,13 @@ class Processor:
     async def _commit_if_due(self, consumer: AIOKafkaConsumer) -> None:
         if not self._checkpoint.due():
             return
-        if await self._checkpoint.commit_if_due(consumer):
-            self._stats.commits += 1
+        try:
+            if await self._checkpoint.commit_if_due(consumer):
+                self._stats.commits += 1
+        except BrokerUnavailable as exc:
+            # The offsets stay pending and go with the next commit; a crash meanwhile only
+            # means redelivery, which the writer absorbs.
+            log.warning("offset commit failed; retrying at the next interval", error=str(exc))
         await self._update_lag(consumer)
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:

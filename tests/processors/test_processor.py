@@ -22,12 +22,30 @@ from proc_helpers import (
     wait_for_count,
     wait_until,
 )
+from prometheus_client import REGISTRY
 
 from ghgwatch.settings import Settings
 from ingest import RejectReason
 from processors import Processor, SchemaMissing
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _samples() -> dict[str, float]:
+    """Current values of the processor's Prometheus metrics (the default registry)."""
+
+    def get(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    return {
+        "stored": get("ghgwatch_processor_readings_stored_total"),
+        "duplicates": get("ghgwatch_processor_duplicates_skipped_total"),
+        "undecodable": get(
+            "ghgwatch_processor_dead_letters_stored_total", {"reason": "undecodable_record"}
+        ),
+        "batches": get("ghgwatch_processor_batch_seconds_count"),
+        "e2e": get("ghgwatch_processor_end_to_end_seconds_count"),
+    }
 
 
 async def _devices_total(dsn: str) -> int:
@@ -51,8 +69,15 @@ async def test_all_kinds_dead_letters_and_garbage_are_stored_exactly_once(
     ends.update(await produce(migrated, records[:20]))  # a redelivery of some messages
     n = total_readings(records)
 
+    before = _samples()
     proc = Processor(migrated)
     stats = await proc.run(max_readings=n + total_readings(records[:20]), timeout_s=25)
+    after = _samples()
+    assert after["stored"] - before["stored"] == n
+    assert after["duplicates"] - before["duplicates"] == total_readings(records[:20])
+    assert after["undecodable"] - before["undecodable"] == 1
+    assert after["batches"] > before["batches"]
+    assert after["e2e"] - before["e2e"] == len(records)
     dsn = migrated.db_url()
     assert stats.inserted == n
     assert stats.duplicates == total_readings(records[:20])
