@@ -63,6 +63,7 @@ class DetectionSource:
             auto_offset_reset="earliest",
             max_poll_interval_ms=s.alerts.max_poll_interval_ms,
             session_timeout_ms=s.alerts.session_timeout_ms,
+            fetch_max_wait_ms=s.alerts.fetch_max_wait_ms,
         )
         try:
             with kafka_errors("start detections consumer"):

@@ -239,6 +239,9 @@ class AlertsSettings(_Section):
     )
     batch_max: int = Field(default=500, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=0, description="Broker-side fetch wait: bounds detection->alert latency"
+    )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     session_timeout_ms: int = Field(default=30_000, ge=6_000)
     rules: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
