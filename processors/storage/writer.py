@@ -5,7 +5,8 @@ One :meth:`ReadingStore.write` call is one transaction:
 1. COPY the batch's readings into a per-connection temporary staging table (binary COPY).
 2. ``INSERT INTO readings ... SELECT FROM staging ON CONFLICT DO NOTHING RETURNING`` - a
    redelivered reading (same device, metric, ts) is skipped, so readings are stored exactly
-   once however often Kafka delivers them; late and out-of-order readings are ordinary rows.
+   once however often Kafka delivers them (the first stored value wins); late and
+   out-of-order readings are ordinary rows, also into compressed TimescaleDB chunks.
 3. Upsert ``devices`` in the same statement, counting only the rows step 2 actually
    inserted, so ``readings_count`` stays exact under redelivery.
 4. Upsert ``dead_letters`` keyed by (mqtt_topic, payload_sha256): the same bad bytes on the

@@ -244,3 +244,32 @@ async def test_failed_migration_leaves_nothing_behind(
     assert await conn.fetchval("SELECT to_regclass('t190') IS NULL")
     assert await conn.fetchval("SELECT count(*) FROM schema_migrations WHERE version = 1") == 1
     assert await conn.fetchval("SELECT count(*) FROM schema_migrations WHERE version = 190") == 0
+
+
+async def test_late_readings_and_redelivery_into_compressed_chunks(
+    timescale: None, pg_url: str, conn: asyncpg.Connection
+) -> None:
+    """Into compressed chunks: redelivery is skipped (first value wins), late readings land."""
+    cfg = DbSettings(url=pg_url)
+    await migrate(pg_url, cfg)
+    records = mixed_records(devices_per_kind=1, steps=6)
+    async with ReadingStore(pg_url, cfg) as store:
+        first = await store.write(records)
+        compressed = await conn.fetch(
+            "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('readings') c"
+        )
+        assert compressed
+        again = await store.write(records)
+        resent = reading_record(SourceKind.CEMS, 0, 3, received_delay_s=86_400)
+        resent = resent.model_copy(
+            update={"readings": [r.model_copy(update={"value": 5.5}) for r in resent.readings]}
+        )
+        late = reading_record(SourceKind.CEMS, 7, 2)
+        third = await store.write([resent, late])
+    assert (again.inserted, again.duplicates) == (0, first.inserted)
+    assert third.inserted == len(late.readings)
+    assert third.duplicates == len(resent.readings)
+    assert await conn.fetchval("SELECT count(*) FROM readings WHERE value = 5.5") == 0
+    total = first.inserted + third.inserted
+    assert await conn.fetchval("SELECT count(*) FROM readings") == total
+    assert await conn.fetchval("SELECT sum(readings_count) FROM devices") == total
