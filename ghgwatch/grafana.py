@@ -281,6 +281,75 @@ def _dashboard(uid: str, title: str, description: str, tags: list[str]) -> dash_
 _WEIGHTED_AVG = "sum(r.avg * r.count) / nullif(sum(r.count), 0)"
 
 
+def _detections_where(kind: str, *, with_location: bool = False) -> str:
+    where = (
+        f"x.kind = '{kind}' AND x.network IN ($network) AND x.site IN ($site)"
+        " AND x.device_id IN ($device)"
+    )
+    if with_location:
+        where += " AND coalesce(x.location, 'other') IN ($location)"
+    return where
+
+
+class _SqlAnnotationTarget(dash_m.AnnotationTarget):
+    """An annotation query of the PostgreSQL datasource (the SDK's model has no rawSql)."""
+
+    def __init__(self, raw_sql: str) -> None:
+        super().__init__()
+        self.raw_sql = raw_sql
+
+    def to_json(self) -> dict[str, object]:
+        return SqlTarget("Anno", self.raw_sql, "table").to_json()
+
+
+class _SqlAnnotation(cog_builder.Builder[dash_m.AnnotationTarget]):
+    def __init__(self, raw_sql: str) -> None:
+        self._target = _SqlAnnotationTarget(_dedent(raw_sql))
+
+    def build(self) -> dash_m.AnnotationTarget:
+        return self._target
+
+
+def _with_detections(d: dash_b.Dashboard, ids: _Ids, where: str) -> dash_b.Dashboard:
+    """Detections overlaid on every graph (annotations) and listed in a table."""
+    annotation = (
+        dash_b.AnnotationQuery()
+        .name("Detections")
+        .datasource(PG)
+        .enable(True)
+        .icon_color("red")
+        .target(
+            _SqlAnnotation(
+                f"""
+                SELECT x.started_at AS time, x.ended_at AS timeend,
+                       x.severity || ' ' || x.detector || ': ' || x.device_id || ' '
+                         || x.metric || ' = ' || round(x.value::numeric, 3) AS text,
+                       x.severity || ',' || x.detector AS tags
+                FROM detections x
+                WHERE $__timeFilter(x.started_at) AND {where}
+                ORDER BY x.started_at
+                """
+            )
+        )
+    )
+    return d.annotation(annotation).with_panel(
+        _table(
+            ids,
+            "Detections",
+            "Open detections first, then those that started in the selected range (newest"
+            " first), as the detection service stored them.",
+            f"""
+            SELECT x.started_at, x.ended_at, x.severity, x.detector, x.device_id, x.metric,
+                   x.value, x.threshold, x.location
+            FROM detections x
+            WHERE (x.ended_at IS NULL OR $__timeFilter(x.started_at)) AND {where}
+            ORDER BY x.ended_at IS NULL DESC, x.started_at DESC
+            LIMIT 100
+            """,
+        )
+    )
+
+
 def _city() -> dash_b.Dashboard:
     kind = "kind = 'city'"
     where = _devices_where("d.kind = 'city'")
@@ -404,7 +473,7 @@ def _city() -> dash_b.Dashboard:
             """,
         )
     )
-    return d
+    return _with_detections(d, ids, _detections_where("city"))
 
 
 _CEMS_METRICS = (
@@ -533,7 +602,7 @@ def _cems() -> dash_b.Dashboard:
             ),
         )
     )
-    return d
+    return _with_detections(d, ids, _detections_where("cems"))
 
 
 def _levels_values(detection: DetectionSettings) -> str:
@@ -666,7 +735,7 @@ def _mine(detection: DetectionSettings) -> dash_b.Dashboard:
             width=_W_FULL,
         )
     )
-    return d
+    return _with_detections(d, ids, _detections_where("mine", with_location=True))
 
 
 def _completeness() -> dash_b.Dashboard:

@@ -32,6 +32,16 @@ def _panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])  # panels inside collapsed rows
 
 
+def _queries(board: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(title, panel or annotation, target) for every query the dashboard runs."""
+    for panel in _panels(board):
+        for target in panel.get("targets", []):
+            yield panel["title"], panel, target
+    for annotation in board.get("annotations", {}).get("list", []):
+        if annotation.get("target"):
+            yield f"annotation {annotation['name']}", annotation, annotation["target"]
+
+
 def _seconds(interval: str) -> int:
     m = re.fullmatch(r"(\d+)([smhd])", interval.strip().strip("'\""))
     assert m, f"unsupported interval {interval!r}"
@@ -94,7 +104,8 @@ def expand(sql: str, t_from: datetime, t_to: datetime, variables: dict[str, list
 
 
 async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
-    """Devices of every kind with readings every minute for 2 hours, plus dead letters."""
+    """Devices of every kind with readings every minute for 2 hours, detections (one open,
+    one cleared per device) and dead letters."""
     devices = [
         ("baotou/kundulun/pic-01", "city", None, {"co2_ppm": 425.0, "ch4_ppb": 2010.0}),
         ("ordos/kangbashi/pic-02", "city", None, {"co2_ppm": 418.0, "ch4_ppm": 2.0}),
@@ -155,6 +166,29 @@ async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
         start,
         now - timedelta(hours=1),
     )
+    for device_id, kind, loc, metrics in devices:
+        network, site, _device = device_id.split("/")
+        metric = next(iter(metrics))
+        for n, (ended, severity) in enumerate([(None, "critical"), (now, "warning")]):
+            await conn.execute(
+                """INSERT INTO detections (detection_id, state, device_id, kind, network, site,
+                       metric, detector, severity, location, started_at, ended_at, score,
+                       value, threshold)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'threshold_alarm', $8, $9, $10, $11,
+                           3.0, $12, 1.0)""",
+                f"{device_id}-{n}",
+                "open" if ended is None else "cleared",
+                device_id,
+                kind,
+                network,
+                site,
+                metric,
+                severity,
+                loc,
+                now - timedelta(minutes=30 + n),
+                ended,
+                metrics[metric],
+            )
     for i, (reason, detail) in enumerate(
         [("malformed_json", "Invalid JSON: EOF"), ("metric_not_for_kind", "co2_pct_vol")]
     ):
@@ -199,7 +233,7 @@ def test_committed_dashboards_match_the_builder(repo_root: Path) -> None:
 
 
 def test_dashboards_use_only_provisioned_datasources(repo_root: Path) -> None:
-    """Every panel and variable names a datasource uid that the provisioning file defines."""
+    """Every panel, variable and annotation names a datasource uid that is provisioned."""
     import yaml
 
     prov = yaml.safe_load(
@@ -217,6 +251,8 @@ def test_dashboards_use_only_provisioned_datasources(repo_root: Path) -> None:
                 assert target["datasource"]["uid"] in uids, (uid, panel["title"])
         for var in board["templating"]["list"]:
             assert var["datasource"]["uid"] in uids, (uid, var["name"])
+        for annotation in board["annotations"].get("list", []):
+            assert annotation["datasource"]["uid"] in uids, (uid, annotation["name"])
 
 
 async def test_every_panel_and_variable_query_returns_rows(seeded_db: str, repo_root: Path) -> None:
@@ -234,23 +270,22 @@ async def test_every_panel_and_variable_query_returns_rows(seeded_db: str, repo_
                 assert values, f"{uid}: variable ${var['name']} returned nothing"
                 variables[var["name"]] = values  # "All", as the default selection is
                 checked += 1
-            for panel in _panels(board):
-                for target in panel.get("targets", []):
-                    if "rawSql" not in target:
-                        assert "expr" in target  # Prometheus: not SQL
-                        continue
-                    frm = t_from
-                    if panel.get("timeFrom"):
-                        frm = t_to - timedelta(seconds=_seconds(panel["timeFrom"]))
-                    sql = expand(target["rawSql"], frm, t_to, variables)
-                    try:
-                        rows = await conn.fetch(sql)
-                    except asyncpg.PostgresError as exc:
-                        pytest.fail(f"{uid} / {panel['title']}: {exc}\n{sql}")
-                    assert rows, f"{uid} / {panel['title']} returned no rows\n{sql}"
-                    if target["format"] == "time_series" and "time" in rows[0]:
-                        assert all(r["time"] is not None for r in rows)
-                    checked += 1
+            for title, panel, target in _queries(board):
+                if "rawSql" not in target:
+                    assert "expr" in target  # Prometheus: not SQL
+                    continue
+                frm = t_from
+                if panel.get("timeFrom"):
+                    frm = t_to - timedelta(seconds=_seconds(panel["timeFrom"]))
+                sql = expand(target["rawSql"], frm, t_to, variables)
+                try:
+                    rows = await conn.fetch(sql)
+                except asyncpg.PostgresError as exc:
+                    pytest.fail(f"{uid} / {title}: {exc}\n{sql}")
+                assert rows, f"{uid} / {title} returned no rows\n{sql}"
+                if target["format"] == "time_series" and "time" in rows[0]:
+                    assert all(r["time"] is not None for r in rows)
+                checked += 1
     finally:
         await conn.close()
     assert checked >= 30
