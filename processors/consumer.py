@@ -119,6 +119,7 @@ class Processor:
         self._stats = ProcessorStats()
         self._failures = 0
         self._consumer: AIOKafkaConsumer | None = None
+        self._used = False
 
     @property
     def stats(self) -> ProcessorStats:
@@ -187,7 +188,11 @@ class Processor:
             SchemaMissing: the database has no schema (run ``ghgwatch db migrate``).
             BrokerUnavailable: Kafka could not be reached.
             FatalError: refused credentials or data the database refuses (a bug).
+            RuntimeError: this processor already ran.
         """
+        if self._used:
+            raise RuntimeError("a Processor runs once; build a new one to run again")
+        self._used = True
         stop = stop if stop is not None else asyncio.Event()
         started = time.monotonic()
         deadline = started + timeout_s if timeout_s is not None else None

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from ghgwatch.errors import ConfigurationError
 from ghgwatch.settings import MetricsSettings
 
 __all__ = [
@@ -66,10 +67,18 @@ def start_metrics_server(cfg: MetricsSettings) -> Callable[[], None]:
 
     Returns:
         A function that shuts the server down (a no-op when metrics are disabled).
+
+    Raises:
+        ConfigurationError: the address cannot be bound (port in use).
     """
     if not cfg.enabled:
         return lambda: None
-    server, thread = start_http_server(cfg.processor_port, addr=cfg.host)
+    try:
+        server, thread = start_http_server(cfg.processor_port, addr=cfg.host)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve processor metrics on {cfg.host}:{cfg.processor_port}: {exc}"
+        ) from exc
 
     def stop() -> None:
         server.shutdown()

@@ -1,0 +1,47 @@
+"""The processor's /metrics endpoint serves its series and refuses a port in use."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+
+from ghgwatch.embedded import free_port
+from ghgwatch.errors import ConfigurationError
+from ghgwatch.settings import MetricsSettings
+from processors.metrics import start_metrics_server
+
+
+def test_metrics_endpoint_serves_processor_series() -> None:
+    """/metrics lists the stored, duplicate, dead-letter, batch, lag and latency series."""
+    port = free_port()
+    stop = start_metrics_server(MetricsSettings(processor_port=port))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+    finally:
+        stop()
+    for name in (
+        "ghgwatch_processor_readings_stored_total",
+        "ghgwatch_processor_duplicates_skipped_total",
+        "ghgwatch_processor_batch_seconds",
+        "ghgwatch_processor_end_to_end_seconds",
+        "ghgwatch_processor_consumer_lag",
+    ):
+        assert name in body
+
+
+def test_metrics_port_in_use_is_a_configuration_error() -> None:
+    """A taken port stops start-up with a ConfigurationError naming the address."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigurationError, match=str(port)):
+            start_metrics_server(MetricsSettings(processor_port=port))
+
+
+def test_disabled_metrics_start_nothing() -> None:
+    """enabled=False returns a no-op stopper."""
+    start_metrics_server(MetricsSettings(enabled=False))()
