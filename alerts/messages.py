@@ -130,7 +130,10 @@ def grafana_link(
     """
     if not base_url:
         return None
-    uid = dashboards.get(kind, "ghgwatch-overview")
+    base = base_url.rstrip("/")
+    uid = dashboards.get(kind)
+    if uid is None:
+        return f"{base}/dashboards?{urlencode({'query': 'ghgwatch'})}"
     end = (ended_at or started_at) + LINK_TAIL
     query = urlencode(
         {
@@ -141,7 +144,7 @@ def grafana_link(
             "to": int(end.timestamp() * 1000),
         }
     )
-    return f"{base_url.rstrip('/')}/d/{uid}?{query}"
+    return f"{base}/d/{uid}?{query}"
 
 
 def _times(at: datetime, tz: str) -> tuple[str, str]:

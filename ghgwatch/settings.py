@@ -277,9 +277,8 @@ class AlertsSettings(_Section):
             "city": "ghgwatch-city",
             "cems": "ghgwatch-cems",
             "mine": "ghgwatch-mine",
-            "leak": "ghgwatch-leak",
         },
-        description="Dashboard uid per source kind, for links",
+        description="Dashboard uid per source kind, for links (others: dashboard search)",
     )
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
@@ -359,7 +358,10 @@ class DetectionSettings(_Section):
         default_factory=dict, description="device_id -> levels overriding its location class"
     )
     alarm_hysteresis_pct_vol: float = Field(
-        default=0.05, ge=0, description="An alarm clears below alarm level minus this"
+        default=0.05,
+        ge=0,
+        description="An alarm clears below its level minus this; power is restored below"
+        " min(restore level, cut level minus this)",
     )
     gap_s: float = Field(default=300.0, gt=0, description="Silence longer than this is a gap")
     stuck_s: float = Field(default=3600.0, gt=0, description="Unchanged value this long: stuck")
