@@ -10,6 +10,8 @@ from __future__ import annotations
 from ingest.bridge import DRAIN_TIMEOUT_S, Bridge
 from ingest.exceptions import CredentialsRefused, MqttUnavailable, SessionClosed
 from ingest.kafka import (
+    CachedKeyPartitioner,
+    OutgoingRecord,
     RecordProducer,
     client_options,
     ensure_topics,
@@ -60,6 +62,7 @@ __all__ = [
     "Bridge",
     "BridgeMetrics",
     "BridgeStats",
+    "CachedKeyPartitioner",
     "CredentialsRefused",
     "DeadLetterRecord",
     "DeviceRef",
@@ -71,6 +74,7 @@ __all__ = [
     "MineLocation",
     "MqttSession",
     "MqttUnavailable",
+    "OutgoingRecord",
     "ReadingItem",
     "ReadingRecord",
     "RecordProducer",

@@ -124,6 +124,7 @@ class Bridge:
         self._readings_topic = settings.kafka.readings_topic
         self._deadletter_topic = settings.kafka.deadletter_topic
         self.metrics = BridgeMetrics()
+        self.metrics_port: int | None = None
         self._state = _State.NEW
         self._stop = asyncio.Event()
         self._stopping = False
@@ -202,6 +203,7 @@ class Bridge:
                         self.metrics.registry, cfg.metrics.host, cfg.metrics.bridge_port
                     )
                     stack.callback(server.close)
+                    self.metrics_port = server.port
                 producer = await self._start_producer(deadline)
                 if producer is None:
                     return self.stats()
