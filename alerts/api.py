@@ -32,7 +32,8 @@ from alerts.models import (
     SilenceView,
 )
 from alerts.store import AlertStore
-from ghgwatch.errors import TransientError
+from ghgwatch.embedded import port_is_free
+from ghgwatch.errors import ConfigurationError, TransientError
 from ghgwatch.settings import AlertsSettings, Settings
 
 __all__ = ["AlertApi", "create_app"]
@@ -262,10 +263,15 @@ class AlertApi:
         """Serve until ``stop`` is set or ``timeout_s`` passes.
 
         Raises:
+            ConfigurationError: the port is taken.
             FatalError: the store could not be opened (credentials, database).
         """
         stop = stop or asyncio.Event()
         s = self._settings
+        if self.port and not port_is_free(self.port, self.host):
+            raise ConfigurationError(
+                f"on-call API port {self.host}:{self.port} is in use (alerts.api_port)"
+            )
         async with AlertStore(s.db_url(), s.alerts, s.db) as store:
             config = uvicorn.Config(
                 create_app(s, store),

@@ -191,3 +191,19 @@ async def test_bad_requests_get_clear_4xx_errors(
     resp = await api.client.request(method, path, json=body)
     assert resp.status_code == status, resp.text
     assert resp.json()["detail"]
+
+
+async def test_api_on_a_taken_port_is_a_configuration_error(
+    alert_settings: Callable[..., Settings],
+) -> None:
+    """Starting the API on a port already in use fails with a clear ConfigurationError."""
+    import socket
+
+    from ghgwatch.errors import ConfigurationError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(ConfigurationError, match="in use"):
+            await AlertApi(alert_settings(), port=port).run(timeout_s=1)
