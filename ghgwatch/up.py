@@ -10,11 +10,12 @@ What it does, in order:
    taken; the bridge and the processor serve their own endpoints), write
    ``data_dir/endpoints.json`` so ``ghgwatch status`` in another terminal finds everything,
    and print where everything is.
-3. Run the bridge, the processor and (``--simulate``) the simulator as tasks in this process.
-4. On the stop event, ``timeout_s`` or the first failing service: stop the simulator, then the
-   bridge, then the processor (each given ``SERVICE_STOP_TIMEOUT_S``), then the embedded
-   services in reverse start order. A failed service makes ``run_up`` raise, so the CLI exits
-   non-zero with its error.
+3. Run the processor, the alert service, the detection service, the bridge and
+   (``--simulate``) the simulator as tasks in this process.
+4. On the stop event, ``timeout_s`` or the first failing service: stop them in reverse order
+   (simulator, bridge, detector, alert service, processor; each given
+   ``SERVICE_STOP_TIMEOUT_S``), then the embedded services in reverse start order. A failed
+   service makes ``run_up`` raise, so the CLI exits non-zero with its error.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class UpOptions:
     devices: int = 5
     invalid_rate: float = 0.01
     timeout_s: float | None = None
+    detect: bool = True
+    """Run the detection service (readings -> detections table and topic)."""
+    alerts: bool = True
+    """Run the alert service (detections -> alerts, notifications, escalation)."""
 
 
 class Endpoints(BaseModel):
@@ -175,6 +180,11 @@ def _metrics_ports(settings: Settings) -> tuple[Settings, list[str]]:
     return settings.model_copy(update={"metrics": metrics}), urls
 
 
+def _service_names(opts: UpOptions) -> list[str]:
+    names = ["processor", "alert-service" if opts.alerts else "", "detector" if opts.detect else ""]
+    return [n for n in [*names, "bridge", "simulator" if opts.simulate else ""] if n]
+
+
 def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> None:
     # Plain aligned lines, not a table: URLs must survive copy and paste unbroken.
     rows = [
@@ -185,6 +195,7 @@ def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> N
         *(("metrics", url) for url in endpoints.metrics_urls or ["disabled"]),
         ("data dir", endpoints.data_dir),
         *((f"embedded {name}", where) for name, where in endpoints.embedded.items()),
+        ("services", ", ".join(_service_names(opts))),
         ("simulator", f"{opts.devices} devices per kind" if opts.simulate else "off"),
         ("status", "ghgwatch status   (another terminal, same folder and settings)"),
         ("stop", "Ctrl-C" + (f" (or after {opts.timeout_s:g} s)" if opts.timeout_s else "")),
@@ -221,8 +232,17 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
         task: asyncio.Task[object] = asyncio.create_task(_as_object(make(ev)), name=name)
         services.append(_Service(name, ev, task, may_finish))
 
-    # Started consumer first, producer last; stopped in reverse (simulator first).
+    # Consumers first, producers last; stopped in reverse (simulator first, so every reading
+    # it sent can still be bridged, stored and detected before those services stop).
     spawn("processor", lambda ev: Processor(settings).run(stop=ev), False)
+    if opts.alerts:
+        from alerts import AlertService
+
+        spawn("alert-service", lambda ev: AlertService(settings).run(stop=ev), False)
+    if opts.detect:
+        from processors.detect_service import DetectionService
+
+        spawn("detector", lambda ev: DetectionService(settings).run(stop=ev), False)
     spawn("bridge", lambda ev: Bridge(settings).run(stop=ev), False)
     if opts.simulate:
         from sensors_sim import SimulationConfig, run_simulation

@@ -36,7 +36,10 @@ def _env(settings: Settings) -> dict[str, str]:
         GHGWATCH_KAFKA__DEADLETTER_TOPIC=settings.kafka.deadletter_topic,
         GHGWATCH_KAFKA__PARTITIONS=str(settings.kafka.partitions),
         GHGWATCH_DB__URL=settings.db_url(),
+        GHGWATCH_KAFKA__DETECTIONS_TOPIC=f"det-{settings.processor.group_id}",
         GHGWATCH_PROCESSOR__GROUP_ID=settings.processor.group_id,
+        GHGWATCH_DETECTION__GROUP_ID=f"detector-{settings.processor.group_id}",
+        GHGWATCH_ALERTS__GROUP_ID=f"alerts-{settings.processor.group_id}",
         GHGWATCH_PROCESSOR__COMMIT_INTERVAL_S="0.2",
         GHGWATCH_METRICS__ENABLED="false",
         GHGWATCH_LOG__LEVEL="INFO",
@@ -89,7 +92,8 @@ async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sig
     settings: Settings, tmp_path: Path, up_process: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     """`up --simulate` stores readings of all four kinds, `status --json` in another process
-    reports them via the configured URLs, and SIGINT stops everything with exit status 0."""
+    reports them via the configured URLs, and SIGINT stops every service (processor, alert
+    service, detector, bridge, simulator) with exit status 0."""
     proc = up_process("--simulate", "--devices", "2", "--timeout-s", "300")
     endpoints = settings.data_dir / "endpoints.json"
 
@@ -132,6 +136,7 @@ async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sig
     assert code == 0, (tmp_path / "up-0.err").read_text()[-3000:]
     assert "ghgwatch is up" in out
     assert "ghgwatch stopped cleanly" in out
+    assert "processor, alert-service, detector, bridge, simulator" in out
     assert not endpoints.exists()
 
 
