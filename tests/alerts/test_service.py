@@ -211,3 +211,28 @@ async def test_killed_between_storing_and_notifying_notifies_exactly_once_after_
     assert second.returncode == 0, (tmp_path / "svc.log").read_text()[-2000:]
     assert len(receiver.got("/hook")) == 1
     assert await count(url, "SELECT count(*) FROM alerts") == 1
+
+
+async def test_unacknowledged_critical_alert_is_escalated_by_the_running_service(
+    alert_settings: Callable[..., Settings],
+    receiver: Receiver,
+    running: Callable[..., asyncio.Task[Any]],
+) -> None:
+    """The service's sweeper re-notifies on-call and tells the next contact, once per level."""
+    s = alert_settings(
+        notifiers=[
+            {"name": "oncall", "type": "webhook", "url": receiver.url("/hook")},
+            {"name": "lead", "type": "webhook", "url": receiver.url("/lead")},
+        ],
+        routes=[{"name": "all", "targets": ["oncall"], "escalation": ["lead"]}],
+        escalate_after_s=0.3,
+        max_escalations=1,
+    )
+    stop = asyncio.Event()
+    running(AlertService(s).run(stop=stop), stop)
+    await produce(s, [det()])
+    (lead,) = await wait_until(lambda: receiver.got("/lead"), "escalation to the lead")
+    assert lead.json()["event"] == "escalated"
+    assert lead.json()["alert"]["level"] == 1
+    await wait_until(lambda: len(receiver.got("/hook")) >= 2, "on-call re-notified")
+    assert [r.json()["event"] for r in receiver.got("/hook")] == ["opened", "escalated"]
