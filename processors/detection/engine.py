@@ -18,13 +18,22 @@ Detectors (per stream, time-based so irregular sampling and gaps are handled by 
 
 - ``threshold_alarm`` / ``power_cut`` (mine CH4): level by sensor location with the restore
   hysteresis, raised at the very reading that crosses the level;
-- ``release`` / ``plume`` / ``anomaly``: CUSUM of the robust z-score of the residual above a
-  Huber-updated baseline, with a noise scale learned online (mean absolute residual); each
-  sample's contribution is capped, so one noisy sample can never open an event, and the
-  baseline is frozen while an event is open;
+- ``release`` / ``plume`` / ``anomaly``: the robust z-score of the residual of a robust
+  level (median of the last three samples) above a Huber-updated EWMA baseline, scaled by a
+  noise scale learned online (mean absolute residual, so slow correlated wander is part of
+  the scale); an event opens after ``open_samples`` consecutive samples beyond ``z_open`` and
+  at least ``min_rise`` above baseline, so one noisy sample can never open one; it clears after
+  ``close_samples`` samples below ``z_close``. The baseline is frozen while an event is open
+  (for at most ``rebaseline_s``) and the detectors arm after ``warmup_s`` of data. ``release``
+  and ``plume`` look up only; ``anomaly`` (unknown metrics) both ways;
 - data quality: ``out_of_range`` (plausible range), ``stuck`` (unchanged value for
   ``stuck_s``), ``spike`` (one sample beyond ``spike_z`` that returns at once), ``gap``
-  (silence longer than ``gap_s``, reported when data resumes).
+  (silence longer than ``gap_s``, reported when data resumes). A sensor back from a stuck
+  fault re-learns its baseline, so its recovery is not mistaken for a release;
+- city background: a rolling low percentile (``background_quantile``, a stochastic-
+  approximation quantile tracker with time constant ``background_tau_s``), emitted with the
+  enhancement above it as derived series (aggregated per city by the ``city_enhancement_1h``
+  view). CEMS units are aggregated by :mod:`processors.detection.cems`.
 
 Readings whose HJ 212 flag is in ``excluded_flags`` (or non-finite) advance the watermark but
 touch no statistic and no detector state.
@@ -329,6 +338,25 @@ class DetectionEngine:
                 f[cnt_name][:m] = np.where(new, cnt, 0.0)
                 a_lv[:] = new
 
+            # stuck: the same value for stuck_s
+            sv = f["stuck_val"][:m]
+            same = use & (xk == sv)
+            changed = use & ~same
+            since_st = np.where(changed, tk, i["stuck_since"][:m])
+            i["stuck_since"][:m] = since_st
+            f["stuck_val"][:m] = np.where(changed, xk, sv)
+            a_st = active[_SLOT_STUCK, :m]
+            long_enough = (tk - since_st) >= stuck_s * NS_PER_S
+            was_stuck = a_st.copy()
+            a_st[:] = np.where(use, np.where(a_st, same, same & long_enough), a_st)
+            # a sensor back from a stuck fault re-learns its baseline and noise from scratch
+            back = was_stuck & ~a_st
+            if back.any():
+                f["n"][:m] = np.where(back, 0.0, f["n"][:m])
+                f["x1"][:m] = np.where(back, np.nan, f["x1"][:m])
+                f["x2"][:m] = np.where(back, np.nan, f["x2"][:m])
+                f["scale"][:m] = np.where(back, 0.0, f["scale"][:m])
+
             # robust level (median of the last three used samples) against the baseline
             nn = f["n"][:m]
             first = nn == 0
@@ -386,7 +414,7 @@ class DetectionEngine:
 
             # baseline and scale: Huber-clipped updates, frozen while a trend event is open
             # (until it has been open rebaseline_s: then it is the new normal)
-            upd = use & (~tr_new | ((tk - since) >= rebase_ns))
+            upd = use & ~a_st & (~tr_new | ((tk - since) >= rebase_ns))
             inv_n = 1.0 / np.maximum(nn, 1.0)
             alpha_b = np.where(warm, 1.0 / (nn + 1.0), -np.expm1(-dt / tau_b))
             alpha_s = np.where(warm, inv_n, -np.expm1(-dt / tau_s))
@@ -404,17 +432,6 @@ class DetectionEngine:
             bg_new = np.where(use, bg_new, bg)
             f["bg"][:m] = bg_new
             o_bg[pos] = bg_new
-
-            # stuck: the same value for stuck_s
-            sv = f["stuck_val"][:m]
-            same = use & (xk == sv)
-            changed = use & ~same
-            since_st = np.where(changed, tk, i["stuck_since"][:m])
-            i["stuck_since"][:m] = since_st
-            f["stuck_val"][:m] = np.where(changed, xk, sv)
-            a_st = active[_SLOT_STUCK, :m]
-            long_enough = (tk - since_st) >= stuck_s * NS_PER_S
-            a_st[:] = np.where(use, np.where(a_st, same, same & long_enough), a_st)
 
             o_state[:, pos] = active[:, :m]
 

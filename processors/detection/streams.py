@@ -124,7 +124,11 @@ class StreamTable:
             if levels.cut_pct_vol is not None:
                 self.cut[idx] = levels.cut_pct_vol
                 restore = levels.restore_pct_vol
-                self.restore[idx] = restore if restore is not None else levels.cut_pct_vol
+                restore = restore if restore is not None else levels.cut_pct_vol
+                # no chattering power cuts: never restore above cut level minus the hysteresis
+                # (stricter than, so compatible with, the regulation's restore level)
+                cut_clear = levels.cut_pct_vol - cfg.alarm_hysteresis_pct_vol
+                self.restore[idx] = min(restore, cut_clear)
         elif kind is Kind.LEAK and metric.startswith("ch4"):
             mode, det = TrendMode.UP, Detector.RELEASE
         elif kind is Kind.CITY and metric in {"co2_ppm", "ch4_ppm", "ch4_ppb"}:
