@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 
 TICK_S = 0.005  # token-bucket pacing step at a target rate
 IDLE_MAX_S = 0.1  # longest sleep between checks of the stop conditions
-MAX_BURST_S = 0.2  # bucket depth: a stall is caught up for at most this long
+MAX_BURST_S = 1.0  # bucket depth: a stall of up to this long is caught up afterwards
 DRAIN_TIMEOUT_S = 15.0  # waiting for the broker's last acknowledgements
 
 
