@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -206,3 +207,55 @@ async def test_live_service_matches_replay_and_survives_a_restart(
     finally:
         await conn.close()
     assert mass > 300
+
+
+async def test_leak_published_over_mqtt_reaches_detections_through_the_pipeline(
+    proc_settings: Callable[..., Settings], test_id: str
+) -> None:
+    """MQTT -> bridge -> Kafka -> detection service: a release becomes stored detections."""
+    import aiomqtt
+
+    from ingest import Bridge
+
+    settings = _settings(proc_settings, test_id, warmup_s=600.0)
+    await migrate(settings.db_url(), settings.db)
+    rng = np.random.default_rng(8)
+    n = 480
+    values = 0.25 + 0.01 * rng.standard_normal(n)
+    values[300:400] += np.linspace(0.2, 1.0, 100)  # a release ramping past the alarm level
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    device = "ordos-coal/buertai/t1-0302"
+    topic = f"{settings.mqtt.topic_root}/mine/{device}/data"
+    stop = asyncio.Event()
+    bridge = asyncio.create_task(Bridge(settings).run(stop=stop))
+    svc = DetectionService(settings)
+    detector = asyncio.create_task(svc.run(stop=stop))
+    try:
+        hostport = settings.mqtt_url().split("://", 1)[1]
+        host, _, port = hostport.partition(":")
+        async with aiomqtt.Client(host, int(port)) as client:
+            for i in range(0, n, 10):
+                items = [
+                    {"ts": (t0 + timedelta(seconds=10 * k)).isoformat(),
+                     "metric": "ch4_pct_vol", "value": round(float(values[k]), 4)}
+                    for k in range(i, i + 10)
+                ]  # fmt: skip
+                payload = {"location": "T1", "readings": items}
+                await client.publish(topic, json.dumps(payload).encode(), qos=1)
+        deadline = time.monotonic() + 60
+        rows: list[asyncpg.Record] = []
+        while time.monotonic() < deadline:
+            rows = await _db_detections(settings.db_url())
+            if {"release", "threshold_alarm"} <= {r["detector"] for r in rows}:
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(bridge, detector)
+    found = {r["detector"]: r for r in rows}
+    assert "release" in found
+    assert "threshold_alarm" in found
+    assert found["release"]["started_at"] < found["threshold_alarm"]["started_at"]
+    published = await _read_topic(settings, len(rows))
+    assert {r["detection_id"] for r in rows} <= {p.detection_id for p in published}
