@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from ghgwatch.embedded import (
     ManagedProcess,
     free_port,
     port_is_free,
+    start_amqtt,
     start_postgres,
     start_tansu,
 )
@@ -100,3 +102,28 @@ async def test_embedded_postgres_without_a_preferred_port_avoids_a_taken_5432(
         assert pg.port != 5432
     finally:
         await pg.stop()
+
+
+async def test_amqtt_fallback_serves_mqtt_311_and_refuses_mqtt_5(tmp_path: Path) -> None:
+    """The pure-Python stand-in carries MQTT 3.1.1 messages but refuses MQTT v5 clients,
+    which is why `up` warns that the bridge cannot use it."""
+    broker = await start_amqtt(tmp_path, port=0)
+    try:
+        assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, identifier="v311", protocol=aiomqtt.ProtocolVersion.V311
+        ) as client:
+            await client.subscribe("x/y", qos=1)
+            await client.publish("x/y", b"hello", qos=1)
+            async with asyncio.timeout(10):
+                async for msg in client.messages:
+                    assert msg.payload == b"hello"
+                    break
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, identifier="v5", protocol=aiomqtt.ProtocolVersion.V5
+            ):
+                pass
+    finally:
+        await broker.stop()
+    assert port_is_free(broker.port)

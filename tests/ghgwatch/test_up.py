@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ghgwatch.embedded import port_is_free
 from ghgwatch.settings import Settings
 
 DEADLINE_S = 60.0
@@ -166,3 +167,55 @@ async def test_up_exits_non_zero_when_a_service_fails_and_stops_the_others(
     assert "mqtt url" in err.decode()
     assert b"stopped cleanly" not in out
     assert not (bad.data_dir / "endpoints.json").exists()
+
+
+async def test_up_with_nothing_configured_starts_stand_ins_and_frees_them_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """With no service URL set, `up` starts embedded PostgreSQL, Kafka and MQTT, `status`
+    finds them through endpoints.json, and SIGTERM stops everything and frees their ports."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
+    env.update(GHGWATCH_DATA_DIR=str(data_dir), GHGWATCH_METRICS__ENABLED="false")
+    endpoints_file = data_dir / "endpoints.json"
+    with (tmp_path / "up.out").open("wb") as out, (tmp_path / "up.err").open("wb") as err:
+        proc = subprocess.Popen(
+            _ghgwatch("up", "--timeout-s", "120"), env=env, stdout=out, stderr=err, cwd=tmp_path
+        )
+    try:
+
+        async def endpoints() -> dict[str, Any] | None:
+            assert proc.poll() is None, (tmp_path / "up.err").read_text()[-3000:]
+            if not endpoints_file.exists():
+                return None
+            data: dict[str, Any] = json.loads(endpoints_file.read_text())
+            return data
+
+        found = await _wait_for(endpoints, "endpoints.json")
+        assert set(found["embedded"]) == {"postgres", "kafka", "mqtt"}
+        status = await asyncio.to_thread(
+            subprocess.run,
+            _ghgwatch("status", "--json"),
+            env=env,
+            capture_output=True,
+            timeout=DEADLINE_S,
+        )
+        assert status.returncode == 0, status.stderr.decode()[-3000:]
+        report = json.loads(status.stdout)
+        assert "endpoints.json" in report["endpoints_source"]
+        assert report["readings_total"] == 0
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, STOP_DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, (tmp_path / "up.err").read_text()[-3000:]
+    ports = [
+        int(found["db_url"].rsplit(":", 1)[1].split("/")[0]),
+        int(found["kafka_bootstrap"].rsplit(":", 1)[1]),
+        int(found["mqtt_url"].rsplit(":", 1)[1]),
+    ]
+    assert all(port_is_free(p) for p in ports), ports
+    assert not endpoints_file.exists()
+    assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()
