@@ -1,8 +1,11 @@
 """Bridge throughput: QoS 1 single-reading messages/s through MQTT -> bridge -> Kafka (tansu).
 
-Prefills the bridge's persistent session with N messages while it is offline (mosquitto_pub,
-C, so the publisher does not share the Python process), then starts the bridge and measures
-how fast it drains them: validated, produced with acks=all, confirmed and PUBACKed.
+Two measurements, both with publishers in C (mosquitto_pub, one per device):
+
+- drain: N messages queued in the bridge's persistent session while it is offline, then the
+  bridge starts and drains them (validated, produced with acks=all, confirmed, PUBACKed);
+- live: the bridge runs while the publishers send N messages; from the first publish to the
+  last ack (publisher, broker, bridge and tansu all share the machine).
 
     python benchmarks/bench_bridge.py --messages 100000
 """
@@ -41,6 +44,21 @@ def _lines(device: int, count: int) -> bytes:
     )
 
 
+def _publish(port: int, payloads: list[bytes]) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for d, lines in enumerate(payloads):
+        topic = f"bench/v1/city/baotou/station-{d:02d}/pic-{d:02d}/data"
+        proc = subprocess.Popen(
+            ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic, "-l"],
+            stdin=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(lines)
+        proc.stdin.close()
+        procs.append(proc)
+    return procs
+
+
 async def main(messages: int, profile: bool) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     mosquitto = await start_mosquitto(work / "mqtt", port=0, persistence=False)
@@ -64,19 +82,9 @@ async def main(messages: int, profile: bool) -> None:
         await asyncio.gather(task, return_exceptions=True)
         # 2. Prefill: the broker queues every message for the offline session.
         per_device = messages // DEVICES
+        payloads = [_lines(d, per_device) for d in range(DEVICES)]
         t0 = time.perf_counter()
-        procs = []
-        for d in range(DEVICES):
-            topic = f"bench/v1/city/baotou/station-{d:02d}/pic-{d:02d}/data"
-            proc = subprocess.Popen(
-                ["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", topic, "-l"],
-                stdin=subprocess.PIPE,
-            )
-            assert proc.stdin is not None
-            proc.stdin.write(_lines(d, per_device))
-            proc.stdin.close()
-            procs.append(proc)
-        for proc in procs:
+        for proc in _publish(mosquitto.port, payloads):
             proc.wait()
         total = per_device * DEVICES
         print(f"prefilled {total} messages in {time.perf_counter() - t0:.1f} s")
@@ -96,8 +104,23 @@ async def main(messages: int, profile: bool) -> None:
             profiler.dump_stats(str(work / "bridge.prof"))
             print(f"profile: {work / 'bridge.prof'}")
         print(
-            f"received={stats.received} acked={stats.acked} produced={stats.produced} "
-            f"errors={stats.produce_errors} in {elapsed:.2f} s -> {stats.acked / elapsed:,.0f} msg/s"
+            f"drain: received={stats.received} acked={stats.acked} produced={stats.produced} "
+            f"errors={stats.produce_errors} in {elapsed:.2f} s "
+            f"-> {stats.acked / elapsed:,.0f} msg/s"
+        )
+        # 4. Live: publishers and bridge at the same time.
+        live = Bridge(settings)
+        task = asyncio.create_task(live.run(max_messages=total, timeout_s=120))
+        await live.wait_connected(30)
+        t0 = time.perf_counter()
+        procs = _publish(mosquitto.port, payloads)
+        stats = await task
+        elapsed = time.perf_counter() - t0
+        for proc in procs:
+            proc.wait()
+        print(
+            f"live: acked={stats.acked} errors={stats.produce_errors} in {elapsed:.2f} s "
+            f"-> {stats.acked / elapsed:,.0f} msg/s"
         )
     finally:
         await mosquitto.stop()

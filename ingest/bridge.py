@@ -53,9 +53,10 @@ RECEIVE_BATCH_MAX = 500
 # How long one receive waits for a message before stop conditions are checked again.
 POLL_INTERVAL_S = 0.2
 # On stop, how long in-flight produces may take before they are left to MQTT redelivery.
-DRAIN_TIMEOUT_S = 15.0
-FLUSH_TIMEOUT_S = 10.0
-PRODUCER_STOP_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 10.0
+FLUSH_TIMEOUT_S = 5.0
+# aiokafka's stop flushes too; with Kafka down that would wait a full request timeout.
+PRODUCER_STOP_TIMEOUT_S = 5.0
 TASK_CANCEL_TIMEOUT_S = 5.0
 # Produce retries: quick at first (a leader moved), capped for a broker that is down.
 PRODUCE_BACKOFF_MIN_S = 0.2
@@ -568,15 +569,20 @@ class Bridge:
         self.metrics.in_flight += len(leftovers)
         for message in leftovers:
             self._abandon(self._track(message, 1, None), "stopped before handling")
+        drained = True
         if self.metrics.in_flight > 0:
             self._idle.clear()
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(DRAIN_TIMEOUT_S):
                     await self._idle.wait()
-        try:
-            await producer.flush(FLUSH_TIMEOUT_S)
-        except GhgwatchError as exc:
-            log.warning("kafka flush at stop failed", error=str(exc))
+            except TimeoutError:
+                drained = False
+        if drained:
+            # Nothing of ours is pending; flush whatever the producer still holds.
+            try:
+                await producer.flush(FLUSH_TIMEOUT_S)
+            except GhgwatchError as exc:
+                log.warning("kafka flush at stop failed", error=str(exc))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

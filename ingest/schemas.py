@@ -424,7 +424,12 @@ def validate_message(
                 f"ts {ts.isoformat()} is more than {MAX_FUTURE_SKEW} ahead of the receive "
                 f"time {received_at.isoformat()}; check the device clock",
             )
-        readings.append(WireReading(ts=ts.astimezone(UTC), metric=metric, value=value, flag=flag))
+        # Every field was validated above: construct without validating a second time.
+        readings.append(
+            WireReading.model_construct(
+                ts=ts.astimezone(UTC), metric=metric, value=value, flag=flag
+            )
+        )
 
     if device.kind is SourceKind.MINE and location is None:
         return _reject(
@@ -436,7 +441,7 @@ def validate_message(
             "mine sensors must give their location class: "
             + ", ".join(m.value for m in MineLocation),
         )
-    record = ReadingRecord(
+    record = ReadingRecord.model_construct(
         device_id=device.device_id,
         kind=device.kind,
         network=device.network,

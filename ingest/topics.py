@@ -19,6 +19,7 @@ database values and Grafana variables.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -72,8 +73,13 @@ def data_subscription(root: str, share_group: str | None) -> str:
     return f"$share/{share_group}/{flt}" if share_group else flt
 
 
+# Devices publish on the same topic over and over; the bridge parses each one once.
+PARSE_CACHE_TOPICS = 65_536
+
+
+@functools.lru_cache(maxsize=PARSE_CACHE_TOPICS)
 def parse_data_topic(topic: str, root: str) -> DeviceRef | None:
-    """Parse a device data topic; None when it does not follow the scheme."""
+    """Parse a device data topic; None when it does not follow the scheme (results cached)."""
     prefix = root + "/"
     if not topic.startswith(prefix):
         return None
