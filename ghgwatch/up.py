@@ -40,7 +40,7 @@ from ghgwatch.embedded import (
     start_postgres,
     start_tansu,
 )
-from ghgwatch.errors import FatalError, GhgwatchError
+from ghgwatch.errors import ConfigurationError, FatalError, GhgwatchError
 from ghgwatch.settings import Settings
 
 __all__ = [
@@ -88,6 +88,16 @@ class Endpoints(BaseModel):
     data_dir: str
     embedded: dict[str, str]
     notes: list[str]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_endpoints(data_dir: Path) -> Endpoints | None:
@@ -345,6 +355,12 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
     console = Console()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     endpoints_path = settings.data_dir / ENDPOINTS_FILE
+    running = read_endpoints(settings.data_dir)
+    if running is not None and running.pid != os.getpid() and _pid_alive(running.pid):
+        raise ConfigurationError(
+            f"ghgwatch up is already running with data dir {settings.data_dir} (pid"
+            f" {running.pid}); stop it, or give this one another GHGWATCH_DATA_DIR"
+        )
     async with AsyncExitStack() as stack:
         resolved, embedded, notes = await _start_embedded(settings, stack)
         async with asyncio.timeout(MIGRATE_TIMEOUT_S):

@@ -127,3 +127,29 @@ async def test_amqtt_fallback_serves_mqtt_311_and_refuses_mqtt_5(tmp_path: Path)
     finally:
         await broker.stop()
     assert port_is_free(broker.port)
+
+
+async def test_embedded_postgres_left_running_by_a_killed_run_is_stopped_and_replaced(
+    tmp_path: Path,
+) -> None:
+    """A server an earlier run left behind (its owner killed) is stopped, and the new one
+    starts on the same data, so a crashed `up` never blocks the next."""
+    first = await start_postgres(tmp_path / "pg", port=0)
+    assert first.proc is not None
+    conn = await asyncpg.connect(first.url)
+    try:
+        await conn.execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+    finally:
+        await conn.close()
+    # The "killed" owner never calls stop(); the server keeps running.
+    second = await start_postgres(tmp_path / "pg", port=0)
+    try:
+        assert await asyncio.to_thread(first.proc.wait, 10) is not None
+        conn = await asyncpg.connect(second.url)
+        try:
+            assert await conn.fetchval("SELECT v FROM kept") == 7
+        finally:
+            await conn.close()
+    finally:
+        await second.stop()
+        await first.stop()

@@ -219,3 +219,35 @@ async def test_up_with_nothing_configured_starts_stand_ins_and_frees_them_on_sig
     assert all(port_is_free(p) for p in ports), ports
     assert not endpoints_file.exists()
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()
+
+
+async def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    """While an `up` (a live pid in endpoints.json) owns the data dir, another refuses to
+    start, before touching any service."""
+    from ghgwatch.errors import ConfigurationError
+    from ghgwatch.up import ENDPOINTS_FILE, Endpoints, UpOptions, run_up
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        (data_dir / ENDPOINTS_FILE).write_text(
+            Endpoints(
+                pid=owner.pid,
+                started_at="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
+                mqtt_url="mqtt://127.0.0.1:1",
+                mqtt_topic="t",
+                kafka_bootstrap="127.0.0.1:1",
+                db_url="postgresql://x@127.0.0.1:1/x",
+                metrics_urls=[],
+                data_dir=str(data_dir),
+                embedded={},
+                notes=[],
+            ).model_dump_json()
+        )
+        with pytest.raises(ConfigurationError, match="already running"):
+            await run_up(Settings(data_dir=data_dir), UpOptions(), stop=asyncio.Event())
+        assert not (data_dir / "postgres").exists()
+    finally:
+        owner.kill()
+        owner.wait()
