@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from processors.storage import ReadingStore, WriteResult, decode_values
 
 __all__ = [
     "BACKPRESSURE_MAX_PAUSE_S",
+    "GC_GEN0_THRESHOLD",
     "GETMANY_SLACK_S",
     "MAX_PARTITION_FETCH_BYTES",
     "Processor",
@@ -58,9 +60,28 @@ MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 LAG_QUERY_TIMEOUT_S = 2.0
 # Heartbeats carry rebalance news: a member learns of a join (and rejoins) this fast.
 HEARTBEAT_INTERVAL_MS = 3000
+# A batch allocates ~10 objects per reading and keeps them alive until written; with
+# CPython's default gen-0 threshold (700) that triggers hundreds of collections per batch,
+# each promoting live batch objects towards costly full collections. Measured on the
+# writer benchmark: decode 145k -> 390k readings/s. Applied while run() runs, then restored.
+GC_GEN0_THRESHOLD = 50_000
 CONSUMER_START_TIMEOUT_S = 60.0
 CONSUMER_STOP_TIMEOUT_S = 30.0
 _PAYLOAD_LOG_BYTES = 120
+
+
+@contextlib.contextmanager
+def _batch_friendly_gc() -> Iterator[None]:
+    """Raise the gen-0 GC threshold to ``GC_GEN0_THRESHOLD`` for the block (never lower it)."""
+    before = gc.get_threshold()
+    if before[0] >= GC_GEN0_THRESHOLD:
+        yield
+        return
+    gc.set_threshold(GC_GEN0_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 @dataclass(slots=True)
@@ -193,6 +214,12 @@ class Processor:
         if self._used:
             raise RuntimeError("a Processor runs once; build a new one to run again")
         self._used = True
+        with _batch_friendly_gc():
+            return await self._run(stop, max_readings, timeout_s)
+
+    async def _run(
+        self, stop: asyncio.Event | None, max_readings: int | None, timeout_s: float | None
+    ) -> ProcessorStats:
         stop = stop if stop is not None else asyncio.Event()
         started = time.monotonic()
         deadline = started + timeout_s if timeout_s is not None else None
