@@ -272,3 +272,16 @@ async def test_two_processors_split_partitions_and_hand_over_on_stop(
     assert await _devices_total(dsn) == total
     assert a.stats.inserted + b.stats.inserted == total
     assert a.stats.duplicates + b.stats.duplicates == 0
+
+
+async def test_module_entry_point_exits_2_when_schema_is_missing(
+    proc_settings: object, tmp_path: Path
+) -> None:
+    """`python -m processors` on an unmigrated database exits 2 with the migrate hint."""
+    settings = proc_settings()  # type: ignore[operator]
+    log_path = tmp_path / "processor.log"
+    proc = _start_subprocess(settings, log_path)
+    code = await asyncio.to_thread(proc.wait, 30)
+    output = log_path.read_text()
+    assert code == 2, output[-2000:]
+    assert "ghgwatch db migrate" in output
