@@ -7,8 +7,10 @@ credentials, bad configuration) and 1 on any other ghgwatch error.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+from pathlib import Path
 
 from ghgwatch.errors import FatalError, GhgwatchError
 from ghgwatch.logs import configure_logging
@@ -20,7 +22,9 @@ EXIT_FATAL = 2
 
 
 async def _serve() -> None:
-    settings = load_settings()
+    # Like the CLI's --config: an optional TOML file under the environment's settings.
+    config = os.environ.get("GHGWATCH_CONFIG")
+    settings = load_settings(Path(config) if config else None)
     configure_logging(settings.log)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -295,6 +295,8 @@ class Bridge:
         metrics = self.metrics
         taken = 0
         while not self._halted(deadline):
+            if session.failure is not None:
+                raise session.failure
             wait_s = POLL_INTERVAL_S
             if deadline is not None:
                 wait_s = max(0.0, min(wait_s, deadline - self._loop.time()))
