@@ -155,3 +155,27 @@ async def _one(settings: Settings, sql: str) -> object:
         return await conn.fetchval(sql)
     finally:
         await conn.close()
+
+
+async def test_a_stuck_database_times_out_as_backpressure_then_recovers(
+    migrated: Settings,
+) -> None:
+    """A table locked by someone else: the write times out (backpressure), later succeeds."""
+    cfg = migrated.db.model_copy(update={"command_timeout_s": 0.5})
+    records = mixed_records(devices_per_kind=1, steps=2)
+    blocker = await asyncpg.connect(migrated.db_url())
+    try:
+        async with ReadingStore(migrated.db_url(), cfg) as store:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+            try:
+                with pytest.raises(StorageBackpressure):
+                    await store.write(records)
+            finally:
+                await tx.rollback()
+            result = await store.write(records)
+    finally:
+        await blocker.close()
+    assert result.inserted == total_readings(records)
+    assert await _one(migrated, "SELECT sum(readings_count) FROM devices") == result.inserted
