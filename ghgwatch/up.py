@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -54,6 +56,12 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 ENDPOINTS_FILE = "endpoints.json"
+# {"owner": pid of `up`, "services": {name: [pid, program]}}: lets the next `up` stop
+# stand-ins that a killed `up` left running (they run in their own sessions on purpose, so a
+# terminal's Ctrl-C reaches only `up`, which then stops them in order).
+PIDS_FILE = "embedded-pids.json"
+LEFTOVER_STOP_TIMEOUT_S = 10.0
+_LEFTOVER_POLL_S = 0.1
 # Each service gets this long to finish its last batch and commit after its stop event.
 SERVICE_STOP_TIMEOUT_S = 30.0
 MIGRATE_TIMEOUT_S = 120.0
@@ -130,6 +138,60 @@ def _mqtt_topic_hint(settings: Settings) -> str:
     )
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+async def _stop_leftovers(data_dir: Path) -> None:
+    """Stop stand-ins recorded by an earlier `up` that is gone; refuse if it still runs.
+
+    Raises:
+        ConfigurationError: a live ``up`` owns ``data_dir``.
+    """
+    path = data_dir / PIDS_FILE
+    try:
+        record = json.loads(path.read_text())
+        owner = int(record["owner"])
+        services = {str(k): (int(v[0]), str(v[1])) for k, v in record["services"].items()}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return
+    if owner != os.getpid() and _pid_alive(owner):
+        raise ConfigurationError(
+            f"ghgwatch up is already running with data dir {data_dir} (pid {owner}); stop it,"
+            " or give this one another GHGWATCH_DATA_DIR"
+        )
+    for name, (pid, program) in services.items():
+        if not _cmdline(pid).startswith(program.encode()):
+            continue  # gone, or the pid now belongs to something else
+        log.warning("stopping a stand-in left running by an earlier up", service=name, pid=pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        # Polling: the process is not our child, so nothing signals its exit to us.
+        for _ in range(int(LEFTOVER_STOP_TIMEOUT_S / _LEFTOVER_POLL_S)):
+            if not _cmdline(pid).startswith(program.encode()):
+                break
+            await asyncio.sleep(_LEFTOVER_POLL_S)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+
+
+def _record_pids(data_dir: Path, services: dict[str, ManagedProcess]) -> None:
+    record = {
+        "owner": os.getpid(),
+        "services": {
+            name: [proc.proc.pid, proc.argv[0]]
+            for name, proc in services.items()
+            if proc.proc is not None
+        },
+    }
+    (data_dir / PIDS_FILE).write_text(json.dumps(record))
+
+
 async def _start_embedded(
     settings: Settings, stack: AsyncExitStack
 ) -> tuple[Settings, dict[str, str], list[str]]:
@@ -137,10 +199,14 @@ async def _start_embedded(
     data_dir = settings.data_dir
     embedded: dict[str, str] = {}
     notes: list[str] = []
+    procs: dict[str, ManagedProcess] = {}
+    stack.callback((data_dir / PIDS_FILE).unlink, missing_ok=True)
 
     async def start(name: str, starter: Callable[[], Awaitable[ManagedProcess]]) -> str:
         proc = await starter()
         stack.push_async_callback(proc.stop)
+        procs[name] = proc
+        _record_pids(data_dir, procs)
         assert proc.url is not None
         embedded[name] = f"{proc.name} at {proc.url}, log {proc.log_path}"
         return proc.url
@@ -361,6 +427,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             f"ghgwatch up is already running with data dir {settings.data_dir} (pid"
             f" {running.pid}); stop it, or give this one another GHGWATCH_DATA_DIR"
         )
+    await _stop_leftovers(settings.data_dir)
     async with AsyncExitStack() as stack:
         resolved, embedded, notes = await _start_embedded(settings, stack)
         async with asyncio.timeout(MIGRATE_TIMEOUT_S):

@@ -52,6 +52,14 @@ def _ghgwatch(*args: str) -> list[str]:
     return [sys.executable, "-c", "from ghgwatch.cli import main; main()", *args]
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit may never be reaped in a container)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
+
+
 async def _wait_for(predicate: Callable[[], Any], what: str) -> Any:
     """Poll an async predicate until it returns a truthy value or the deadline passes."""
     try:
@@ -251,3 +259,38 @@ async def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
     finally:
         owner.kill()
         owner.wait()
+
+
+async def test_stand_ins_of_a_killed_up_are_stopped_by_the_next_one(tmp_path: Path) -> None:
+    """SIGKILL leaves the embedded services running (their own sessions); the next `up` on
+    the same data dir stops them before starting its own."""
+    from ghgwatch.up import PIDS_FILE, _stop_leftovers
+
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
+    env.update(GHGWATCH_DATA_DIR=str(data_dir), GHGWATCH_METRICS__ENABLED="false")
+    with (tmp_path / "up.out").open("wb") as out, (tmp_path / "up.err").open("wb") as err:
+        proc = subprocess.Popen(
+            _ghgwatch("up", "--timeout-s", "120"), env=env, stdout=out, stderr=err, cwd=tmp_path
+        )
+    try:
+
+        async def started() -> bool:
+            assert proc.poll() is None, (tmp_path / "up.err").read_text()[-3000:]
+            return (data_dir / "endpoints.json").exists()
+
+        await _wait_for(started, "endpoints.json")
+        pids = [
+            pid
+            for pid, _prog in json.loads((data_dir / PIDS_FILE).read_text())["services"].values()
+        ]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(pids) == 3
+    assert all(_running(pid) for pid in pids)  # orphans, still running
+
+    await _stop_leftovers(data_dir)
+
+    assert not any(_running(pid) for pid in pids)
+    assert not (data_dir / PIDS_FILE).exists()
