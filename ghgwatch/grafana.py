@@ -236,6 +236,9 @@ def _stat(
         .unit(unit)
         .span(width)
         .height(_H_STAT)
+        # One stat per row (per city, ...), named by the row's text column.
+        .reduce_options(common_b.ReduceDataOptions().values(True).calcs(["lastNotNull"]))
+        .text_mode(common_m.BigValueTextMode.VALUE_AND_NAME)
     )
 
 
