@@ -67,9 +67,6 @@ REPEAT_LOG_INTERVAL_S = 60.0
 REPEAT_LOG_KEYS_MAX = 10_000
 LOG_PAYLOAD_CHARS = 200
 
-# How often wait_connected looks whether run() got as far as opening the MQTT session.
-_READY_POLL_S = 0.05
-
 ROLE_READINGS = "readings"
 ROLE_DEADLETTER = "deadletter"
 
@@ -131,6 +128,7 @@ class Bridge:
         self._stopping = False
         self._idle = asyncio.Event()
         self._capacity = asyncio.Event()
+        self._started = asyncio.Event()
         self._max_in_flight = settings.mqtt.receive_maximum
         self._jobs: set[_Job] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -156,16 +154,15 @@ class Bridge:
             CredentialsRefused: the MQTT broker refused us.
             MqttUnavailable: not connected within ``timeout_s``.
         """
-        assert self._loop is None or self._loop is asyncio.get_running_loop()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self._session is None:
-            if self._state is _State.DONE:
-                raise SessionClosed("the bridge stopped before it connected")
-            if loop.time() >= deadline:
-                raise MqttUnavailable(f"bridge not started within {timeout_s} s")
-            await self._pause(_READY_POLL_S)
-        await self._session.wait_connected(max(0.0, deadline - loop.time()))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._started.wait()
+        except TimeoutError as exc:
+            raise MqttUnavailable(f"bridge not started within {timeout_s} s") from exc
+        session = self._session
+        if session is None:
+            raise SessionClosed("the bridge stopped before it connected")
+        await session.wait_connected(timeout_s)
 
     async def run(
         self,
@@ -222,6 +219,7 @@ class Bridge:
                 await session.open()
                 stack.push_async_callback(session.close)
                 self._producer, self._session = producer, session
+                self._started.set()
                 log.info(
                     "bridge running",
                     mqtt=cfg.mqtt_url(),
@@ -237,6 +235,7 @@ class Bridge:
                 raise self._fatal
         finally:
             self._state = _State.DONE
+            self._started.set()
         stats = self.stats()
         log.info(
             "bridge stopped",
@@ -302,8 +301,9 @@ class Bridge:
                 wait_s = max(0.0, min(wait_s, deadline - self._loop.time()))
             room = self._max_in_flight - metrics.in_flight
             if room <= 0:
-                # Only a broker ignoring ReceiveMaximum gets here: stop taking messages until
-                # Kafka confirms some (the session then stops reading the socket).
+                # ReceiveMaximum messages unconfirmed: a compliant broker sends no more anyway,
+                # and one that ignores the limit (Mosquitto replaying a backlog) now finds the
+                # session's buffer full and its socket unread until Kafka confirms some.
                 self._capacity.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_s):
