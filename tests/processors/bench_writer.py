@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ import asyncpg
 
 from ghgwatch.settings import DbSettings
 from ingest.schemas import ReadingRecord, SourceKind, WireReading
+from processors.consumer import GC_GEN0_THRESHOLD
 from processors.storage import KafkaValue, ReadingStore, decode_values, migrate
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -55,6 +57,7 @@ async def main() -> None:
     p.add_argument("--plain", action="store_true")
     p.add_argument("--seconds", type=float, default=20.0)
     args = p.parse_args()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])  # as Processor.run does
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
     await admin.execute(f"CREATE DATABASE {DB}")
