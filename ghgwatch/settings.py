@@ -422,6 +422,20 @@ class DetectionSettings(_Section):
         },
         description="Plausible range per metric; outside it a reading is a sensor fault",
     )
+    drift_limit: dict[str, float] = Field(
+        default_factory=lambda: {
+            "ch4_pct_vol": 0.1,
+            "ch4_ppm": 1.0,
+            "ch4_ppb": 50.0,
+            "co2_ppm": 15.0,
+        },
+        description="Baseline this far from its slow reference is drift (a calibration fault)",
+    )
+    drift_tau_s: float = Field(default=7 * 86_400.0, gt=0, description="Drift reference")
+    drift_persist_s: float = Field(default=2 * 3600.0, gt=0, description="Drift must last")
+    drift_smooth_s: float = Field(
+        default=86_400.0, gt=0, description="City background smoothing before drift checks"
+    )
     background_quantile: float = Field(
         default=0.05, gt=0, lt=0.5, description="City background: rolling low percentile"
     )

@@ -54,7 +54,7 @@ _FAMILIES: dict[str, set[str]] = {
     "outburst": {"release", "threshold_alarm", "power_cut"},
     "plume": {"plume", "anomaly"},
     "flow_failure": {"co2_without_flow", "load_without_flow"},
-    "fault": {"spike", "stuck", "out_of_range", "gap"},
+    "fault": {"spike", "stuck", "out_of_range", "gap", "drift"},
 }
 _LEAK_DETECTORS = {"release", "anomaly"}
 

@@ -206,7 +206,9 @@ def _mine(cfg: ScenarioConfig, rng: np.random.Generator, rows: _Rows, labels: li
                     labels.append(_Label(dev_id, start, start + 600.0, what, "detect", 0.0, start))
                 else:  # slow drift: a calibration problem, not a leak; must page nobody
                     v += np.clip((t - start) / (12 * 3600.0), 0.0, 1.0) * 0.15
-                    labels.append(_Label(dev_id, start, t_end, "drift", "quiet", 0.15, start))
+                    labels.append(
+                        _Label(dev_id, start, t_end, "fault_drift", "detect", 0.15, start)
+                    )
                     break  # the drift lasts to the end: nothing else on this sensor
         # sensors report 0.001 % resolution
         rows.add(d, "ch4_pct_vol", t, np.round(v, 3), flag)

@@ -52,6 +52,7 @@ class Detector(IntEnum):
     LOAD_WITHOUT_FLOW = 10
     INTENSITY_ABOVE_BENCHMARK = 11
     HOUR_INVALID = 12
+    DRIFT = 13
 
 
 DETECTOR_NAMES: dict[Detector, str] = {d: d.name.lower() for d in Detector}
@@ -71,6 +72,7 @@ DETECTOR_SEVERITY: dict[Detector, str] = {
     Detector.LOAD_WITHOUT_FLOW: "maintenance",
     Detector.INTENSITY_ABOVE_BENCHMARK: "warning",
     Detector.HOUR_INVALID: "info",
+    Detector.DRIFT: "maintenance",
 }
 
 _KIND_ALIASES = {

@@ -30,6 +30,9 @@ Detectors (per stream, time-based so irregular sampling and gaps are handled by 
   ``stuck_s``), ``spike`` (one sample beyond ``spike_z`` that returns at once), ``gap``
   (silence longer than ``gap_s``, reported when data resumes). A sensor back from a stuck
   fault re-learns its baseline, so its recovery is not mistaken for a release;
+- ``drift``: the baseline more than ``drift_limit`` (per metric) away from a slow reference
+  (time constant ``drift_tau_s``) for ``drift_persist_s``: a calibration problem, reported
+  as maintenance (a slow drift never looks like a release: the baseline absorbs it);
 - city background: a rolling low percentile (``background_quantile``, a stochastic-
   approximation quantile tracker with time constant ``background_tau_s``), emitted with the
   enhancement above it as derived series (aggregated per city by the ``city_enhancement_1h``
@@ -69,12 +72,10 @@ NS_PER_S = 1_000_000_000
 MAD_TO_SIGMA = 1.2533
 # A spike must come back within this many sigmas on the next sample.
 SPIKE_RETURN_Z = 3.0
-# Background quantile tracker step, in noise sigmas per background time constant.
-BACKGROUND_STEP_SIGMAS = 20.0
 
 # Stateful detector slots, in the order of the state's ``active`` rows.
-_SLOT_ALARM, _SLOT_CUT, _SLOT_TREND, _SLOT_STUCK, _SLOT_OOR = range(5)
-_N_SLOTS = 5
+_SLOT_ALARM, _SLOT_CUT, _SLOT_TREND, _SLOT_STUCK, _SLOT_OOR, _SLOT_DRIFT = range(6)
+_N_SLOTS = 6
 _FLOAT_STATE = (
     "n",
     "base",
@@ -90,9 +91,14 @@ _FLOAT_STATE = (
     "prev_x",
     "stuck_val",
     "bg",
+    "ref",
+    "smooth",
+    "spread",
 )
-_NAN_STATE = frozenset({"x1", "x2", "prev_z", "prev2_z", "prev_x", "stuck_val", "bg"})
-_INT_STATE = ("last_ts", "prev_used_ts", "stuck_since", "first_ts", "tr_since")
+_NAN_STATE = frozenset(
+    {"x1", "x2", "prev_z", "prev2_z", "prev_x", "stuck_val", "bg", "ref", "smooth"}
+)
+_INT_STATE = ("last_ts", "prev_used_ts", "stuck_since", "first_ts", "tr_since", "drift_since")
 
 
 def flag_codes(flags: list[str] | npt.NDArray[np.str_]) -> npt.NDArray[np.uint8]:
@@ -279,6 +285,8 @@ class DetectionEngine:
         p_lo, p_hi = st.lo[ls], st.hi[ls]
         p_floor, p_rel = st.sigma_floor[ls], st.sigma_rel[ls]
         p_rise = st.min_rise[ls]
+        p_drift = st.drift_limit[ls]
+        p_city = st.kind[ls] == Kind.CITY
         p_mode = st.trend_mode[ls]
         p_up = p_mode != TrendMode.NONE
         p_both = p_mode == TrendMode.BOTH
@@ -291,6 +299,7 @@ class DetectionEngine:
         o_aux_x = np.zeros(n)
         o_score = np.zeros(n)
         o_base = np.zeros(n)
+        o_ref = np.zeros(n)
         o_sigma = np.zeros(n)
         o_bg = np.zeros(n)
         o_used = np.zeros(n, bool)
@@ -303,6 +312,8 @@ class DetectionEngine:
         open_n, close_n = float(cfg.open_samples), float(cfg.close_samples)
         level_n = float(cfg.level_clear_samples)
         rebase_ns = cfg.rebaseline_s * NS_PER_S
+        tau_ref, drift_ns = cfg.drift_tau_s, cfg.drift_persist_s * NS_PER_S
+        tau_sm = cfg.drift_smooth_s
         spike_z, q_bg = cfg.spike_z, cfg.background_quantile
         ts_f = t.astype(np.float64)
 
@@ -400,6 +411,7 @@ class DetectionEngine:
             p2z = f["prev2_z"][:m]
             spike = (
                 use
+                & ~warm
                 & (np.abs(pz) >= spike_z)
                 & (np.abs(zr) < SPIKE_RETURN_Z)
                 & (np.abs(p2z) < SPIKE_RETURN_Z)
@@ -423,15 +435,58 @@ class DetectionEngine:
             f["base"][:m] = np.where(use & first, xk, np.where(upd, b + alpha_b * rh, b))
             abs_r = np.where(warm, np.abs(r), np.minimum(np.abs(r), lim))
             f["scale"][:m] = np.where(upd & ~first, sc + alpha_s * (abs_r - sc), sc)
-            f["n"][:m] = nn + use
 
             # city background: a low-quantile tracker (stochastic approximation)
+            # with a step scaled by the spread of the data around it: it rises by about one
+            # spread per background_tau_s and falls (1 - q) / q times faster
             bg = f["bg"][:m]
-            step = BACKGROUND_STEP_SIGMAS * sigma * np.minimum(dt / tau_bg, 1.0)
+            spread = f["spread"][:m]
+            a_bg = np.minimum(dt / tau_bg, 1.0)
+            dev_bg = np.where(np.isnan(bg), 0.0, np.abs(xk - bg))
+            spread = np.where(use, spread + a_bg * (dev_bg - spread), spread)
+            f["spread"][:m] = spread
+            step = np.maximum(spread, sigma) * a_bg / q_bg
             bg_new = np.where(np.isnan(bg), xk, bg + step * (q_bg - (xk < bg)))
             bg_new = np.where(use, bg_new, bg)
             f["bg"][:m] = bg_new
             o_bg[pos] = bg_new
+
+            # drift: the baseline wandering off a slow reference (days) for drift_persist_s
+            # (city stations: the background smoothed over drift_smooth_s, so neither plumes
+            # nor the diurnal cycle count as drift)
+            sm = f["smooth"][:m]
+            a_sm = -np.expm1(-dt / tau_sm)
+            sm = np.where(use, np.where(np.isnan(sm), bg_new, sm + a_sm * (bg_new - sm)), sm)
+            f["smooth"][:m] = sm
+            b_now = np.where(p_city[:m], sm, f["base"][:m])
+            ref = f["ref"][:m]
+            # the reference follows the level until the level has settled
+            learning = (tk - i["first_ts"][:m]) < np.where(p_city[:m], tau_sm * NS_PER_S, warm_ns)
+            ref = np.where(
+                upd & ~warm,
+                np.where(
+                    np.isnan(ref) | learning,
+                    b_now,
+                    ref - np.expm1(-dt / tau_ref) * (b_now - ref),
+                ),
+                ref,
+            )
+            f["ref"][:m] = ref
+            o_ref[pos] = ref
+            dev = np.abs(b_now - ref)
+            lim_d = p_drift[:m]
+            over = armed & ~learning & use & (dev > lim_d)
+            d_since = i["drift_since"][:m]
+            d_start = np.where(d_since == NEVER_NS, tk, d_since)
+            d_since = np.where(use, np.where(over, d_start, NEVER_NS), d_since)
+            i["drift_since"][:m] = d_since
+            a_dr = active[_SLOT_DRIFT, :m]
+            a_dr[:] = np.where(
+                use,
+                np.where(a_dr, dev > 0.5 * lim_d, over & ((tk - d_since) >= drift_ns)),
+                a_dr,
+            )
+            f["n"][:m] = nn + use
 
             o_state[:, pos] = active[:, :m]
 
@@ -442,7 +497,7 @@ class DetectionEngine:
         self._active[:, ls] = active
 
         events = self._transitions(
-            s, t, x, starts, counts, co, ls, active0, o_state, o_score, o_base, o_sigma
+            s, t, x, starts, counts, co, ls, active0, o_state, o_score, o_base, o_sigma, o_ref
         )
         instant = self._instant_events(
             s, t, x, o_spike, o_gap, o_aux_ts, o_aux_x, o_gap_ts, o_base, o_sigma
@@ -464,6 +519,7 @@ class DetectionEngine:
         o_score: F64,
         o_base: F64,
         o_sigma: F64,
+        o_ref: F64,
     ) -> EventTable:
         st = self.streams
         n = int(s.shape[0])
@@ -508,6 +564,10 @@ class DetectionEngine:
                 det = np.full(idx.shape[0], Detector.STUCK, np.int16)
                 thr = np.full(idx.shape[0], np.nan)
                 score = (t[idx] - onset_ns[idx]) / NS_PER_S
+            elif slot == _SLOT_DRIFT:
+                det = np.full(idx.shape[0], Detector.DRIFT, np.int16)
+                thr = st.drift_limit[ss]
+                score = np.abs(o_base[idx] - o_ref[idx])
             else:
                 det = np.full(idx.shape[0], Detector.OUT_OF_RANGE, np.int16)
                 thr = np.where(x[idx] > st.hi[ss], st.hi[ss], st.lo[ss])

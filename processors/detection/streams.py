@@ -64,6 +64,7 @@ class StreamTable:
         self.sigma_floor: F64 = np.zeros(cap)
         self.sigma_rel: F64 = np.zeros(cap)
         self.min_rise: F64 = np.zeros(cap)
+        self.drift_limit: F64 = np.full(cap, np.nan)
 
     def __len__(self) -> int:
         return len(self.infos)
@@ -146,6 +147,7 @@ class StreamTable:
         else:
             self.sigma_floor[idx] = floor
         self.min_rise[idx] = cfg.min_rise.get(metric, 0.0)
+        self.drift_limit[idx] = cfg.drift_limit.get(metric, np.nan)
 
     def _grow(self, cap: int) -> None:
         for name in (
@@ -161,6 +163,7 @@ class StreamTable:
             "sigma_floor",
             "sigma_rel",
             "min_rise",
+            "drift_limit",
         ):
             old = getattr(self, name)
             fill = {"lo": -np.inf, "hi": np.inf}.get(name, np.nan if old.dtype.kind == "f" else 0)

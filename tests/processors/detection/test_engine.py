@@ -280,3 +280,31 @@ def test_every_location_class_alarms_at_its_regulation_level(location: str) -> N
     v = np.concatenate([np.full(10, level / 4), [level - 0.01, level]])
     ev = _events(_run(engine, f"m/s/{location.lower()}-1", "ch4_pct_vol", v))
     assert (f"m/s/{location.lower()}-1", "threshold_alarm", True, 11, 11) in ev
+
+
+def test_slow_drift_is_a_maintenance_fault_not_a_release() -> None:
+    """A sensor drifting 0.3 % over 12 h gets a drift fault and never a release."""
+    engine = DetectionEngine(DetectionSettings())
+    n = 8640 * 2  # two days at 10 s
+    v = _background(n, seed=9)
+    t_h = np.arange(n) * STEP_S / 3600.0
+    v += np.clip((t_h - 12.0) / 12.0, 0.0, 1.0) * 0.3
+    ev = _events(_run(engine, "m/s/t1-12", "ch4_pct_vol", v))
+    opened = [(d, at) for _, d, o, at, _ in ev if o]
+    assert [d for d, _ in opened] == ["drift"]
+    assert 12 * 360 < opened[0][1] < 26 * 360
+
+
+def test_city_diurnal_cycle_is_not_drift_but_a_calibration_drift_is() -> None:
+    """A city CO2 diurnal cycle raises no drift; the same station drifting 40 ppm does."""
+    n = 60 * 24 * 5  # five days at 1 min
+    t_d = np.arange(n) / 1440.0
+    rng = np.random.default_rng(4)
+    clean = 425 + 15 * np.cos(2 * np.pi * t_d) + 0.3 * rng.standard_normal(n)
+    ts = np.arange(n, dtype=np.int64) * 60 * NS
+    for values, expect in ((clean, False), (clean + np.clip(t_d - 2.0, 0, 1) * 40, True)):
+        engine = DetectionEngine(DetectionSettings())
+        sid = engine.register("baotou/st-02/picarro", "co2_ppm", Kind.CITY)
+        out = engine.process(np.full(n, sid), ts, values, np.ones(n, bool))
+        names = {DETECTOR_NAMES[Detector(int(d))] for d in out.events.detector}
+        assert ("drift" in names) is expect
