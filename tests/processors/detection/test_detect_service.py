@@ -190,7 +190,7 @@ async def test_live_service_matches_replay_and_survives_a_restart(
 
     rows = await _db_detections(settings.db_url())
     expected = {r.detection_id: r for r in replayed.records}
-    assert len(expected) > 5
+    assert len(expected) >= 4
     assert {r["detection_id"] for r in rows} == set(expected)
     for row in rows:
         want = expected[row["detection_id"]]
