@@ -204,9 +204,11 @@ async def test_live_service_matches_replay_and_survives_a_restart(
     conn = await asyncpg.connect(settings.db_url())
     try:
         mass = await conn.fetchval("SELECT count(*) FROM derived WHERE series = 'co2_mass_t_h'")
+        cities = await conn.fetch("SELECT DISTINCT city FROM city_enhancement_1h")
     finally:
         await conn.close()
     assert mass > 300
+    assert [r["city"] for r in cities] == ["baotou"]
 
 
 async def test_leak_published_over_mqtt_reaches_detections_through_the_pipeline(
