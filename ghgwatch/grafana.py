@@ -476,6 +476,23 @@ def _city() -> dash_b.Dashboard:
             """,
         )
     )
+    d = d.with_panel(
+        _graph(
+            ids,
+            "Hourly urban enhancement per city (detection service)",
+            "CO2 and CH4 enhancement above the background the detection service tracks per"
+            " station, averaged per city and hour (view city_enhancement_1h).",
+            """
+            SELECT $__timeGroupAlias(e.bucket, 1h), e.city || ' ' || e.series AS metric,
+                   avg(e.avg) AS enhancement
+            FROM city_enhancement_1h e
+            WHERE $__timeFilter(e.bucket) AND e.city IN ($network)
+            GROUP BY 1, 2 ORDER BY 1, 2
+            """,
+            unit="none",
+            width=_W_FULL,
+        )
+    )
     return _with_detections(d, ids, _detections_where("city"))
 
 
@@ -603,6 +620,40 @@ def _cems() -> dash_b.Dashboard:
             FROM e GROUP BY unit ORDER BY unit
             """,
             ),
+        )
+    )
+    d = d.with_panel(
+        _graph(
+            ids,
+            "Hourly CO2 emissions of valid hours (detection service)",
+            "Hourly CO2 mass emission rate per unit as the detection service computes it"
+            f" (HJ 75/76), only for hours with at least {VALID_HOUR_MINUTES} valid minutes.",
+            f"""
+            SELECT $__timeGroupAlias(x.ts, 1h), d.site || '/' || d.device AS metric,
+                   avg(x.value) AS co2_t_h
+            FROM derived x JOIN devices d USING (device_id)
+            WHERE $__timeFilter(x.ts) AND x.series = 'co2_mass_t_h_1h' AND x.valid
+              AND {where}
+            GROUP BY 1, 2 ORDER BY 1, 2
+            """,
+            unit="t/h",
+        )
+    )
+    d = d.with_panel(
+        _graph(
+            ids,
+            "Hourly emission intensity (detection service)",
+            "g CO2 per kWh generated, per unit and valid hour; compare with the unit class's"
+            " benchmark (MISSION.md, plan box 3).",
+            f"""
+            SELECT $__timeGroupAlias(x.ts, 1h), d.site || '/' || d.device AS metric,
+                   avg(x.value) AS intensity_g_kwh
+            FROM derived x JOIN devices d USING (device_id)
+            WHERE $__timeFilter(x.ts) AND x.series = 'intensity_g_kwh_1h' AND x.valid
+              AND {where}
+            GROUP BY 1, 2 ORDER BY 1, 2
+            """,
+            unit="none",
         )
     )
     return _with_detections(d, ids, _detections_where("cems"))

@@ -189,6 +189,20 @@ async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
                 ended,
                 metrics[metric],
             )
+    derived = []
+    for hour in range(3):
+        ts = now.replace(minute=0, second=0) - timedelta(hours=hour)
+        for series, value in [
+            ("co2_mass_t_h_1h", 480.0),
+            ("intensity_g_kwh_1h", 890.0),
+            ("valid_minutes_1h", 60.0),
+        ]:
+            derived.append((ts, "beifang/dalate/unit-3", series, value, True))
+        for device_id in ("baotou/kundulun/pic-01", "ordos/kangbashi/pic-02"):
+            derived.append((ts, device_id, "co2_ppm_enhancement", 12.5, True))
+    await conn.copy_records_to_table(
+        "derived", records=derived, columns=["ts", "device_id", "series", "value", "valid"]
+    )
     for i, (reason, detail) in enumerate(
         [("malformed_json", "Invalid JSON: EOF"), ("metric_not_for_kind", "co2_pct_vol")]
     ):
