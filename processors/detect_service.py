@@ -302,23 +302,27 @@ class DetectionService:
         if not batch:
             await self._checkpoint.commit_if_due(consumer)
             return
-        warm: list[Any] = []
-        live: list[Any] = []
-        for tp, recs in batch.items():
-            until = self._warmup_until.get(tp)
-            for rec in recs:
-                (warm if until is not None and rec.offset < until else live).append(rec)
-            if until is not None and recs and recs[-1].offset + 1 >= until:
-                self._warmup_until.pop(tp, None)
-        if warm:
-            # windows only: these records' detections were made durable before the commit
-            self._process(warm)
-            self._stats.warmup_records += len(warm)
-        output = self._process(live)
-        records = to_records(output.events, self.engine.streams)
-        await self._write_outputs(consumer, producer, pool, records, output.derived, stop)
+        # the lock spans detect + write + advance: a revoke waits for this batch, commits it,
+        # and only then drops the partition's windows
         async with self._checkpoint.lock:
-            self._checkpoint.advance(batch, assigned=consumer.assignment())
+            assigned = consumer.assignment()
+            batch = {tp: recs for tp, recs in batch.items() if tp in assigned}
+            warm: list[Any] = []
+            live: list[Any] = []
+            for tp, recs in batch.items():
+                until = self._warmup_until.get(tp)
+                for rec in recs:
+                    (warm if until is not None and rec.offset < until else live).append(rec)
+                if until is not None and recs and recs[-1].offset + 1 >= until:
+                    self._warmup_until.pop(tp, None)
+            if warm:
+                # windows only: these records' detections were made durable before the commit
+                self._process(warm)
+                self._stats.warmup_records += len(warm)
+            output = self._process(live)
+            records = to_records(output.events, self.engine.streams)
+            await self._write_outputs(consumer, producer, pool, records, output.derived, stop)
+            self._checkpoint.advance(batch, assigned=assigned)
         await self._checkpoint.commit_if_due(consumer)
         st = self._stats
         st.batches += 1

@@ -261,3 +261,51 @@ async def test_leak_published_over_mqtt_reaches_detections_through_the_pipeline(
     assert found["release"]["started_at"] < found["threshold_alarm"]["started_at"]
     published = await _read_topic(settings, len(rows))
     assert {r["detection_id"] for r in rows} <= {p.detection_id for p in published}
+
+
+async def test_rebalance_between_two_services_keeps_replay_detections(
+    proc_settings: Callable[..., Settings], test_id: str, tmp_path: Path
+) -> None:
+    """A second service joining mid-stream takes partitions over; together they store
+    exactly what replay finds (windows rebuilt from Kafka on the new owner)."""
+    settings = _settings(proc_settings, test_id, warmup_records=100_000, batch_max=50)
+    await migrate(settings.db_url(), settings.db)
+    cfg = ScenarioConfig(hours=6.0, mine_sensors=6, leak_monitors=3, city_stations=1, cems_units=1)
+    generate_scenarios(tmp_path, seed=78, cfg=cfg)
+    replayed = replay_csv(tmp_path / "readings.csv", settings.detection)
+    expected = {r.detection_id for r in replayed.records}
+    messages, _n = _csv_messages(tmp_path / "readings.csv")
+    half = len(messages) // 2
+    await _produce(settings, messages[:half])
+
+    stop = asyncio.Event()
+    first = DetectionService(settings)
+    second = DetectionService(settings)
+    tasks = [asyncio.create_task(first.run(stop=stop))]
+    got: set[str] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while first.stats.records < half and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        tasks.append(asyncio.create_task(second.run(stop=stop)))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            # the group has rebalanced once each member holds some partitions
+            consumers = [svc._consumer for svc in (first, second)]
+            if all(c is not None and c.assignment() for c in consumers):
+                break
+            await asyncio.sleep(0.1)
+        await _produce(settings, messages[half:])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            got = {r["detection_id"] for r in await _db_detections(settings.db_url())}
+            if first.stats.records + second.stats.records >= len(messages) and got >= expected:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        async with asyncio.timeout(60):
+            await asyncio.gather(*tasks)
+    assert second.stats.records > 0
+    assert second.stats.warmup_records > 0
+    assert got == expected
