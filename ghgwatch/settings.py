@@ -456,6 +456,15 @@ class DetectionSettings(_Section):
     zero_flow_m3_h: float = Field(default=1_000.0, ge=0, description="Flow at/below: no flow")
     co2_present_pct_vol: float = Field(default=1.0, ge=0)
     load_present_mw: float = Field(default=10.0, ge=0)
+    max_co2_plus_o2_pct_vol: float = Field(
+        default=22.0, gt=0, description="Dry flue gas of air combustion cannot exceed ~21 %"
+    )
+    cems_step_frac: float = Field(
+        default=0.3, gt=0, description="Minute mass rate jump (fraction) that is abnormal ..."
+    )
+    cems_load_steady_frac: float = Field(
+        default=0.05, ge=0, description="... while the load changed less than this fraction"
+    )
 
 
 class Settings(BaseSettings):

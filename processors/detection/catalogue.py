@@ -53,6 +53,8 @@ class Detector(IntEnum):
     INTENSITY_ABOVE_BENCHMARK = 11
     HOUR_INVALID = 12
     DRIFT = 13
+    IMPLAUSIBLE_CO2_O2 = 14
+    MASS_RATE_STEP = 15
 
 
 DETECTOR_NAMES: dict[Detector, str] = {d: d.name.lower() for d in Detector}
@@ -73,6 +75,8 @@ DETECTOR_SEVERITY: dict[Detector, str] = {
     Detector.INTENSITY_ABOVE_BENCHMARK: "warning",
     Detector.HOUR_INVALID: "info",
     Detector.DRIFT: "maintenance",
+    Detector.IMPLAUSIBLE_CO2_O2: "maintenance",
+    Detector.MASS_RATE_STEP: "maintenance",
 }
 
 _KIND_ALIASES = {

@@ -10,8 +10,11 @@ A minute is valid with ``min_samples_per_minute`` valid CO2 and flow samples plu
 temperature and moisture (static pressure defaults to 0 Pa, barometric pressure to
 ``default_baro_pa``). Hours close like minutes; an hour is valid with ``min_valid_minutes``
 valid minutes (HJ 76: 45), and its intensity (g CO2/kWh) is compared with the unit class
-benchmark (supply coal g/kWh × ``co2_t_per_t_sce``). Implausible combinations (CO2 with no
-flow, load with no flow) are judged per closed minute.
+benchmark (supply coal g/kWh × ``co2_t_per_t_sce``). Judged per closed minute: implausible
+combinations (CO2 with no flow, load with no flow, CO2 + O2 above what air combustion allows)
+and abnormal steps (the mass rate jumping by ``cems_step_frac`` between valid minutes while
+the load holds within ``cems_load_steady_frac``): flow-field and analyser faults, reported as
+maintenance.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ CEMS_PARAMS = (
 )
 _P = {name: i for i, name in enumerate(CEMS_PARAMS)}
 _CO2, _FLOW, _TEMP, _PS, _BA = 0, 1, 2, 3, 4
-_MOIST, _LOAD = 5, 7
+_MOIST, _O2, _LOAD = 5, 6, 7
 NP = len(CEMS_PARAMS)
 T0_K = 273.15
 P0_PA = 101_325.0
@@ -108,8 +111,11 @@ class CemsAggregator:
         self.acc_cnt: F64 = np.zeros((0, NP))
         self.open_hour: I64 = np.zeros(0, np.int64)
         self.h_acc: F64 = np.zeros((0, 4))  # valid minutes, sum G, sum G with load, sum load
-        self.active: BOOL = np.zeros((3, 0), bool)  # co2 w/o flow, load w/o flow, intensity
-        self.onset: I64 = np.zeros((3, 0), np.int64)
+        # co2 w/o flow, load w/o flow, intensity, co2 + o2 implausible
+        self.active: BOOL = np.zeros((4, 0), bool)
+        self.onset: I64 = np.zeros((4, 0), np.int64)
+        self.last_g: F64 = np.zeros(0)  # last valid minute's mass rate and load, per unit
+        self.last_load: F64 = np.zeros(0)
         self.bench_g_kwh: F64 = np.zeros(0)
 
     def _unit(self, name: str) -> int:
@@ -141,9 +147,11 @@ class CemsAggregator:
         self.acc_cnt = grow(self.acc_cnt, 0.0)  # type: ignore[assignment]
         self.h_acc = grow(self.h_acc, 0.0)  # type: ignore[assignment]
         self.bench_g_kwh = grow(self.bench_g_kwh, np.nan)  # type: ignore[assignment]
-        active = np.zeros((3, cap), bool)
+        self.last_g = grow(self.last_g, np.nan)  # type: ignore[assignment]
+        self.last_load = grow(self.last_load, np.nan)  # type: ignore[assignment]
+        active = np.zeros((4, cap), bool)
         active[:, :old] = self.active
-        onset = np.full((3, cap), NEVER_NS, np.int64)
+        onset = np.full((4, cap), NEVER_NS, np.int64)
         onset[:, :old] = self.onset
         self.active, self.onset = active, onset
         self._cap = cap
@@ -158,6 +166,8 @@ class CemsAggregator:
         self.acc_sum[ids] = 0.0
         self.acc_cnt[ids] = 0.0
         self.h_acc[ids] = 0.0
+        self.last_g[ids] = np.nan
+        self.last_load[ids] = np.nan
         self.active[:, ids] = False
         self.onset[:, ids] = NEVER_NS
 
@@ -259,10 +269,61 @@ class CemsAggregator:
             self._state_events(1, Detector.LOAD_WITHOUT_FLOW, cu, ts, lwf, mean[:, _LOAD],
                                mean[:, _FLOW], np.full(cu.size, cfg.zero_flow_m3_h)),
         ]  # fmt: skip
+        co2_o2 = mean[:, _CO2] + mean[:, _O2]
+        bad_sum = has[:, _CO2] & has[:, _O2] & (co2_o2 > cfg.max_co2_plus_o2_pct_vol)
+        events.append(
+            self._state_events(3, Detector.IMPLAUSIBLE_CO2_O2, cu, ts, bad_sum, co2_o2,
+                               mean[:, _O2], np.full(cu.size, cfg.max_co2_plus_o2_pct_vol))
+        )  # fmt: skip
         load = np.where(has[:, _LOAD], mean[:, _LOAD], 0.0)
+        events.append(self._steps(cu, ts, valid, g_t_h, load))
         with_load = valid & (load >= cfg.load_present_mw)
         ev_h, der_h = self._add_minutes_to_hours(cu, cm, valid, g_t_h, with_load, load)
         return concat_events([*events, ev_h]), concat_derived([*derived, der_h])
+
+    def _steps(self, cu: I64, ts: I64, valid: BOOL, g_t_h: F64, load: F64) -> EventTable:
+        """Mass rate jumping between valid minutes while the load holds steady."""
+        cfg = self.cfg
+        n = cu.shape[0]
+        ar = np.arange(n)
+        new_seg = np.ones(n, bool)
+        new_seg[1:] = cu[1:] != cu[:-1]
+        starts = np.flatnonzero(new_seg)
+        counts = np.diff(np.append(starts, n))
+        seg_first = np.repeat(starts, counts)
+        ok = valid & (g_t_h > 0)
+        last_ok = np.maximum.accumulate(np.where(ok, ar, -1))
+        prev = np.full(n, -1)
+        prev[1:] = last_ok[:-1]
+        in_seg = prev >= seg_first
+        p = np.maximum(prev, 0)
+        g_prev = np.where(in_seg, g_t_h[p], self.last_g[cu])
+        l_prev = np.where(in_seg, load[p], self.last_load[cu])
+        seg_last = starts + counts - 1
+        has = last_ok[seg_last] >= starts
+        done = last_ok[seg_last][has]
+        self.last_g[cu[starts[has]]] = g_t_h[done]
+        self.last_load[cu[starts[has]]] = load[done]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            jump = np.abs(g_t_h - g_prev) / g_prev
+            steady = np.abs(load - l_prev) <= cfg.cems_load_steady_frac * np.maximum(l_prev, 1.0)
+        idx = np.flatnonzero(ok & np.isfinite(g_prev) & (jump > cfg.cems_step_frac) & steady)
+        if idx.size == 0:
+            return EventTable.empty()
+        return EventTable(
+            [self._names[j] for j in cu[idx].tolist()],
+            ["co2_mass_t_h"] * idx.size,
+            np.full(idx.size, Detector.MASS_RATE_STEP, np.int16),
+            np.ones(idx.size, bool),
+            ts[idx],
+            ts[idx],
+            ts[idx] + NS_PER_MIN,
+            g_t_h[idx],
+            jump[idx],
+            np.full(idx.size, cfg.cems_step_frac),
+            g_prev[idx],
+            np.full(idx.size, np.nan),
+        )
 
     def _add_minutes_to_hours(
         self, cu: I64, cm: I64, valid: BOOL, g_t_h: F64, with_load: BOOL, load: F64

@@ -159,3 +159,28 @@ def test_minutes_close_the_same_whatever_the_batches() -> None:
     b = engine.process(st[half:], ts[half:], vals[half:], ones[half:])
     got = np.concatenate([_series(a, "co2_mass_t_h")[0], _series(b, "co2_mass_t_h")[0]])
     assert got == pytest.approx(_series(whole, "co2_mass_t_h")[0])
+
+
+def _names_at(out: EngineOutput) -> list[tuple[str, bool, int]]:
+    ev = out.events
+    return [
+        (DETECTOR_NAMES[Detector(int(ev.detector[j]))], bool(ev.opened[j]),
+         int(ev.started_ns[j]) // (60 * NS))
+        for j in range(len(ev))
+    ]  # fmt: skip
+
+
+def test_mass_rate_step_at_steady_load_is_abnormal() -> None:
+    """CO2 halving for five minutes at a steady load gives a step at each edge."""
+    engine = DetectionEngine(DetectionSettings())
+    out = _feed(engine, 40, overrides={"co2_pct_vol": dict.fromkeys(range(20, 25), 6.0)})
+    steps = [m for name, _, m in _names_at(out) if name == "mass_rate_step"]
+    assert steps == [20, 25]
+
+
+def test_co2_plus_o2_above_air_is_implausible() -> None:
+    """CO2 + O2 above what air combustion allows opens a fault that clears when it is gone."""
+    engine = DetectionEngine(DetectionSettings())
+    out = _feed(engine, 40, overrides={"o2_pct_vol": dict.fromkeys(range(30, 35), 15.0)})
+    events = [(o, m) for name, o, m in _names_at(out) if name == "implausible_co2_o2"]
+    assert events == [(True, 30), (False, 30)]
