@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import resource
 import signal
 import sys
 import tempfile
@@ -46,7 +47,7 @@ from ghgwatch.embedded import ManagedProcess, start_mosquitto, start_tansu
 from ghgwatch.settings import Settings
 from ingest import SourceKind
 from processors import migrate
-from sensors_sim import SimulationConfig, SimulationStats, run_simulation
+from sensors_sim import SimulationConfig, run_simulation
 
 ADMIN_DSN = os.environ.get("GHGWATCH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = "bench/v1"
@@ -141,6 +142,53 @@ class CpuMeter:
         return {n: 100.0 * (now[n] - self._start.get(n, 0.0)) / wall for n in now}
 
 
+async def _profile(pids: dict[str, int], seconds: float, out_dir: Path, tag: str) -> None:
+    """Sample the named processes with py-spy for ``seconds`` (raw folded stacks)."""
+    procs = []
+    for name, pid in pids.items():
+        if name.startswith(("bridge", "processor", "naive")):
+            out = out_dir / f"{tag}-{name}.txt"
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    "py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100",
+                    "-f", "raw", "-o", str(out), "--nonblocking",
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+    for proc in procs:
+        await proc.wait()
+
+
+def _profile_summary(path: Path, top: int = 12) -> list[str]:
+    """The functions with the most samples (own time, and inclusive) in a py-spy raw file."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        # "func (path/to/file.py:123)" -> "func (file.py)": one entry per function.
+        frames = [
+            f"{f.split(' (')[0]} ({f.split(' (')[-1].split('/')[-1].split(':')[0]})"
+            for f in stack.split(";")
+        ]
+        if frames and "select" in frames[-1].lower():
+            continue  # idle in the event loop's poll
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    if total == 0:
+        return ["  (no samples)"]
+    lines = [f"  busy samples (100/s while profiled): {total}; own time:"]
+    for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"    {100 * n / total:5.1f}%  {f}")
+    return lines
+
+
 def _env(settings: Settings) -> dict[str, str]:
     """The GHGWATCH_* variables that make the CLI services use these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
@@ -192,6 +240,83 @@ async def _warm_up(settings: Settings, conn: asyncpg.Connection, table: str) -> 
     await asyncio.sleep(2.0)
 
 
+@dataclass
+class Published:
+    """What the publisher processes of one scenario sent, summed."""
+
+    messages: int = 0
+    valid_readings: int = 0
+    started: float = math.inf
+    cpu_s: float = 0.0
+
+
+async def _publish(
+    cfg: SimulationConfig, publishers: int, env: dict[str, str], meter: CpuMeter
+) -> Published:
+    """Run the load in ``publishers`` processes, each with its share of the devices.
+
+    Separate processes keep the load generator from being the bottleneck of one GIL.
+    """
+    procs = []
+    for i in range(publishers):
+        shard = cfg.model_copy(
+            update={
+                "shard_index": i,
+                "shard_count": publishers,
+                "max_messages": None
+                if cfg.max_messages is None
+                else max(1, cfg.max_messages // publishers),
+                "rate": cfg.rate if cfg.rate is None else cfg.rate / publishers,
+            }
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--role",
+            "publish",
+            "--sim-config",
+            shard.model_dump_json(),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        procs.append(proc)
+    meter.start()
+    total = Published()
+    for proc in procs:
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"publisher failed with status {proc.returncode}")
+        stats = json.loads(out.decode().strip().splitlines()[-1])
+        total.messages += stats["messages"]
+        total.valid_readings += stats["valid_readings"]
+        total.started = min(total.started, stats["started"])
+        total.cpu_s += stats["cpu_s"]
+    return total
+
+
+async def _publisher_role(cfg_json: str) -> None:
+    """Child process: publish one shard of a scenario and print its counts as JSON."""
+    from ghgwatch.logs import configure_logging
+    from ghgwatch.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    cfg = SimulationConfig.model_validate_json(cfg_json)
+    started = time.time()
+    stats = await run_simulation(settings, cfg)
+    print(
+        json.dumps(
+            {
+                "messages": stats.messages,
+                "valid_readings": stats.valid_readings,
+                "started": started,
+                "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+            }
+        )
+    )
+
+
 async def _measure(
     system: str,
     scenario: str,
@@ -201,15 +326,26 @@ async def _measure(
     cfg: SimulationConfig,
     drain_s: float,
     meter: CpuMeter,
+    *,
+    publishers: int,
+    env: dict[str, str],
+    profile_dir: Path | None = None,
 ) -> Result:
     await conn.execute(f"TRUNCATE {table}")
-    meter.start()
+    profiler = None
+    if profile_dir is not None:
+        seconds = cfg.duration_s or 10.0
+        profiler = asyncio.create_task(
+            _profile(dict(meter.pids), seconds, profile_dir, f"{system}-{scenario}")
+        )
     t0 = time.time()
     # Only this scenario's readings count: a backlog of an earlier one has older timestamps.
     # A batch's first samples predate the publish by up to the message's sample window.
     window_s = cfg.samples_per_message * (cfg.sample_interval_s or 0.0)
     since = datetime.fromtimestamp(t0 - window_s, UTC)
-    stats: SimulationStats = await run_simulation(settings, cfg)
+    stats = await _publish(cfg, publishers, env, meter)
+    # Time runs from the first publish (not from the publisher processes' start-up).
+    t0 = stats.started
     publish_s = time.time() - t0
     expected = stats.valid_readings
     deadline = time.monotonic() + drain_s
@@ -219,6 +355,9 @@ async def _measure(
         stored = await _count(conn, table, since)
     elapsed = time.time() - t0
     cpu = meter.stop()
+    if profiler is not None:
+        await profiler
+    cpu["publishers"] = 100.0 * stats.cpu_s / max(elapsed, 1e-9)
     row = await conn.fetchrow(
         f"""SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lat) AS p50,
                    percentile_cont(0.99) WITHIN GROUP (ORDER BY lat) AS p99
@@ -330,7 +469,11 @@ def _print_report(results: list[Result], args: argparse.Namespace) -> None:
     for text, ok in checks:
         print(f"target {text}: {'met' if ok else 'NOT met'}")
     print()
-    print("CPU % of one core per process during each scenario (postgres*: all backends):")
+    print(
+        "CPU % of one core per process during each scenario, from the first publish until"
+        " stored\n(postgres*: all backends on the machine, other users included;"
+        " publishers: all of them):"
+    )
     for r in results:
         parts = ", ".join(f"{k} {v:.0f}" for k, v in r.cpu.items())
         print(f"  {r.system:<9} {r.scenario}: {parts}")
@@ -374,7 +517,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
         conn = await asyncpg.connect(dsn)
         configs = _configs(args)
         env = _env(settings)
-        pids = {"mosquitto": mosquitto.proc.pid, "tansu": tansu.proc.pid, "simulator": os.getpid()}
+        pids = {"mosquitto": mosquitto.proc.pid, "tansu": tansu.proc.pid, "harness": os.getpid()}
         if not args.skip_ghgwatch:
             for i in range(args.bridges):
                 benv = dict(env, GHGWATCH_MQTT__CLIENT_ID=f"bench-bridge-{bench}-{i}")
@@ -394,7 +537,17 @@ async def run(args: argparse.Namespace) -> list[Result]:
             for sc in args.scenarios:
                 print(f"ghgwatch scenario {sc}...", file=sys.stderr)
                 res = await _measure(
-                    "ghgwatch", sc, settings, conn, "readings", configs[sc], args.drain, meter
+                    "ghgwatch",
+                    sc,
+                    settings,
+                    conn,
+                    "readings",
+                    configs[sc],
+                    args.drain,
+                    meter,
+                    publishers=args.publishers,
+                    env=env,
+                    profile_dir=args.profile,
                 )
                 results.append(res)
                 print(f"  {res.rate:,.0f} readings/s p99 {_fmt_s(res.p99_s)}", file=sys.stderr)
@@ -432,7 +585,17 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 cfg = _naive_config(configs[sc], args.naive_duration)
                 # The baseline's backlog from one scenario must not bleed into the next.
                 res = await _measure(
-                    "naive", sc, settings, conn, "naive_readings", cfg, args.naive_drain, meter
+                    "naive",
+                    sc,
+                    settings,
+                    conn,
+                    "naive_readings",
+                    cfg,
+                    args.naive_drain,
+                    meter,
+                    publishers=args.publishers,
+                    env=env,
+                    profile_dir=args.profile,
                 )
                 results.append(res)
                 print(f"  {res.rate:,.0f} readings/s", file=sys.stderr)
@@ -472,6 +635,7 @@ def main() -> None:
     parser.add_argument("--naive-duration", type=float, default=6.0, help="naive publish s")
     parser.add_argument("--naive-drain", type=float, default=10.0, help="naive max wait, s")
     parser.add_argument("--inflight", type=int, default=1000, help="simulator QoS 1 in flight")
+    parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
     parser.add_argument("--bridges", type=int, default=1)
     parser.add_argument("--processors", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=6)
@@ -480,13 +644,27 @@ def main() -> None:
     parser.add_argument("--skip-ghgwatch", action="store_true")
     parser.add_argument("--quick", action="store_true", help="short run (about a minute)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the bridge/processor into this dir"
+    )
+    parser.add_argument("--role", default="harness", help=argparse.SUPPRESS)
+    parser.add_argument("--sim-config", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "publish":
+        asyncio.run(_publisher_role(args.sim_config))
+        return
     args.scenarios = [s for s in "abc" if s in args.scenarios]
     if args.quick:
         args.duration_a, args.duration_c, args.batch_messages = 6.0, 6.0, 4000
         args.naive_duration, args.naive_drain = 3.0, 5.0
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run(args))
     _print_report(results, args)
+    if args.profile is not None:
+        for path in sorted(args.profile.glob("*.txt")):
+            print(f"\nprofile {path.name}:")
+            print("\n".join(_profile_summary(path)))
     if args.json is not None:
         args.json.write_text(
             json.dumps(

@@ -60,9 +60,12 @@ class SimulationConfig(BaseModel):
         max_inflight: unacknowledged QoS 1 publishes allowed.
         qos: MQTT QoS of the publishes.
         client_id: MQTT client id (None: a unique one).
+        shard_index: which share of the devices this simulator publishes for.
+        shard_count: how many simulators share the devices (several publisher processes).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf (as fast as possible) must survive a JSON round trip to publisher processes.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
 
     kinds: tuple[SourceKind, ...] = tuple(SourceKind)
     devices_per_kind: int = Field(default=5, ge=1, le=1_000_000)
@@ -79,6 +82,8 @@ class SimulationConfig(BaseModel):
     max_inflight: int = Field(default=1000, ge=1, le=60_000)
     qos: int = Field(default=1, ge=0, le=1)
     client_id: str | None = None
+    shard_index: int = Field(default=0, ge=0)
+    shard_count: int = Field(default=1, ge=1)
 
     @field_validator("kinds")
     @classmethod
@@ -91,6 +96,8 @@ class SimulationConfig(BaseModel):
         """Reject combinations that cannot work."""
         if self.samples_per_message > 1 and not self.batch:
             raise ValueError("samples_per_message > 1 needs batch messages")
+        if self.shard_index >= self.shard_count:
+            raise ValueError("shard_index must be below shard_count")
 
     @classmethod
     def from_cli(
@@ -242,9 +249,12 @@ class Simulator:
         self._topics = [f.topics(root) for f in self._fleets]
         self._last_us = [np.full(f.size, np.iinfo(np.int64).min // 2) for f in self._fleets]
         self._next_due: list[npt.NDArray[np.float64]] | None = None
-        # Rate mode: one shuffled round-robin over every device of every kind.
+        # Rate mode: one shuffled round-robin over every device of every kind (of this shard).
         owner = np.concatenate([np.full(f.size, i) for i, f in enumerate(self._fleets)])
         device = np.concatenate([np.arange(f.size) for f in self._fleets])
+        mine = np.arange(len(owner)) % cfg.shard_count == cfg.shard_index
+        self._owned = [mine[owner == i] for i in range(len(self._fleets))]
+        owner, device = owner[mine], device[mine]
         order = self._rng.permutation(len(owner))
         self._rr_fleet = owner[order]
         self._rr_device = device[order]
@@ -261,7 +271,7 @@ class Simulator:
 
     @property
     def device_count(self) -> int:
-        """Devices across all kinds."""
+        """Devices this simulator publishes for, across all kinds."""
         return len(self._rr_fleet)
 
     def _period_s(self, fleet_i: int) -> npt.NDArray[np.float64]:
@@ -281,7 +291,11 @@ class Simulator:
         if self._next_due is None:
             # Spread the first readings over one interval, like devices switched on at random.
             self._next_due = [
-                now_s + self._rng.uniform(0.0, 1.0, f.size) * self._period_s(i)
+                np.where(
+                    self._owned[i],
+                    now_s + self._rng.uniform(0.0, 1.0, f.size) * self._period_s(i),
+                    math.inf,  # another shard's device
+                )
                 for i, f in enumerate(self._fleets)
             ]
         out: list[SimMessage] = []

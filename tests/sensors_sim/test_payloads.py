@@ -117,3 +117,25 @@ def test_calibrating_channels_are_flagged_c() -> None:
                     assert r.metric in {"co2_pct_vol", "o2_pct_vol"}
     assert flags[Flag.CALIBRATION] > 0
     assert flags[Flag.NORMAL] > 10 * flags[Flag.CALIBRATION]
+
+
+def test_shards_split_the_devices_without_overlap() -> None:
+    """Simulators with different shard indices publish for disjoint sets of devices."""
+    topics = []
+    for index in range(3):
+        cfg = SimulationConfig(devices_per_kind=30, shard_index=index, shard_count=3)
+        sim = Simulator(cfg, ROOT)
+        now = time.time()
+        got = {m.topic for m in sim.take(now, 100_000)} | {m.topic for m in sim.due(now)}
+        got |= {m.topic for m in sim.due(now + 120.0)}
+        topics.append(got)
+    assert not (topics[0] & topics[1])
+    assert not (topics[1] & topics[2])
+    assert sum(len(t) for t in topics) == 4 * 30
+
+
+def test_config_survives_a_json_round_trip_with_an_unlimited_rate() -> None:
+    """A config sent to a publisher process as JSON keeps rate=inf (as fast as possible)."""
+    cfg = SimulationConfig(rate=float("inf"), shard_index=1, shard_count=2)
+    again = SimulationConfig.model_validate_json(cfg.model_dump_json())
+    assert again == cfg
