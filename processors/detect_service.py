@@ -51,8 +51,8 @@ from processors.detection import (
     EngineOutput,
     flag_codes,
     parse_kind,
+    to_records,
 )
-from processors.detection.records import to_records
 from processors.events import DetectionRecord
 from processors.storage import pg_errors
 

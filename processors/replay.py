@@ -28,8 +28,7 @@ import numpy.typing as npt
 
 from ghgwatch.errors import GhgwatchError
 from ghgwatch.settings import DetectionSettings
-from processors.detection import DetectionEngine, flag_codes, parse_kind
-from processors.detection.records import to_records
+from processors.detection import DetectionEngine, flag_codes, parse_kind, to_records
 from processors.events import DetectionRecord, DetectionState
 
 __all__ = [

@@ -17,6 +17,7 @@ from processors.detection.cems import (
     dry_standard_flow_m3_h,
 )
 from processors.detection.engine import DetectionEngine, EngineOutput, flag_codes
+from processors.detection.records import ns_to_datetime, to_records
 from processors.detection.streams import StreamInfo, StreamTable, TrendMode
 from processors.detection.tables import NEVER_NS, DerivedTable, EventTable
 
@@ -41,5 +42,7 @@ __all__ = [
     "flag_codes",
     "infer_kind",
     "infer_location",
+    "ns_to_datetime",
     "parse_kind",
+    "to_records",
 ]
