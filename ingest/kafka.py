@@ -18,6 +18,7 @@ from aiokafka.errors import (
     NodeNotReadyError,
     RequestTimedOutError,
     TopicAlreadyExistsError,
+    UnknownError,
     UnknownTopicOrPartitionError,
 )
 from aiokafka.partitioner import murmur2
@@ -41,9 +42,12 @@ log = structlog.get_logger(__name__)
 ADMIN_TIMEOUT_S = 30.0
 KAFKA_RETRY_AFTER_S = 2.0
 
-# Errors that mean "the cluster is not reachable or not ready right now".
+# Errors that mean "the cluster is not reachable or not ready right now". UnknownError (-1)
+# is what a broker answers while it is (re)creating a partition (tansu does right after a
+# restart); treating it as fatal would stop the bridge exactly when Kafka comes back.
 _TRANSIENT: tuple[type[BaseException], ...] = (
     KafkaConnectionError,
+    UnknownError,
     KafkaTimeoutError,
     NodeNotReadyError,
     RequestTimedOutError,

@@ -9,6 +9,7 @@ from aiokafka.errors import (
     NotLeaderForPartitionError,
     RecordTooLargeError,
     TopicAuthorizationFailedError,
+    UnknownError,
     UnknownTopicOrPartitionError,
 )
 from aiokafka.partitioner import DefaultPartitioner
@@ -24,6 +25,7 @@ from ingest import CachedKeyPartitioner, map_kafka_error
         (KafkaTimeoutError(), BrokerUnavailable),
         (UnknownTopicOrPartitionError(), BrokerUnavailable),
         (NotLeaderForPartitionError(), BrokerUnavailable),  # retriable
+        (UnknownError(), BrokerUnavailable),  # a broker mid-restart answers -1
         (TimeoutError(), BrokerUnavailable),
         (ConnectionResetError(), BrokerUnavailable),
         (TopicAuthorizationFailedError(), FatalError),
