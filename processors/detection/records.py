@@ -32,7 +32,10 @@ def _finite(v: float) -> float | None:
 
 
 def to_records(events: EventTable, streams: StreamTable) -> list[DetectionRecord]:
-    """One DetectionRecord per event row, in the table's order.
+    """DetectionRecords for event rows, in the table's order.
+
+    Each row gives one record; an instantaneous event (gap, spike, invalid hour, mass-rate
+    step) gives an OPEN record and its CLEARED record, so consumers see every event end.
 
     The ``detection_id`` depends only on (device, metric, detector, onset time), so an onset
     and its clearing share it, and replay and the live service agree on it.
@@ -67,24 +70,31 @@ def to_records(events: EventTable, streams: StreamTable) -> list[DetectionRecord
             for k, v in (("baseline", events.baseline[j]), ("sigma", events.sigma[j]))
             if np.isfinite(v)
         }
-        out.append(
-            DetectionRecord(
-                detection_id=detection_id(dev, metric, name, started),
-                state=DetectionState.OPEN if events.opened[j] else DetectionState.CLEARED,
-                device_id=dev,
-                kind=KIND_NAMES[kind],
-                network=network,
-                site=site,
-                metric=metric,
-                detector=name,
-                severity=Severity(DETECTOR_SEVERITY[det]),
-                started_at=started,
-                ended_at=None if ended_ns == NEVER_NS else ns_to_datetime(ended_ns),
-                score=float(events.score[j]) if np.isfinite(events.score[j]) else 0.0,
-                value=float(events.value[j]) if np.isfinite(events.value[j]) else 0.0,
-                threshold=_finite(float(events.threshold[j])),
-                location=location,
-                evidence=evidence,
-            )
+        instant = bool(events.opened[j]) and ended_ns != NEVER_NS
+        rec = DetectionRecord(
+            detection_id=detection_id(dev, metric, name, started),
+            state=DetectionState.OPEN if events.opened[j] else DetectionState.CLEARED,
+            device_id=dev,
+            kind=KIND_NAMES[kind],
+            network=network,
+            site=site,
+            metric=metric,
+            detector=name,
+            severity=Severity(DETECTOR_SEVERITY[det]),
+            started_at=started,
+            ended_at=None if ended_ns == NEVER_NS or instant else ns_to_datetime(ended_ns),
+            score=float(events.score[j]) if np.isfinite(events.score[j]) else 0.0,
+            value=float(events.value[j]) if np.isfinite(events.value[j]) else 0.0,
+            threshold=_finite(float(events.threshold[j])),
+            location=location,
+            evidence=evidence,
         )
+        out.append(rec)
+        if instant:
+            # an event with no duration (gap, spike, invalid hour) opens and clears at once
+            out.append(
+                rec.model_copy(
+                    update={"state": DetectionState.CLEARED, "ended_at": ns_to_datetime(ended_ns)}
+                )
+            )
     return out
