@@ -63,6 +63,8 @@ _CONNECT_SLACK_S = 1.0
 # Reading resumes once the buffer has drained to this fraction of its capacity.
 RESUME_READING_FRACTION = 0.5
 MQTT_RETRY_AFTER_S = 1.0
+# A connection that lasted this long resets the reconnect backoff to its minimum.
+STABLE_CONNECTION_S = 10.0
 # Socket reads in chunks this big (paho alone reads each packet in 3-4 tiny recv calls).
 RECV_CHUNK_BYTES = 256 * 1024
 # Packets handled per wake-up before yielding to other tasks for a turn.
@@ -142,6 +144,7 @@ class InboundMessage:
         received_at: when it arrived (timezone-aware UTC).
         received_mono: the event loop's clock at arrival, for latency.
         generation: which connection it arrived on; acks never cross connections.
+        settled: set by :meth:`MqttSession.ack`; the PUBACK waits for earlier messages.
     """
 
     topic: str
@@ -496,6 +499,8 @@ class MqttSession:
         return client
 
     async def _connection_loop(self) -> None:
+        """The one reconnect task: connect, serve until lost, back off (capped, jittered)."""
+        assert self._loop is not None
         attempt = 0
         while not self._closing.is_set():
             try:
@@ -505,8 +510,11 @@ class MqttSession:
             except FatalError as exc:
                 self._fail(exc)
                 return
+            except Exception:
+                # A driver bug must not end the session silently: log it and reconnect.
+                log.exception("mqtt connect failed unexpectedly; retrying", attempt=attempt)
             else:
-                attempt = 0
+                since = self._loop.time()
                 try:
                     await self._serve(client)
                 except MqttUnavailable as exc:
@@ -514,12 +522,16 @@ class MqttSession:
                 except FatalError as exc:
                     self._fail(exc)
                     return
+                except Exception:
+                    log.exception("mqtt connection failed unexpectedly; reconnecting")
                 finally:
                     self._lost()
                     await self._disconnect(client)
+                if self._loop.time() - since >= STABLE_CONNECTION_S:
+                    attempt = 0  # a flapping broker keeps backing off; a stable one does not
             if self._closing.is_set():
                 return
-            delay_s = min(self._cfg.reconnect_max_s, self._cfg.reconnect_min_s * 2**attempt)
+            delay_s = min(self._cfg.reconnect_max_s, self._cfg.reconnect_min_s * 2.0**attempt)
             delay_s *= random.uniform(0.5, 1.0)
             attempt += 1
             with contextlib.suppress(TimeoutError):
