@@ -364,6 +364,9 @@ class DetectionSettings(_Section):
         " min(restore level, cut level minus this)",
     )
     gap_s: float = Field(default=300.0, gt=0, description="Silence longer than this is a gap")
+    gap_factor: float = Field(
+        default=5.0, gt=1, description="... and longer than this many typical intervals"
+    )
     stuck_s: float = Field(default=3600.0, gt=0, description="Unchanged value this long: stuck")
     baseline_tau_s: float = Field(default=1800.0, gt=0, description="Baseline time constant")
     scale_tau_s: float = Field(default=3600.0, gt=0, description="Noise-scale time constant")

@@ -70,6 +70,8 @@ BOOL = npt.NDArray[np.bool_]
 NS_PER_S = 1_000_000_000
 # Mean absolute deviation of a normal variable is sigma * sqrt(2/pi).
 MAD_TO_SIGMA = 1.2533
+# Weight of each new interval in the typical sampling interval of a stream.
+INTERVAL_ALPHA = 0.05
 # A spike must come back within this many sigmas on the next sample.
 SPIKE_RETURN_Z = 3.0
 
@@ -94,6 +96,8 @@ _FLOAT_STATE = (
     "ref",
     "smooth",
     "spread",
+    "dt_avg",
+    "raw_scale",
 )
 _NAN_STATE = frozenset(
     {"x1", "x2", "prev_z", "prev2_z", "prev_x", "stuck_val", "bg", "ref", "smooth"}
@@ -304,7 +308,7 @@ class DetectionEngine:
         o_bg = np.zeros(n)
         o_used = np.zeros(n, bool)
 
-        gap_s, stuck_s = cfg.gap_s, cfg.stuck_s
+        gap_s, stuck_s, gap_factor = cfg.gap_s, cfg.stuck_s, cfg.gap_factor
         tau_b, tau_s, tau_bg = cfg.baseline_tau_s, cfg.scale_tau_s, cfg.background_tau_s
         warm_n, c_h = float(cfg.warmup_samples), cfg.huber_c
         warm_ns = cfg.warmup_s * NS_PER_S
@@ -324,7 +328,12 @@ class DetectionEngine:
             last_t = i["last_ts"][:m]
             has_prev = last_t != NEVER_NS
             dt = np.where(has_prev, (ts_f[pos] - last_t) / NS_PER_S, 0.0)
-            gap = has_prev & (dt > gap_s)
+            # a gap is silence longer than gap_s and than gap_factor typical intervals
+            dt_avg = f["dt_avg"][:m]
+            gap = has_prev & (dt > gap_s) & ~(dt <= gap_factor * dt_avg)
+            f["dt_avg"][:m] = np.where(
+                has_prev, np.where(dt_avg > 0, dt_avg + INTERVAL_ALPHA * (dt - dt_avg), dt), 0.0
+            )
             o_gap[pos] = gap
             o_gap_ts[pos] = last_t
             i["last_ts"][:m] = tk
@@ -406,7 +415,10 @@ class DetectionEngine:
             o_sigma[pos] = sigma
 
             # spike: the previous used sample was far out and the samples around it were not
-            zr = np.where(first, 0.0, (xk - b) / sigma)
+            # (raw readings against their own noise scale, not the smoothed level's)
+            rs = f["raw_scale"][:m]
+            sigma_raw = np.maximum(rs * MAD_TO_SIGMA, sigma)
+            zr = np.where(first, 0.0, (xk - b) / sigma_raw)
             pz = f["prev_z"][:m]
             p2z = f["prev2_z"][:m]
             spike = (
@@ -435,6 +447,10 @@ class DetectionEngine:
             f["base"][:m] = np.where(use & first, xk, np.where(upd, b + alpha_b * rh, b))
             abs_r = np.where(warm, np.abs(r), np.minimum(np.abs(r), lim))
             f["scale"][:m] = np.where(upd & ~first, sc + alpha_s * (abs_r - sc), sc)
+            raw_lim = c_h * sigma_raw
+            raw_r = np.where(first, 0.0, np.abs(xk - b))
+            abs_raw = np.where(warm, raw_r, np.minimum(raw_r, raw_lim))
+            f["raw_scale"][:m] = np.where(upd & ~first, rs + alpha_s * (abs_raw - rs), rs)
 
             # city background: a low-quantile tracker (stochastic approximation)
             # with a step scaled by the spread of the data around it: it rises by about one
