@@ -308,3 +308,19 @@ def test_city_diurnal_cycle_is_not_drift_but_a_calibration_drift_is() -> None:
         out = engine.process(np.full(n, sid), ts, values, np.ones(n, bool))
         names = {DETECTOR_NAMES[Detector(int(d))] for d in out.events.detector}
         assert ("drift" in names) is expect
+
+
+def test_gap_is_relative_to_the_streams_own_sampling_interval() -> None:
+    """Hourly data is not a gap every hour; six silent hours in it are one gap."""
+    engine = DetectionEngine(DetectionSettings())
+    sid = engine.register("x/y/hourly", "river_level_m")
+    hours = np.concatenate([np.arange(48), np.arange(54, 80)]).astype(np.int64)
+    ts = hours * 3600 * NS
+    v = 3.0 + 0.01 * np.random.default_rng(1).standard_normal(hours.size)
+    out = engine.process(np.full(hours.size, sid), ts, v, np.ones(hours.size, bool))
+    gaps = [
+        (int(out.events.started_ns[j]) // (3600 * NS), int(out.events.at_ns[j]) // (3600 * NS))
+        for j in range(len(out.events))
+        if out.events.detector[j] == Detector.GAP
+    ]
+    assert gaps == [(47, 54)]
