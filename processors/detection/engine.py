@@ -330,7 +330,7 @@ class DetectionEngine:
             dt = np.where(has_prev, (ts_f[pos] - last_t) / NS_PER_S, 0.0)
             # a gap is silence longer than gap_s and than gap_factor typical intervals
             dt_avg = f["dt_avg"][:m]
-            gap = has_prev & (dt > gap_s) & ~(dt <= gap_factor * dt_avg)
+            gap = has_prev & (dt_avg > 0) & (dt > gap_s) & (dt > gap_factor * dt_avg)
             f["dt_avg"][:m] = np.where(
                 has_prev, np.where(dt_avg > 0, dt_avg + INTERVAL_ALPHA * (dt - dt_avg), dt), 0.0
             )
