@@ -291,6 +291,10 @@ class DetectionEngine:
         p_rise = st.min_rise[ls]
         p_drift = st.drift_limit[ls]
         p_city = st.kind[ls] == Kind.CITY
+        # blocks no stream of this batch needs are skipped (their state stays as it is)
+        has_levels = bool(np.isfinite(p_alarm).any() or np.isfinite(p_cut).any())
+        has_city = bool(p_city.any())
+        has_drift = bool(np.isfinite(p_drift).any())
         p_mode = st.trend_mode[ls]
         p_up = p_mode != TrendMode.NONE
         p_both = p_mode == TrendMode.BOTH
@@ -347,16 +351,17 @@ class DetectionEngine:
 
             # regulatory levels: raised at the crossing reading; cleared after level_n
             # consecutive readings below the restore level (no chattering alarms)
-            for slot, on_lvl, off_lvl, cnt_name in (
-                (_SLOT_ALARM, p_alarm, p_alarm_clear, "al_below"),
-                (_SLOT_CUT, p_cut, p_restore, "cut_below"),
-            ):
-                a_lv = active[slot, :m]
-                cnt = f[cnt_name][:m]
-                cnt = np.where(use, np.where(xk < off_lvl[:m], cnt + 1.0, 0.0), cnt)
-                new = np.where(use, np.where(a_lv, cnt < level_n, xk >= on_lvl[:m]), a_lv)
-                f[cnt_name][:m] = np.where(new, cnt, 0.0)
-                a_lv[:] = new
+            if has_levels:
+                for slot, on_lvl, off_lvl, cnt_name in (
+                    (_SLOT_ALARM, p_alarm, p_alarm_clear, "al_below"),
+                    (_SLOT_CUT, p_cut, p_restore, "cut_below"),
+                ):
+                    a_lv = active[slot, :m]
+                    cnt = f[cnt_name][:m]
+                    cnt = np.where(use, np.where(xk < off_lvl[:m], cnt + 1.0, 0.0), cnt)
+                    new = np.where(use, np.where(a_lv, cnt < level_n, xk >= on_lvl[:m]), a_lv)
+                    f[cnt_name][:m] = np.where(new, cnt, 0.0)
+                    a_lv[:] = new
 
             # stuck: the same value for stuck_s
             sv = f["stuck_val"][:m]
@@ -455,55 +460,63 @@ class DetectionEngine:
             # city background: a low-quantile tracker (stochastic approximation)
             # with a step scaled by the spread of the data around it: it rises by about one
             # spread per background_tau_s and falls (1 - q) / q times faster
-            bg = f["bg"][:m]
-            spread = f["spread"][:m]
-            a_bg = np.minimum(dt / tau_bg, 1.0)
-            dev_bg = np.where(np.isnan(bg), 0.0, np.abs(xk - bg))
-            spread = np.where(use, spread + a_bg * (dev_bg - spread), spread)
-            f["spread"][:m] = spread
-            step = np.maximum(spread, sigma) * a_bg / q_bg
-            bg_new = np.where(np.isnan(bg), xk, bg + step * (q_bg - (xk < bg)))
-            bg_new = np.where(use, bg_new, bg)
-            f["bg"][:m] = bg_new
-            o_bg[pos] = bg_new
+            if has_city:
+                bg = f["bg"][:m]
+                spread = f["spread"][:m]
+                a_bg = np.minimum(dt / tau_bg, 1.0)
+                dev_bg = np.where(np.isnan(bg), 0.0, np.abs(xk - bg))
+                spread = np.where(use, spread + a_bg * (dev_bg - spread), spread)
+                f["spread"][:m] = spread
+                step = np.maximum(spread, sigma) * a_bg / q_bg
+                bg_new = np.where(np.isnan(bg), xk, bg + step * (q_bg - (xk < bg)))
+                bg_new = np.where(use, bg_new, bg)
+                f["bg"][:m] = bg_new
+                o_bg[pos] = bg_new
 
             # drift: the baseline wandering off a slow reference (days) for drift_persist_s
             # (city stations: the background smoothed over drift_smooth_s, so neither plumes
             # nor the diurnal cycle count as drift)
-            sm = f["smooth"][:m]
-            a_sm = -np.expm1(-dt / tau_sm)
-            sm = np.where(use, np.where(np.isnan(sm), bg_new, sm + a_sm * (bg_new - sm)), sm)
-            f["smooth"][:m] = sm
-            b_now = np.where(p_city[:m], sm, f["base"][:m])
-            ref = f["ref"][:m]
-            # the reference follows the level until the level has settled
-            learning = (tk - i["first_ts"][:m]) < np.where(p_city[:m], tau_sm * NS_PER_S, warm_ns)
-            ref = np.where(
-                upd & ~warm,
-                np.where(
-                    np.isnan(ref) | learning,
-                    b_now,
-                    ref - np.expm1(-dt / tau_ref) * (b_now - ref),
-                ),
-                ref,
-            )
-            f["ref"][:m] = ref
-            o_ref[pos] = ref
-            dev = np.abs(b_now - ref)
-            lim_d = p_drift[:m]
-            over = armed & ~learning & use & (dev > lim_d)
-            d_since = i["drift_since"][:m]
-            d_start = np.where(d_since == NEVER_NS, tk, d_since)
-            d_since = np.where(use, np.where(over, d_start, NEVER_NS), d_since)
-            i["drift_since"][:m] = d_since
-            a_dr = active[_SLOT_DRIFT, :m]
-            a_dr[:] = np.where(
-                use,
-                np.where(a_dr, dev > 0.5 * lim_d, over & ((tk - d_since) >= drift_ns)),
-                a_dr,
-            )
-            f["n"][:m] = nn + use
+            if has_drift:
+                b_now = f["base"][:m]
+                if has_city:
+                    sm = f["smooth"][:m]
+                    a_sm = -np.expm1(-dt / tau_sm)
+                    sm = np.where(
+                        use, np.where(np.isnan(sm), bg_new, sm + a_sm * (bg_new - sm)), sm
+                    )
+                    f["smooth"][:m] = sm
+                    b_now = np.where(p_city[:m], sm, b_now)
+                ref = f["ref"][:m]
+                # the reference follows the level until the level has settled
+                learning = (tk - i["first_ts"][:m]) < np.where(
+                    p_city[:m], tau_sm * NS_PER_S, warm_ns
+                )
+                ref = np.where(
+                    upd & ~warm,
+                    np.where(
+                        np.isnan(ref) | learning,
+                        b_now,
+                        ref - np.expm1(-dt / tau_ref) * (b_now - ref),
+                    ),
+                    ref,
+                )
+                f["ref"][:m] = ref
+                o_ref[pos] = ref
+                dev = np.abs(b_now - ref)
+                lim_d = p_drift[:m]
+                over = armed & ~learning & use & (dev > lim_d)
+                d_since = i["drift_since"][:m]
+                d_start = np.where(d_since == NEVER_NS, tk, d_since)
+                d_since = np.where(use, np.where(over, d_start, NEVER_NS), d_since)
+                i["drift_since"][:m] = d_since
+                a_dr = active[_SLOT_DRIFT, :m]
+                a_dr[:] = np.where(
+                    use,
+                    np.where(a_dr, dev > 0.5 * lim_d, over & ((tk - d_since) >= drift_ns)),
+                    a_dr,
+                )
 
+            f["n"][:m] = nn + use
             o_state[:, pos] = active[:, :m]
 
         for k2, v in f.items():
