@@ -26,6 +26,7 @@ import contextlib
 import enum
 import functools
 import random
+from collections import deque
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +129,9 @@ class Bridge:
         self._stopping = False
         self._idle = asyncio.Event()
         self._capacity = asyncio.Event()
+        self._retry_queue: deque[_Outgoing] = deque()
+        self._retry_ready = asyncio.Event()
+        self._retry_attempt = 0
         self._started = asyncio.Event()
         self._max_in_flight = settings.mqtt.receive_maximum
         self._jobs: set[_Job] = set()
@@ -220,6 +224,7 @@ class Bridge:
                 stack.push_async_callback(session.close)
                 self._producer, self._session = producer, session
                 self._started.set()
+                self._spawn(self._retry_loop(), "produce-retry")
                 log.info(
                     "bridge running",
                     mqtt=cfg.mqtt_url(),
@@ -409,6 +414,7 @@ class Bridge:
     def _on_delivered(self, item: _Outgoing, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
             self.metrics.count_produced(item.role)
+            self._retry_attempt = 0
             self._settle(item.job)
             return
         raw = None if future.cancelled() else future.exception()
@@ -422,35 +428,24 @@ class Bridge:
             self._abandon(item.job, "kafka refused the record")
             return
         self._produce_failed(exc, item.record[0])
-        self._spawn(self._redeliver(item), "produce-retry")
+        # Bounded: every queued record holds one of at most receive_maximum in-flight messages.
+        self._retry_queue.append(item)
+        self._retry_ready.set()
 
-    async def _redeliver(self, item: _Outgoing) -> None:
-        """Retry one failed delivery until Kafka confirms it (or the drain gives up on it)."""
-        producer = self._producer
-        assert producer is not None
-        timeout_s = self._settings.kafka.request_timeout_s * 2
-        job, role = item.job, item.role
-        topic, key, value = item.record
-        attempt = 0
+    async def _retry_loop(self) -> None:
+        """The one task re-sending failed deliveries, all together, after a growing backoff.
+
+        One sender rather than a task per record: when Kafka comes back it gets one batch of
+        retries in arrival order, not a stampede of competing requests.
+        """
         while True:
-            await asyncio.sleep(_backoff_s(attempt))
-            attempt += 1
-            try:
-                future = await producer.send(topic, key, value)
-                async with asyncio.timeout(timeout_s):
-                    await future
-            except Exception as exc:
-                # The future carries raw client errors; classify them at the adapter.
-                mapped = map_kafka_error(exc, "produce")
-                if isinstance(mapped, FatalError):
-                    self._fail(mapped)
-                    self._abandon(job, "kafka refused the record")
-                    return
-                self._produce_failed(mapped, topic)
-                continue
-            self.metrics.count_produced(role)
-            self._settle(job)
-            return
+            await self._retry_ready.wait()
+            await asyncio.sleep(_backoff_s(self._retry_attempt))
+            self._retry_attempt += 1
+            batch = list(self._retry_queue)
+            self._retry_queue.clear()
+            self._retry_ready.clear()
+            await self._produce(batch)
 
     def _produce_failed(self, exc: GhgwatchError, topic: str) -> None:
         self.metrics.produce_errors += 1

@@ -29,9 +29,19 @@ def mqtt_host_port(settings: Settings) -> tuple[str, int]:
 
 
 async def publish_many(
-    host: str, port: int, messages: Iterable[tuple[str, bytes]], *, client_id: str | None = None
+    host: str,
+    port: int,
+    messages: Iterable[tuple[str, bytes]],
+    *,
+    client_id: str | None = None,
+    pace_every: int = 0,
+    pace_s: float = 0.0,
 ) -> int:
-    """Publish QoS 1 messages (at most PUBLISH_WINDOW unacknowledged); returns how many."""
+    """Publish QoS 1 messages (at most PUBLISH_WINDOW unacknowledged); returns how many.
+
+    With ``pace_every``, pause ``pace_s`` after each that many messages (a device fleet's
+    steady stream rather than one burst).
+    """
     sent = 0
     async with aiomqtt.Client(host, port, identifier=client_id, timeout=DEADLINE_S) as client:
         client.pending_calls_threshold = PUBLISH_WINDOW * 2
@@ -48,6 +58,8 @@ async def publish_many(
             await window.acquire()
             tasks.append(asyncio.create_task(one(topic, payload)))
             sent += 1
+            if pace_every and sent % pace_every == 0:
+                await asyncio.sleep(pace_s)
         await asyncio.gather(*tasks)
     return sent
 

@@ -24,8 +24,11 @@ from ingest_helpers import (
 from ghgwatch.embedded import ManagedProcess
 from ghgwatch.settings import Settings
 
-READINGS = 3000
+READINGS = 6000
 KILL_AFTER = 500
+# A steady stream (about 5,000 messages/s at most) so the kill lands while it still flows.
+PACE_EVERY = 100
+PACE_S = 0.02
 
 
 def _env(settings: Settings, mqtt_port: int) -> dict[str, str]:
@@ -87,8 +90,11 @@ async def test_sigkilled_bridge_loses_no_reading_after_restart_with_same_client_
 
     with _bridge_process(env, log_path) as first:
         await _wait_for_log(log_path, "mqtt connected", first)
-        publisher = asyncio.create_task(publish_many("127.0.0.1", broker.port, messages))
+        publisher = asyncio.create_task(
+            publish_many("127.0.0.1", broker.port, messages, pace_every=PACE_EVERY, pace_s=PACE_S)
+        )
         await read_topic(bootstrap, topic, at_least(KILL_AFTER))
+        assert not publisher.done(), "the stream ended before the kill"
         first.kill()
         first.wait()
     assert first.returncode == -9
