@@ -10,7 +10,15 @@ from types import ModuleType
 
 import pytest
 
-PACKAGES = ["ghgwatch", "ingest", "processors", "sensors_sim", "alerts"]
+PACKAGES = [
+    "ghgwatch",
+    "ingest",
+    "processors",
+    "processors.detection",
+    "processors.storage",
+    "sensors_sim",
+    "alerts",
+]
 # Dunder names a package may expose on purpose besides __all__.
 _ALLOWED_DUNDERS = {"__version__"}
 
@@ -71,4 +79,18 @@ def test_exported_members_come_from_the_package(name: str) -> None:
         module = getattr(value, "__module__", None)
         # Classes and functions only: type aliases report their origin's module.
         if (inspect.isclass(value) or inspect.isfunction(value)) and module is not None:
-            assert module.split(".")[0] == name, f"{name}.{member} comes from {module}"
+            root = name.partition(".")[0]
+            assert module.partition(".")[0] == root, f"{name}.{member} comes from {module}"
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_exported_class_and_function_has_a_docstring(name: str) -> None:
+    """Public classes and functions say what they are for."""
+    pkg = importlib.import_module(name)
+    undocumented = [
+        n
+        for n in pkg.__all__
+        if (inspect.isclass(getattr(pkg, n)) or inspect.isfunction(getattr(pkg, n)))
+        and not (getattr(pkg, n).__doc__ or "").strip()
+    ]
+    assert not undocumented, f"{name}: no docstring on {undocumented}"

@@ -1,6 +1,6 @@
 """Micro-benchmark of decode + ReadingStore.write: rows/s on the local PostgreSQL.
 
-Run: python tests/processors/bench_writer.py [--plain] [--seconds 20]
+Run: python benchmarks/bench_writer.py [--plain] [--seconds 20]
 """
 
 from __future__ import annotations

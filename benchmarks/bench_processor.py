@@ -1,6 +1,6 @@
 """Benchmark of the storing processor from a real tansu broker into PostgreSQL: readings/s.
 
-Run: python tests/processors/bench_processor.py [--records 20000] [--plain]
+Run: python benchmarks/bench_processor.py [--records 20000] [--plain]
 """
 
 from __future__ import annotations
