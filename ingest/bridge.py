@@ -114,6 +114,10 @@ class Bridge:
     Args:
         settings: the frozen settings; sections ``mqtt``, ``kafka`` and ``metrics`` are used.
 
+    Attributes:
+        metrics: the live counters (also served to Prometheus when ``metrics.enabled``).
+        metrics_port: the port the metrics endpoint listens on while running, if enabled.
+
     A bridge runs once; build a new one to run again.
     """
 
