@@ -202,6 +202,14 @@ async def test_malformed_messages_are_dead_lettered_and_the_device_hears_why(
             while bridge.stats().acked < len(bad) + 1:
                 await asyncio.sleep(0.05)
     assert [h["reason"] for h in heard] == [reason for _t, _p, reason in bad]
+    # Retained: a device that connects later still learns why its last message was refused.
+    async with aiomqtt.Client(host, port) as late_client:
+        await late_client.subscribe(f"{device}/status", qos=1)
+        async with asyncio.timeout(DEADLINE_S):
+            retained = await anext(aiter(late_client.messages))
+    assert retained.retain
+    assert isinstance(retained.payload, bytes)
+    assert json.loads(retained.payload)["reason"] == bad[-1][2]
     assert all(h["status"] == "rejected" and h["topic"] == f"{device}/data" for h in heard)
     assert heard[0]["payload_excerpt"] == "{not json"
     by_payload = {base64.b64decode(r.value["payload_b64"]): r for r in records}
