@@ -473,11 +473,15 @@ class Bridge:
                     topic, payload, qos=1, retain=True, timeout_s=STATUS_PUBLISH_TIMEOUT_S
                 )
             except MqttUnavailable as exc:
-                if job.message.generation != session.generation or self._stopping:
+                if job.message.generation != session.generation:
                     # The connection this message came on is gone: it cannot be acked, and the
                     # broker redelivers it, when the status is published again.
                     log.info("status not published; message will be redelivered", topic=topic)
                     self._settle(job)
+                    return
+                if self._stopping:
+                    # Not acked without its status: the broker redelivers it next time.
+                    self._abandon(job, "status not published at stop")
                     return
                 if self._should_log("status", topic):
                     log.warning("status publish failed; retrying", topic=topic, error=str(exc))
