@@ -62,7 +62,13 @@ class MqttSettings(_Section):
     )
     share_group: str = Field(
         default="ghgwatch-bridge",
-        description="Shared-subscription group: bridges in one group split the load",
+        description="Shared-subscription group: bridges in one group split the load;"
+        ' "" subscribes plainly (needed with protocol "3.1.1": one bridge only)',
+    )
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5",
+        description='MQTT version the bridge and simulator speak; "3.1.1" for brokers without'
+        " v5 (amqtt): persistent session via clean_session=False, no ReceiveMaximum",
     )
     topic_root: str = Field(default="ghg/v1", description="Root of the wire topic scheme")
     qos: Literal[0, 1] = 1
@@ -139,7 +145,11 @@ class ProcessorSettings(_Section):
     poll_timeout_ms: int = Field(default=500, ge=1)
     commit_interval_s: float = Field(default=1.0, ge=0)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    session_timeout_ms: int = Field(default=30_000, ge=6_000)
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        description="Kafka group session timeout; tansu admits a new member after about half",
+    )
     backpressure_pause_s: float = Field(default=2.0, gt=0)
 
 
@@ -243,7 +253,11 @@ class AlertsSettings(_Section):
         default=50, ge=0, description="Broker-side fetch wait: bounds detection->alert latency"
     )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    session_timeout_ms: int = Field(default=30_000, ge=6_000)
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        description="Kafka group session timeout; tansu admits a new member after about half",
+    )
     rules: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
     routes: tuple[AlertRoute, ...] = ()
     notifiers: tuple[NotifierTarget, ...] = ()
