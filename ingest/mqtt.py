@@ -18,6 +18,16 @@ How the session keeps QoS 1 readings safe:
    never acknowledged on a later one (the broker redelivers them).
 5. Refused credentials or authorisation end the session with :class:`CredentialsRefused`.
 
+With ``mqtt.protocol = "3.1.1"`` (brokers without v5, such as amqtt) the session connects
+with MQTT 3.1.1, the same fixed client id and ``clean_session=False``: the broker keeps the
+session (for as long as it keeps sessions at all; 3.1.1 has no expiry interval) and queues
+QoS 1 messages while the bridge is down. No v5 properties are sent, so there is no
+ReceiveMaximum and the broker alone decides how many messages it has in flight to us; what
+bounds the bridge's memory is step 2's second half: reading pauses while the buffer holds
+``mqtt.receive_maximum`` messages, and TCP holds the rest back at the broker. Manual, in-order
+acknowledgement is unchanged. 3.1.1 has no shared subscriptions: set ``mqtt.share_group`` to
+``""`` for a plain subscription (so one bridge per client id, none splitting the load).
+
 For throughput (15,000+ messages/s) the socket is read in large chunks and PUBLISH packets
 are decoded straight into the buffer, bypassing paho's per-message objects (see
 :class:`_BurstReader`); everything else (CONNECT, SUBSCRIBE, PUBACK out, keepalive) is paho's.
@@ -181,7 +191,7 @@ def _parse_url(url: str) -> tuple[str, int, bool]:
 
 
 class MqttSession:
-    """A long-lived MQTT v5 session that survives broker restarts and bridge crashes.
+    """A long-lived MQTT v5 (or 3.1.1) session that survives broker restarts and bridge crashes.
 
     Use as ``async with MqttSession(cfg, url, subscriptions=[...]) as session:``; then
     :meth:`receive` batches of messages, :meth:`ack` each once durably handled, and
@@ -199,7 +209,8 @@ class MqttSession:
         """Prepare the session; nothing connects before :meth:`open`.
 
         Args:
-            cfg: the ``mqtt`` settings section (client id, session expiry, ReceiveMaximum...).
+            cfg: the ``mqtt`` settings section (protocol, client id, session expiry,
+                ReceiveMaximum...).
             url: ``mqtt://host:port`` or ``mqtts://host:port``.
             subscriptions: the initial registry, subscribed on every connect.
             on_connected: called after each successful connect and resubscribe.
@@ -459,17 +470,23 @@ class MqttSession:
 
     def _make_client(self) -> aiomqtt.Client:
         cfg = self._cfg
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = cfg.session_expiry_s
-        props.ReceiveMaximum = cfg.receive_maximum
+        v5 = cfg.protocol == "5"
+        props: Properties | None = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = cfg.session_expiry_s
+            props.ReceiveMaximum = cfg.receive_maximum
         client = aiomqtt.Client(
             self._host,
             self._port,
             username=cfg.username,
             password=cfg.password.get_secret_value() if cfg.password is not None else None,
             identifier=cfg.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            # Keep the session: v5 says so with clean_start, 3.1.1 with clean_session (paho
+            # refuses the other one's flag).
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_session=None if v5 else False,
             keepalive=cfg.keepalive_s,
             timeout=cfg.connect_timeout_s,
             properties=props,
@@ -482,7 +499,9 @@ class MqttSession:
         raw.connect_timeout = cfg.connect_timeout_s
         raw.on_message = self._on_paho_message
         assert self._loop is not None
-        self._reader = _BurstReader(client, self._loop, self._buffer_full, self._accept)
+        self._reader = _BurstReader(
+            client, self._loop, self._buffer_full, self._accept, has_properties=v5
+        )
         return client
 
     async def _connect(self) -> aiomqtt.Client:
@@ -619,6 +638,7 @@ class _BurstReader:
         "_data",
         "_full",
         "_handle_publish",
+        "_has_properties",
         "_loop",
         "_loop_read",
         "_pos",
@@ -632,8 +652,11 @@ class _BurstReader:
         loop: asyncio.AbstractEventLoop,
         full: Callable[[], bool],
         accept: Callable[[bytes, bytes, int, int], None],
+        *,
+        has_properties: bool = True,
     ) -> None:
         self._client = client
+        self._has_properties = has_properties  # MQTT v5 PUBLISH carries them, 3.1.1 does not
         self._accept = accept
         self._raw: paho.Client = client._client  # noqa: SLF001
         self._loop = loop
@@ -649,7 +672,7 @@ class _BurstReader:
         self._raw._handle_publish = self._on_publish  # type: ignore[method-assign]  # noqa: SLF001
 
     def _on_publish(self) -> MQTTErrorCode:
-        """Decode an MQTT v5 PUBLISH straight into the session.
+        """Decode an MQTT v5 or 3.1.1 PUBLISH straight into the session.
 
         paho builds a Properties object, a message object, runs topic matching and debug
         logging for every PUBLISH: half the bridge's CPU. QoS 0/1 with manual acks needs none
@@ -666,16 +689,18 @@ class _BurstReader:
         if qos:
             mid = int.from_bytes(packet[end : end + 2], "big")
             end += 2
-        # Skip the properties: a variable-byte-integer length, then that many bytes.
-        props_len, shift = 0, 0
-        while True:
-            byte = packet[end]
-            end += 1
-            props_len |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-        self._accept(topic, packet[end + props_len :], qos, mid)
+        if self._has_properties:
+            # Skip the v5 properties: a variable-byte-integer length, then that many bytes.
+            props_len, shift = 0, 0
+            while True:
+                byte = packet[end]
+                end += 1
+                props_len |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+            end += props_len
+        self._accept(topic, packet[end:], qos, mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _recv(self, bufsize: int) -> bytes:
