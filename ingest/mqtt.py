@@ -574,6 +574,7 @@ class MqttSession:
             "mqtt connected",
             broker=f"{self._host}:{self._port}",
             client_id=self._cfg.client_id,
+            protocol=self._cfg.protocol,
             subscriptions=sorted(self._subscriptions),
             generation=self._generation,
         )

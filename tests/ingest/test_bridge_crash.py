@@ -1,4 +1,8 @@
-"""A bridge killed with SIGKILL mid-stream loses nothing: the broker redelivers what was unacked."""
+"""A bridge killed with SIGKILL mid-stream loses nothing: the broker redelivers what was unacked.
+
+Run with MQTT v5 (shared subscription) and with MQTT 3.1.1 (plain subscription, the protocol
+``up`` uses on amqtt), both on Mosquitto, which queues for a 3.1.1 persistent session too.
+"""
 
 from __future__ import annotations
 
@@ -25,19 +29,22 @@ from ghgwatch.embedded import ManagedProcess
 from ghgwatch.settings import Settings
 
 READINGS = 6000
+# 3.1.1 runs the same scenario with fewer readings: it tests the session flags, not volume.
+READINGS_V311 = 3000
 KILL_AFTER = 500
 # A steady stream (about 5,000 messages/s at most) so the kill lands while it still flows.
 PACE_EVERY = 100
 PACE_S = 0.02
 
 
-def _env(settings: Settings, mqtt_port: int) -> dict[str, str]:
+def _env(settings: Settings, mqtt_port: int, protocol: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
     env.update(
         {
             "GHGWATCH_MQTT__URL": f"mqtt://127.0.0.1:{mqtt_port}",
             "GHGWATCH_MQTT__CLIENT_ID": settings.mqtt.client_id,
-            "GHGWATCH_MQTT__SHARE_GROUP": settings.mqtt.share_group,
+            "GHGWATCH_MQTT__SHARE_GROUP": settings.mqtt.share_group if protocol == "5" else "",
+            "GHGWATCH_MQTT__PROTOCOL": protocol,
             "GHGWATCH_MQTT__TOPIC_ROOT": settings.mqtt.topic_root,
             "GHGWATCH_KAFKA__BOOTSTRAP": settings.kafka_bootstrap(),
             "GHGWATCH_KAFKA__READINGS_TOPIC": settings.kafka.readings_topic,
@@ -72,17 +79,20 @@ async def _wait_for_log(log_path: Path, text: str, proc: subprocess.Popen[bytes]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("protocol", "readings"), [("5", READINGS), ("3.1.1", READINGS_V311)])
 async def test_sigkilled_bridge_loses_no_reading_after_restart_with_same_client_id(
     own_mosquitto: Callable[..., Awaitable[ManagedProcess]],
     settings: Settings,
     tmp_path: Path,
+    protocol: str,
+    readings: int,
 ) -> None:
     """SIGKILL the bridge process while thousands of QoS 1 readings stream in, start it again
-    with the same client id: every published reading reaches Kafka at least once."""
+    with the same client id (MQTT v5 or 3.1.1): every published reading reaches Kafka."""
     broker = await own_mosquitto()
-    env = _env(settings, broker.port)
+    env = _env(settings, broker.port, protocol)
     root = settings.mqtt.topic_root
-    messages = [m for d in range(3) for m in city_readings(root, READINGS // 3, device=f"p{d}")]
+    messages = [m for d in range(3) for m in city_readings(root, readings // 3, device=f"p{d}")]
     expected = expected_keys(messages, root)
     log_path = tmp_path / "bridge.log"
     topic = settings.kafka.readings_topic
@@ -90,6 +100,7 @@ async def test_sigkilled_bridge_loses_no_reading_after_restart_with_same_client_
 
     with _bridge_process(env, log_path) as first:
         await _wait_for_log(log_path, "mqtt connected", first)
+        assert f'"protocol": "{protocol}"' in log_path.read_text()
         publisher = asyncio.create_task(
             publish_many("127.0.0.1", broker.port, messages, pace_every=PACE_EVERY, pace_s=PACE_S)
         )
