@@ -66,7 +66,7 @@ class MqttPublisher:
     leaving the block waits (bounded) for outstanding acknowledgements and disconnects.
 
     Args:
-        cfg: the ``mqtt`` settings section (credentials, keepalive, connect timeout).
+        cfg: the ``mqtt`` settings section (protocol, credentials, keepalive, connect timeout).
         url: the broker URL.
         client_id: MQTT client id; a unique one by default.
         max_inflight: unacknowledged publishes allowed before :meth:`publish` waits.
@@ -114,11 +114,14 @@ class MqttPublisher:
         return self._published - self._acked
 
     def _make_client(self) -> paho.Client:
+        # The protocol of mqtt.protocol: a 3.1.1-only broker (amqtt) refuses v5 clients. Both
+        # start clean (v5: paho's default clean_start), since a publisher keeps no session.
+        v5 = self._cfg.protocol == "5"
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
-            protocol=paho.MQTTv311,
-            clean_session=True,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else True,
         )
         # Our own cap bounds what is in flight. paho's (default 20) would throttle us, and any
         # non-zero paho limit rescans every queued message on each PUBACK (quadratic).
