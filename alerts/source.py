@@ -11,7 +11,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ghgwatch.settings import Settings
-from ingest.kafka import client_options, ensure_topics, kafka_errors
+from ingest import ensure_topics, kafka_errors, make_consumer
 
 __all__ = ["DetectionSource", "RawRecord"]
 
@@ -55,14 +55,13 @@ class DetectionSource:
         s = self._settings
         bootstrap = s.kafka_bootstrap()
         await ensure_topics(s.kafka, bootstrap, [self._topic])
-        consumer = AIOKafkaConsumer(
-            self._topic,
-            **client_options(s.kafka, bootstrap),
+        consumer = make_consumer(
+            s.kafka,
+            bootstrap,
             group_id=s.alerts.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=s.alerts.max_poll_interval_ms,
             session_timeout_ms=s.alerts.session_timeout_ms,
+            max_poll_interval_ms=s.alerts.max_poll_interval_ms,
+            topics=[self._topic],
             fetch_max_wait_ms=s.alerts.fetch_max_wait_ms,
         )
         try:

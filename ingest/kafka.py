@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -32,7 +32,9 @@ __all__ = [
     "RecordProducer",
     "client_options",
     "ensure_topics",
+    "heartbeat_interval_ms",
     "kafka_errors",
+    "make_consumer",
     "make_producer",
     "map_kafka_error",
 ]
@@ -41,6 +43,10 @@ log = structlog.get_logger(__name__)
 
 ADMIN_TIMEOUT_S = 30.0
 KAFKA_RETRY_AFTER_S = 2.0
+# Heartbeats carry rebalance news: a member learns of a join (and rejoins) this fast.
+HEARTBEAT_INTERVAL_MS = 3000
+# Faster heartbeats only load the coordinator; a session this short is a misconfiguration.
+HEARTBEAT_MIN_MS = 1000
 
 # Errors that mean "the cluster is not reachable or not ready right now". UnknownError (-1)
 # is what a broker answers while it is (re)creating a partition (tansu does right after a
@@ -119,6 +125,81 @@ def make_producer(
         max_batch_size=cfg.max_batch_bytes,
         max_request_size=max(cfg.max_batch_bytes, 1_048_576),
         enable_idempotence=cfg.enable_idempotence,
+        **extra,
+    )
+
+
+def heartbeat_interval_ms(session_timeout_ms: int) -> int:
+    """The heartbeat interval every ghgwatch consumer uses for a given session timeout.
+
+    At most ``HEARTBEAT_INTERVAL_MS`` and strictly below a third of the session timeout, so
+    that the coordinator sees at least three heartbeats before it drops a member.
+
+    Args:
+        session_timeout_ms: the consumer group's session timeout.
+
+    Returns:
+        ``min(HEARTBEAT_INTERVAL_MS, (session_timeout_ms - 1) // 3)``.
+
+    Raises:
+        ConfigurationError: that would be below ``HEARTBEAT_MIN_MS`` (session too short).
+    """
+    interval = min(HEARTBEAT_INTERVAL_MS, (session_timeout_ms - 1) // 3)
+    if interval < HEARTBEAT_MIN_MS:
+        raise ConfigurationError(
+            f"session_timeout_ms={session_timeout_ms} leaves a heartbeat below"
+            f" {HEARTBEAT_MIN_MS} ms; use at least {3 * HEARTBEAT_MIN_MS + 1}"
+        )
+    return interval
+
+
+def make_consumer(
+    cfg: KafkaSettings,
+    bootstrap: str,
+    *,
+    group_id: str,
+    session_timeout_ms: int,
+    max_poll_interval_ms: int,
+    topics: Sequence[str] = (),
+    max_partition_fetch_bytes: int | None = None,
+    fetch_max_wait_ms: int | None = None,
+) -> AIOKafkaConsumer:
+    """A consumer-group member that commits only when told to, reading from the earliest offset.
+
+    Auto-commit is off (offsets are committed after the work is durable) and a group without
+    committed offsets starts at the beginning of each partition. The heartbeat interval is
+    :func:`heartbeat_interval_ms` of the session timeout.
+
+    Args:
+        cfg: the ``kafka`` settings section.
+        bootstrap: host:port[,host:port].
+        group_id: the consumer group.
+        session_timeout_ms: the group session timeout.
+        max_poll_interval_ms: the longest allowed gap between polls.
+        topics: topics to subscribe to now; leave empty to ``subscribe`` later with a listener.
+        max_partition_fetch_bytes: per-partition fetch limit; None keeps aiokafka's default.
+        fetch_max_wait_ms: broker-side fetch wait; None keeps aiokafka's default.
+
+    Returns:
+        The consumer, not started.
+
+    Raises:
+        ConfigurationError: SASL settings incomplete, or the session timeout too short.
+    """
+    extra: dict[str, Any] = {}
+    if max_partition_fetch_bytes is not None:
+        extra["max_partition_fetch_bytes"] = max_partition_fetch_bytes
+    if fetch_max_wait_ms is not None:
+        extra["fetch_max_wait_ms"] = fetch_max_wait_ms
+    return AIOKafkaConsumer(
+        *topics,
+        **client_options(cfg, bootstrap),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_interval_ms=max_poll_interval_ms,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms(session_timeout_ms),
         **extra,
     )
 

@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ghgwatch.errors import BrokerUnavailable, GhgwatchError, StorageBackpressure
 from ghgwatch.settings import Settings
-from ingest import client_options, ensure_topics, kafka_errors
+from ingest import ensure_topics, kafka_errors, make_consumer
 from processors import metrics
 from processors.checkpoint import Checkpoint, CommitOnRevoke
 from processors.storage import ReadingStore, WriteResult, decode_values
@@ -58,8 +58,6 @@ GETMANY_SLACK_S = 10.0
 # Records are ~1 KB (a gateway's batch); a bigger fetch keeps large polls possible.
 MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 LAG_QUERY_TIMEOUT_S = 2.0
-# Heartbeats carry rebalance news: a member learns of a join (and rejoins) this fast.
-HEARTBEAT_INTERVAL_MS = 3000
 # A batch allocates ~10 objects per reading and keeps them alive until written; with
 # CPython's default gen-0 threshold (700) that triggers hundreds of collections per batch,
 # each promoting live batch objects towards costly full collections. Measured on the
@@ -158,14 +156,12 @@ class Processor:
     @contextlib.asynccontextmanager
     async def _open_consumer(self) -> AsyncIterator[AIOKafkaConsumer]:
         s = self._settings
-        consumer = AIOKafkaConsumer(
-            **client_options(s.kafka, s.kafka_bootstrap()),
+        consumer = make_consumer(
+            s.kafka,
+            s.kafka_bootstrap(),
             group_id=self._cfg.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=self._cfg.max_poll_interval_ms,
             session_timeout_ms=self._cfg.session_timeout_ms,
-            heartbeat_interval_ms=min(HEARTBEAT_INTERVAL_MS, self._cfg.session_timeout_ms // 3),
+            max_poll_interval_ms=self._cfg.max_poll_interval_ms,
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         )
         listener = CommitOnRevoke(self._checkpoint, consumer, on_revoked=self._clear_lag)

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from ghgwatch.errors import FatalError, TransientError
 from ghgwatch.settings import Settings
-from ingest import ReadingRecord, client_options, ensure_topics, kafka_errors, make_producer
+from ingest import ReadingRecord, ensure_topics, kafka_errors, make_consumer, make_producer
 from processors.checkpoint import Checkpoint, CommitOnRevoke
 from processors.detection import (
     DerivedTable,
@@ -176,14 +176,12 @@ class DetectionService:
     @contextlib.asynccontextmanager
     async def _open_consumer(self) -> AsyncIterator[AIOKafkaConsumer]:
         s = self._settings
-        consumer = AIOKafkaConsumer(
-            **client_options(s.kafka, s.kafka_bootstrap()),
+        consumer = make_consumer(
+            s.kafka,
+            s.kafka_bootstrap(),
             group_id=self._cfg.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=s.processor.max_poll_interval_ms,
             session_timeout_ms=s.processor.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, s.processor.session_timeout_ms // 3),
+            max_poll_interval_ms=s.processor.max_poll_interval_ms,
         )
         listener = CommitOnRevoke(
             self._checkpoint, consumer, on_revoked=self._on_revoked, on_assigned=self._on_assigned

@@ -1,4 +1,4 @@
-"""The Kafka adapter: error mapping for delivery futures and Java-compatible key partitioning."""
+"""The Kafka adapter: error mapping, Java-compatible key partitioning, consumer heartbeats."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from ghgwatch.errors import BrokerUnavailable, FatalError, GhgwatchError
-from ingest import CachedKeyPartitioner, map_kafka_error
+from ghgwatch.errors import BrokerUnavailable, ConfigurationError, FatalError, GhgwatchError
+from ingest import CachedKeyPartitioner, heartbeat_interval_ms, map_kafka_error
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,17 @@ def test_cached_partitioner_picks_the_same_partitions_as_the_java_compatible_def
         for _ in range(2):
             assert cached(key, partitions, partitions) == default(key, partitions, partitions)
     assert cached(None, partitions, [4]) == 4
+
+
+@pytest.mark.parametrize("session_timeout_ms", [3_001, 6_000, 9_000, 9_001, 10_000, 300_000])
+def test_heartbeat_stays_below_a_third_of_the_session_timeout(session_timeout_ms: int) -> None:
+    """Every consumer heartbeats at least three times per session, and at most every 3 s."""
+    interval = heartbeat_interval_ms(session_timeout_ms)
+    assert 1000 <= interval <= 3000
+    assert 3 * interval < session_timeout_ms
+
+
+def test_a_session_too_short_for_three_heartbeats_is_a_configuration_error() -> None:
+    """A session timeout that would need sub-second heartbeats is refused, not used."""
+    with pytest.raises(ConfigurationError):
+        heartbeat_interval_ms(3_000)
