@@ -7,7 +7,7 @@ import json
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import typer
 
@@ -176,13 +176,24 @@ def up(
     devices: Annotated[int, typer.Option(help="Simulated devices per kind.")] = 5,
     invalid_rate: Annotated[float, typer.Option(help="Simulated malformed fraction.")] = 0.01,
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+    mqtt_broker: Annotated[
+        Literal["auto", "mosquitto", "amqtt"],
+        typer.Option(
+            help="MQTT stand-in when GHGWATCH_MQTT__URL is unset (auto: mosquitto if installed,"
+            " else amqtt, which runs the bridge and simulator on MQTT 3.1.1)."
+        ),
+    ] = "auto",
 ) -> None:
     """Bring the whole pipeline up; embedded stand-ins for services with no URL configured."""
     from ghgwatch.up import UpOptions, run_up
 
     settings = _settings()
     opts = UpOptions(
-        simulate=simulate, devices=devices, invalid_rate=invalid_rate, timeout_s=timeout_s
+        simulate=simulate,
+        devices=devices,
+        invalid_rate=invalid_rate,
+        timeout_s=timeout_s,
+        mqtt_broker=mqtt_broker,
     )
 
     async def main_fn(stop: asyncio.Event) -> None:

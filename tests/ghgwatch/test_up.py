@@ -294,3 +294,67 @@ async def test_stand_ins_of_a_killed_up_are_stopped_by_the_next_one(tmp_path: Pa
 
     assert not any(_running(pid) for pid in pids)
     assert not (data_dir / PIDS_FILE).exists()
+
+
+async def test_up_on_amqtt_runs_on_mqtt_311_and_stores_every_kind(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`up --simulate --mqtt-broker amqtt` (no MQTT URL, as on a machine without Mosquitto)
+    runs the bridge and simulator on MQTT 3.1.1, says so, stores readings of all four kinds
+    and stops cleanly on SIGINT."""
+    env = _env(settings)
+    del env["GHGWATCH_MQTT__URL"]
+    argv = _ghgwatch("up", "--simulate", "--devices", "2", "--mqtt-broker", "amqtt")
+    with (tmp_path / "up.out").open("wb") as out, (tmp_path / "up.err").open("wb") as err:
+        proc = subprocess.Popen([*argv, "--timeout-s", "300"], env=env, stdout=out, stderr=err)
+    try:
+
+        async def stored_kinds() -> set[str] | None:
+            assert proc.poll() is None, (tmp_path / "up.err").read_text()[-3000:]
+            conn = await asyncpg.connect(settings.db_url())
+            try:
+                rows = await conn.fetch(
+                    "SELECT DISTINCT kind FROM devices WHERE readings_count > 0"
+                )
+            except asyncpg.UndefinedTableError:
+                return None
+            finally:
+                await conn.close()
+            kinds = {r["kind"] for r in rows}
+            return kinds if kinds >= KINDS else None
+
+        await _wait_for(stored_kinds, "readings of every kind stored via amqtt")
+        endpoints = json.loads((settings.data_dir / "endpoints.json").read_text())
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(proc.wait, STOP_DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out_text = (tmp_path / "up.out").read_text()
+    assert code == 0, (tmp_path / "up.err").read_text()[-3000:]
+    assert set(endpoints["embedded"]) == {"mqtt"}
+    assert "amqtt" in endpoints["embedded"]["mqtt"]
+    assert "use MQTT 3.1.1" in " ".join(out_text.split())
+    assert "WARNING" not in out_text
+    assert "ghgwatch stopped cleanly" in out_text
+    connected = [
+        line for line in (tmp_path / "up.err").read_text().splitlines() if "mqtt connected" in line
+    ]
+    assert connected, "the bridge never connected"
+    # A plain subscription: amqtt would take a $share/ filter literally and deliver nothing.
+    assert all("protocol=3.1.1" in line and "$share" not in line for line in connected)
+    assert port_is_free(int(endpoints["mqtt_url"].rsplit(":", 1)[1]))
+
+
+async def test_mqtt_broker_choice_with_a_configured_mqtt_url_is_refused(
+    settings: Settings,
+) -> None:
+    """Choosing an MQTT stand-in while mqtt.url is set is a configuration error, raised
+    before any service starts."""
+    from ghgwatch.errors import ConfigurationError
+    from ghgwatch.up import UpOptions, run_up
+
+    with pytest.raises(ConfigurationError, match="GHGWATCH_MQTT__URL is set"):
+        await run_up(settings, UpOptions(mqtt_broker="amqtt"), stop=asyncio.Event())
+    assert not (settings.data_dir / "endpoints.json").exists()
