@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -31,9 +31,10 @@ from alerts.models import (
     SilenceView,
 )
 from alerts.rules import SEVERITY_RANK, classify, escalation_targets, route_targets
-from ghgwatch.errors import ConfigurationError, FatalError, StorageBackpressure
+from ghgwatch.errors import ConfigurationError, FatalError
 from ghgwatch.settings import AlertsSettings, DbSettings
 from processors.events import DetectionRecord, DetectionState
+from processors.storage import pg_errors
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -50,51 +51,24 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-DB_RETRY_AFTER_S = 2.0
 SWEEP_LIMIT = 200
 GRAFANA_TARGET = "grafana"
 
-_TRANSIENT_DB: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.QueryCanceledError,
-    asyncpg.LockNotAvailableError,
-    TimeoutError,
-    OSError,
-)
-_FATAL_DB: tuple[type[BaseException], ...] = (
-    asyncpg.InvalidPasswordError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.UndefinedTableError,
-)
 
-
-@contextlib.contextmanager
-def db_errors(action: str) -> Iterator[None]:
-    """Translate asyncpg and socket errors raised inside the block onto ghgwatch's tree.
+def db_errors(action: str) -> contextlib.AbstractContextManager[None]:
+    """:func:`processors.storage.pg_errors` as alerts uses it: an unknown database is fatal.
 
     Args:
         action: what was being done, for the message.
+
+    Returns:
+        The context manager translating asyncpg and socket errors raised inside it.
 
     Raises:
         FatalError: refused credentials, missing database or schema (stop).
         StorageBackpressure: the database is unreachable, slow or the transaction conflicted.
     """
-    try:
-        yield
-    except _FATAL_DB as exc:
-        raise FatalError(f"alerts db {action}: {type(exc).__name__}: {exc}") from exc
-    except _TRANSIENT_DB as exc:
-        raise StorageBackpressure(
-            f"alerts db {action}: {type(exc).__name__}: {exc}", retry_after=DB_RETRY_AFTER_S
-        ) from exc
-    except asyncpg.PostgresError as exc:
-        raise FatalError(f"alerts db {action}: {type(exc).__name__}: {exc}") from exc
+    return pg_errors(f"alerts {action}", missing_database_fatal=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ TRANSIENT: list[BaseException] = [
 ]
 FATAL: list[BaseException] = [
     asyncpg.InvalidPasswordError("password authentication failed"),
+    asyncpg.InvalidAuthorizationSpecificationError('role "x" does not exist'),
     asyncpg.UndefinedTableError('relation "readings" does not exist'),
     asyncpg.UniqueViolationError("duplicate key"),
     asyncpg.NotNullViolationError("null value in column"),
@@ -48,6 +49,15 @@ def test_transient_driver_errors_become_backpressure(exc: BaseException) -> None
 def test_bug_and_credential_errors_are_fatal(exc: BaseException) -> None:
     """Refused credentials, a missing schema and refused data stop the service."""
     with pytest.raises(FatalError) as info, pg_errors("write"):
+        raise exc
+    assert not isinstance(info.value, StorageBackpressure)
+    assert info.value.__cause__ is exc
+
+
+def test_a_missing_database_is_fatal_when_the_caller_says_so() -> None:
+    """A caller that cannot wait for a database to reappear stops on 3D000 instead."""
+    exc = asyncpg.InvalidCatalogNameError('database "x" does not exist')
+    with pytest.raises(FatalError) as info, pg_errors("connect", missing_database_fatal=True):
         raise exc
     assert not isinstance(info.value, StorageBackpressure)
     assert info.value.__cause__ is exc
