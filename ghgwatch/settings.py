@@ -378,6 +378,13 @@ class DetectionSettings(_Section):
         " min(restore level, cut level minus this)",
     )
     gap_s: float = Field(default=300.0, gt=0, description="Silence longer than this is a gap")
+    late_grace_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Per-stream reorder grace: readings are held until the stream has seen one"
+        " this much newer, then merged in event-time order; older ones are late (level checks"
+        " only). 0 = no hold-back, so a threshold crossing is flagged at once",
+    )
     gap_factor: float = Field(
         default=5.0, gt=1, description="... and longer than this many typical intervals"
     )
@@ -452,6 +459,26 @@ class DetectionSettings(_Section):
     drift_persist_s: float = Field(default=2 * 3600.0, gt=0, description="Drift must last")
     drift_smooth_s: float = Field(
         default=86_400.0, gt=0, description="City background smoothing before drift checks"
+    )
+    neighbour_drift_limit: dict[str, float] = Field(
+        default_factory=lambda: {"co2_ppm": 5.0, "ch4_ppb": 30.0},
+        description="City stations: baseline offset from the median of the same network's"
+        " other stations, beyond its learned normal offset, that counts as drift (per metric)",
+    )
+    neighbour_step_s: float = Field(
+        default=600.0, gt=0, description="Neighbour comparison every this much event time"
+    )
+    neighbour_min_stations: int = Field(
+        default=3, ge=3, description="Stations of a network reporting for a comparison"
+    )
+    neighbour_persist_s: float = Field(
+        default=3600.0, gt=0, description="Neighbour drift must last this long"
+    )
+    neighbour_learn_s: float = Field(
+        default=6 * 3600.0, gt=0, description="Time a station's normal offset is learned first"
+    )
+    neighbour_stale_s: float = Field(
+        default=3600.0, gt=0, description="A station silent this long is left out of comparisons"
     )
     background_quantile: float = Field(
         default=0.05, gt=0, lt=0.5, description="City background: rolling low percentile"

@@ -385,6 +385,7 @@ def replay_csv(
         ):
             first.setdefault(sid, a)
             last[sid] = b
+    result.records.extend(to_records(engine.flush().events, engine.streams))
     onsets = [r for r in result.records if r.state is DetectionState.OPEN]
     result.onsets = len(onsets)
     result.seconds = time.perf_counter() - t0

@@ -38,6 +38,20 @@ def test_replay_flags_the_crossing_reading(tmp_path: Path) -> None:
     assert alarms[0]["ended"] == "2026-01-01T00:23:00Z"
 
 
+def test_replay_flags_a_late_over_threshold_reading_at_its_own_time(tmp_path: Path) -> None:
+    """A crossing reading arriving after newer ones (a later block) still alarms, at its time."""
+    rows = [f"2026-01-01T00:{m:02d}:00Z,mine/a/t1-1,ch4_pct_vol,0.30,N" for m in range(30)]
+    rows.append("2026-01-01T00:12:30Z,mine/a/t1-1,ch4_pct_vol,1.05,N")
+    src = _write(tmp_path / "r.csv", rows)
+    out = tmp_path / "d.csv"
+    result = replay_csv(src, DetectionSettings(), out=out, block_bytes=64)
+    assert result.late == 1
+    got = list(csv.DictReader(out.read_text().splitlines()))
+    assert [(r["time"], r["detector"], r["ended"]) for r in got] == [
+        ("2026-01-01T00:12:30Z", "threshold_alarm", "2026-01-01T00:12:30Z")
+    ]
+
+
 def test_replay_is_independent_of_block_size(tmp_path: Path) -> None:
     """Reading the CSV in tiny blocks gives exactly the same detections as one block."""
     generate_scenarios(tmp_path, seed=21, cfg=SMALL)

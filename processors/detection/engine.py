@@ -2,10 +2,18 @@
 
 A batch of readings arrives as arrays ``(stream, ts_ns, value, usable)``. The engine
 
-1. drops late readings: a reading at or before its stream's watermark (the newest time the
-   stream has processed) is counted in ``late_readings`` and not detected on; readings inside a
-   batch are re-ordered by time first, so out-of-order arrival within a batch is harmless.
-   Late readings are still stored by the storing consumer, they just never raise detections;
+1. holds readings back by the grace ``late_grace_s`` (default 0: none): a reading waits until
+   its stream has seen one ``late_grace_s`` newer, so readings that arrive out of order by
+   less than the grace are merged in event-time order (inside one batch they always are).
+   A reading at or before its stream's watermark (the newest time the stream has processed)
+   is *late*: it is counted in ``late_readings`` and kept out of every stateful detector
+   (trend, baseline, stuck, drift, gap, background), but it still goes through the stateless
+   level checks - ``threshold_alarm`` / ``power_cut`` levels and the plausible range - as an
+   instantaneous event at its own timestamp, so no exceedance is missed whatever order it
+   arrives in (unless an alarm of the stream still open since before it covers it). A
+   duplicate of a processed time is counted as late and checks nothing. Late readings are
+   stored by the storing consumer all the same. With a grace, held readings of the live
+   service wait for their stream's next readings; ``flush`` releases them (end of a replay);
 2. sorts the rest by (stream, time) and groups streams by how many readings they have, so
    step ``k`` updates every stream that has a ``k``-th reading at once over a slice of the
    state arrays: the only Python loop runs over reading ranks, never over readings or streams;
@@ -145,6 +153,10 @@ class DetectionEngine:
         self._i: dict[str, I64] = {}
         self._active: BOOL = np.zeros((_N_SLOTS, 0), bool)
         self._onset: I64 = np.zeros((_N_SLOTS, 0), np.int64)
+        self._seen: I64 = np.zeros(0, np.int64)
+        self._grace_ns = round(cfg.late_grace_s * NS_PER_S)
+        e_i, e_f = np.empty(0, np.int64), np.empty(0)
+        self._pending: tuple[I64, I64, F64, BOOL] = (e_i, e_i, e_f, np.empty(0, bool))
         self._ensure_capacity()
 
     # -- state -----------------------------------------------------------------------------
@@ -177,6 +189,9 @@ class DetectionEngine:
             active[:, :old] = self._active
             onset[:, :old] = self._onset
         self._active, self._onset = active, onset
+        seen = np.full(cap, NEVER_NS, np.int64)
+        seen[:old] = self._seen
+        self._seen = seen
         self._cap = cap
 
     def register(
@@ -195,6 +210,10 @@ class DetectionEngine:
             self._i[name][ids] = NEVER_NS
         self._active[:, ids] = False
         self._onset[:, ids] = NEVER_NS
+        self._seen[ids] = NEVER_NS
+        if self._pending[0].shape[0]:
+            keep = ~np.isin(self._pending[0], ids)
+            self._pending = tuple(a[keep] for a in self._pending)  # type: ignore[assignment]
         self.cems.reset_devices({self.streams.infos[i].device_id for i in ids.tolist()})
 
     def usable(self, flags: npt.NDArray[np.uint8], value: F64) -> BOOL:
@@ -229,22 +248,106 @@ class DetectionEngine:
         usable = np.asarray(usable, bool) & np.isfinite(value)
         order = np.lexsort((ts_ns, stream))
         s, t, x, u = stream[order], ts_ns[order], value[order], usable[order]
-        keep = t > self._i["last_ts"][s]
+        last = self._i["last_ts"][s]
+        keep = t > last
         if s.shape[0] > 1:
             dup = np.zeros(s.shape[0], bool)
             dup[1:] = (s[1:] == s[:-1]) & (t[1:] == t[:-1])
             keep &= ~dup
         late = int(n_in - np.count_nonzero(keep))
         self.late_readings += late
+        late_events = EventTable.empty()
+        if late:
+            # older than the watermark: level checks only, so no exceedance is ever missed
+            old = ~keep & (t < last) & u
+            if old.any():
+                late_events = self._late_levels(s[old], t[old], x[old])
         if not keep.all():
             s, t, x, u = s[keep], t[keep], x[keep], u[keep]
-        n = int(s.shape[0])
-        if n == 0:
-            return EngineOutput(EventTable.empty(), DerivedTable.empty(), n_in, late)
+        if self._grace_ns > 0:
+            s, t, x, u = self._hold_back(s, t, x, u, flush=False)
+        return self._finish(s, t, x, u, n_in, late, late_events)
+
+    def flush(self) -> EngineOutput:
+        """Process every reading still held back by the grace (end of a replay)."""
+        self._ensure_capacity()
+        s, t, x, u = self._hold_back(
+            np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0, bool), flush=True
+        )
+        return self._finish(s, t, x, u, 0, 0, EventTable.empty())
+
+    @property
+    def held_back(self) -> int:
+        """Readings waiting for the grace to pass."""
+        return int(self._pending[0].shape[0])
+
+    def _hold_back(
+        self, s: I64, t: I64, x: F64, u: BOOL, *, flush: bool
+    ) -> tuple[I64, I64, F64, BOOL]:
+        """Merge with the held readings; release those the stream's newest time passed by grace."""
+        ps, pt, px, pu = self._pending
+        if ps.shape[0]:
+            s, t, x, u = (
+                np.concatenate([ps, s]),
+                np.concatenate([pt, t]),
+                np.concatenate([px, x]),
+                np.concatenate([pu, u]),
+            )
+        if s.shape[0] == 0:
+            return s, t, x, u
+        np.maximum.at(self._seen, s, t)
+        ready = np.ones(s.shape[0], bool) if flush else t <= self._seen[s] - self._grace_ns
+        held = ~ready
+        self._pending = (s[held], t[held], x[held], u[held])
+        if held.any():
+            s, t, x, u = s[ready], t[ready], x[ready], u[ready]
+        if ps.shape[0] and s.shape[0]:
+            order = np.lexsort((t, s))
+            s, t, x, u = s[order], t[order], x[order], u[order]
+        return s, t, x, u
+
+    def _finish(
+        self, s: I64, t: I64, x: F64, u: BOOL, n_in: int, late: int, late_events: EventTable
+    ) -> EngineOutput:
+        if s.shape[0] == 0:
+            return EngineOutput(late_events.sorted(), DerivedTable.empty(), n_in, late)
         events, derived = self._run(s, t, x, u)
         cems_events, cems_derived = self._run_cems(s, t, x, u)
-        out_events = concat_events([events, cems_events]).sorted()
+        out_events = concat_events([events, cems_events, late_events]).sorted()
         return EngineOutput(out_events, concat_derived([derived, cems_derived]), n_in, late)
+
+    def _late_levels(self, s: I64, t: I64, x: F64) -> EventTable:
+        """Instant events for late readings beyond a regulatory level or the plausible range.
+
+        A late reading inside an alarm (power cut) that is still open adds nothing.
+        """
+        st = self.streams
+        parts: list[EventTable] = []
+        for slot, det, level in (
+            (_SLOT_ALARM, Detector.THRESHOLD_ALARM, st.alarm),
+            (_SLOT_CUT, Detector.POWER_CUT, st.cut),
+        ):
+            thr = level[s]
+            covered = self._active[slot, s] & (self._onset[slot, s] <= t)
+            idx = np.flatnonzero((x >= thr) & ~covered)
+            if idx.size:
+                parts.append(self._instant(s, t, x, idx, det, x[idx] / thr[idx], thr[idx]))
+        lo, hi = st.lo[s], st.hi[s]
+        idx = np.flatnonzero((x < lo) | (x > hi))
+        if idx.size:
+            thr = np.where(x[idx] > hi[idx], hi[idx], lo[idx])
+            parts.append(self._instant(s, t, x, idx, Detector.OUT_OF_RANGE, x[idx], thr))
+        return concat_events(parts)
+
+    def _instant(
+        self, s: I64, t: I64, x: F64, idx: npt.NDArray[np.intp], det: Detector, score: F64, thr: F64
+    ) -> EventTable:
+        nan = np.full(idx.size, np.nan)
+        ts = t[idx]
+        return self._table(
+            s[idx], np.full(idx.size, det, np.int16), np.ones(idx.size, bool),
+            ts, ts, ts, x[idx], score, thr, nan, nan,
+        )  # fmt: skip
 
     def _run_cems(self, s: I64, t: I64, x: F64, u: BOOL) -> tuple[EventTable, DerivedTable]:
         is_cems = self.streams.kind[s] == Kind.CEMS

@@ -182,16 +182,92 @@ def test_output_does_not_depend_on_batching() -> None:
 
 
 def test_late_reading_is_counted_and_not_detected() -> None:
-    """A reading older than its stream's watermark is skipped and counted as late."""
+    """A normal reading older than its stream's watermark is counted as late, changes nothing."""
     engine = DetectionEngine(DetectionSettings())
     sid = engine.register("m/s/t1-08", "ch4_pct_vol")
     one = np.ones(1, bool)
     engine.process(np.asarray([sid]), np.asarray([100 * NS]), np.asarray([0.3]), one)
-    out = engine.process(np.asarray([sid]), np.asarray([50 * NS]), np.asarray([5.0]), one)
+    out = engine.process(np.asarray([sid]), np.asarray([50 * NS]), np.asarray([0.35]), one)
     assert out.late == 1
     assert len(out.events) == 0
     assert engine.late_readings == 1
     assert engine.watermark_ns(sid) == 100 * NS
+
+
+def test_late_normal_readings_leave_detections_unchanged() -> None:
+    """Late normal readings mixed into a series change none of its detections."""
+    v = _background(1200, seed=21)
+    v[600:700] += 1.5  # a release crossing the T1 alarm level
+    ts = np.arange(1200, dtype=np.int64) * STEP_S * NS
+    ref = DetectionEngine(DetectionSettings())
+    sid = ref.register("m/s/t1-20", "ch4_pct_vol")
+    want = _events(ref.process(np.full(1200, sid), ts, v, np.ones(1200, bool)).events)
+    engine = DetectionEngine(DetectionSettings())
+    sid = engine.register("m/s/t1-20", "ch4_pct_vol")
+    got = []
+    for a in range(0, 1200, 100):
+        b = a + 100
+        got += _events(
+            engine.process(np.full(100, sid), ts[a:b], v[a:b], np.ones(100, bool)).events
+        )
+        if a >= 100:  # re-sent normal readings of the previous block arrive late
+            late_ts = ts[a - 100 : a - 50] + NS
+            out = engine.process(np.full(50, sid), late_ts, v[a - 100 : a - 50] * 0 + 0.3,
+                                 np.ones(50, bool))  # fmt: skip
+            assert out.late == 50
+            got += _events(out.events)
+    assert got == want
+    assert any(d == "threshold_alarm" for _, d, _, _, _ in want)
+
+
+def test_late_over_threshold_reading_alarms_at_its_own_time() -> None:
+    """A late reading over the alarm and cut levels raises both, started at its own timestamp."""
+    engine = DetectionEngine(DetectionSettings())
+    sid = engine.register("m/s/t1-21", "ch4_pct_vol")
+    n = 100
+    ts = np.arange(n, dtype=np.int64) * STEP_S * NS
+    engine.process(np.full(n, sid), ts, _background(n, seed=5), np.ones(n, bool))
+    late_t = 40 * STEP_S * NS + NS
+    out = engine.process(
+        np.asarray([sid]), np.asarray([late_t]), np.asarray([2.0]), np.ones(1, bool)
+    )
+    assert out.late == 1
+    got = {
+        (DETECTOR_NAMES[Detector(int(d))], int(a), int(e))
+        for d, a, e in zip(
+            out.events.detector, out.events.started_ns, out.events.ended_ns, strict=True
+        )
+    }
+    assert got == {("threshold_alarm", late_t, late_t), ("power_cut", late_t, late_t)}
+    assert engine.watermark_ns(sid) == ts[-1]
+    # the stateful alarm never opened: the next normal reading clears nothing
+    nxt = engine.process(np.asarray([sid]), np.asarray([ts[-1] + STEP_S * NS]),
+                         np.asarray([0.3]), np.ones(1, bool))  # fmt: skip
+    assert len(nxt.events) == 0
+
+
+def test_grace_merges_out_of_order_batches_in_event_time_order() -> None:
+    """Within late_grace_s, readings split over batches out of order give the in-order result."""
+    v = _background(600, seed=22)
+    v[300:340] += 1.5
+    ts = np.arange(600, dtype=np.int64) * STEP_S * NS
+    want = _events(_run(DetectionEngine(DetectionSettings()), "m/s/t1-22", "ch4_pct_vol", v))
+    engine = DetectionEngine(DetectionSettings(late_grace_s=60.0))
+    sid = engine.register("m/s/t1-22", "ch4_pct_vol")
+    idx = np.arange(600).reshape(-1, 4)[:, ::-1].reshape(-1)  # each 40 s reversed
+    got = []
+    late = 0
+    for a in range(0, 600, 4):
+        j = idx[a : a + 4]
+        for k in j:  # one reading per batch, newest of each group first
+            out = engine.process(np.asarray([sid]), ts[k : k + 1], v[k : k + 1], np.ones(1, bool))
+            late += out.late
+            got += _events(out.events)
+    assert engine.held_back > 0
+    got += _events(engine.flush().events)
+    assert late == 0
+    assert engine.held_back == 0
+    assert got == want
 
 
 def test_out_of_order_within_a_batch_is_sorted() -> None:
