@@ -33,6 +33,7 @@ __all__ = [
     "ManagedProcess",
     "free_port",
     "mosquitto_binary",
+    "pid_alive",
     "port_is_free",
     "postgres_bin_dir",
     "start_amqtt",
@@ -48,6 +49,24 @@ log = structlog.get_logger(__name__)
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 _PORT_POLL_S = 0.05
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (someone else's counts too).
+
+    Args:
+        pid: the process id to look for.
+
+    Returns:
+        False only when the kernel reports no such process.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -9,13 +9,13 @@ committed offsets on the readings topic; it never writes anything.
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
+from ghgwatch.embedded import pid_alive
 from ghgwatch.errors import GhgwatchError, TransientError
 from ghgwatch.probes import DbSnapshot, PartitionOffsets, fetch_db_snapshot, fetch_group_offsets
 from ghgwatch.settings import Settings
@@ -116,19 +116,9 @@ def _resolve(settings: Settings) -> tuple[Settings, str]:
         mqtt_url=found.mqtt_url, kafka_bootstrap=found.kafka_bootstrap, db_url=found.db_url
     )
     source = f"endpoints.json of `ghgwatch up` (pid {found.pid})"
-    if not _pid_alive(found.pid):
+    if not pid_alive(found.pid):
         source += " - that process is gone; the file is stale"
     return resolved, source
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _host_of(url: str) -> str:

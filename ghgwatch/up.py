@@ -43,6 +43,7 @@ from ghgwatch.embedded import (
     ManagedProcess,
     free_port,
     mosquitto_binary,
+    pid_alive,
     start_amqtt,
     start_mosquitto,
     start_postgres,
@@ -105,19 +106,10 @@ class Endpoints(BaseModel):
     kafka_bootstrap: str
     db_url: str
     metrics_urls: list[str]
+    api_url: str | None = None
     data_dir: str
     embedded: dict[str, str]
     notes: list[str]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_endpoints(data_dir: Path) -> Endpoints | None:
@@ -170,7 +162,7 @@ async def _stop_leftovers(data_dir: Path) -> None:
         services = {str(k): (int(v[0]), str(v[1])) for k, v in record["services"].items()}
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return
-    if owner != os.getpid() and _pid_alive(owner):
+    if owner != os.getpid() and pid_alive(owner):
         raise ConfigurationError(
             f"ghgwatch up is already running with data dir {data_dir} (pid {owner}); stop it,"
             " or give this one another GHGWATCH_DATA_DIR"
@@ -311,8 +303,23 @@ def _metrics_ports(settings: Settings) -> tuple[Settings, list[str]]:
     return settings.model_copy(update={"metrics": metrics}), urls
 
 
+def _api_port(settings: Settings, opts: UpOptions) -> tuple[Settings, str | None]:
+    """Pick the on-call API port: the configured one when free, else a free one."""
+    if not opts.alerts:
+        return settings, None
+    cfg = settings.alerts
+    port = free_port(cfg.api_port or None, cfg.api_host)
+    resolved = settings.model_copy(update={"alerts": cfg.model_copy(update={"api_port": port})})
+    return resolved, f"http://{cfg.api_host}:{port}/docs"
+
+
 def _service_names(opts: UpOptions) -> list[str]:
-    names = ["processor", "alert-service" if opts.alerts else "", "detector" if opts.detect else ""]
+    names = [
+        "processor",
+        "alert-service" if opts.alerts else "",
+        "alerts-api" if opts.alerts else "",
+        "detector" if opts.detect else "",
+    ]
     return [n for n in [*names, "bridge", "simulator" if opts.simulate else ""] if n]
 
 
@@ -324,6 +331,7 @@ def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> N
         ("Kafka bootstrap", endpoints.kafka_bootstrap),
         ("database", endpoints.db_url),
         *(("metrics", url) for url in endpoints.metrics_urls or ["disabled"]),
+        *((("on-call API", endpoints.api_url),) if endpoints.api_url else ()),
         ("data dir", endpoints.data_dir),
         *((f"embedded {name}", where) for name, where in endpoints.embedded.items()),
         ("services", ", ".join(_service_names(opts))),
@@ -370,6 +378,9 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
         from alerts import AlertService
 
         spawn("alert-service", lambda ev: AlertService(settings).run(stop=ev), False)
+        from alerts import AlertApi
+
+        spawn("alerts-api", lambda ev: AlertApi(settings).run(stop=ev), False)
     if opts.detect:
         from processors.detect_service import DetectionService
 
@@ -477,7 +488,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     endpoints_path = settings.data_dir / ENDPOINTS_FILE
     running = read_endpoints(settings.data_dir)
-    if running is not None and running.pid != os.getpid() and _pid_alive(running.pid):
+    if running is not None and running.pid != os.getpid() and pid_alive(running.pid):
         raise ConfigurationError(
             f"ghgwatch up is already running with data dir {settings.data_dir} (pid"
             f" {running.pid}); stop it, or give this one another GHGWATCH_DATA_DIR"
@@ -490,6 +501,12 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
         for line in report.lines():
             log.info("migrate", detail=line)
         resolved, metrics_urls = _metrics_ports(resolved)
+        resolved, api_url = _api_port(resolved, opts)
+        if api_url and not resolved.alerts.api_tokens:
+            notes.append(
+                "The on-call API refuses every request until tokens are configured"
+                ' (alerts.api_tokens, e.g. GHGWATCH_ALERTS__API_TOKENS=\'{"duty": "..."}\').'
+            )
         endpoints = Endpoints(
             pid=os.getpid(),
             started_at=datetime.now(UTC),
@@ -499,6 +516,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             # Only an embedded database's URL is written in full (it has no password).
             db_url=resolved.db_url() if "postgres" in embedded else _redact(resolved.db_url()),
             metrics_urls=metrics_urls,
+            api_url=api_url,
             data_dir=str(settings.data_dir.resolve()),
             embedded=embedded,
             notes=notes,
