@@ -106,6 +106,7 @@ class Endpoints(BaseModel):
     kafka_bootstrap: str
     db_url: str
     metrics_urls: list[str]
+    api_url: str | None = None
     data_dir: str
     embedded: dict[str, str]
     notes: list[str]
@@ -302,8 +303,23 @@ def _metrics_ports(settings: Settings) -> tuple[Settings, list[str]]:
     return settings.model_copy(update={"metrics": metrics}), urls
 
 
+def _api_port(settings: Settings, opts: UpOptions) -> tuple[Settings, str | None]:
+    """Pick the on-call API port: the configured one when free, else a free one."""
+    if not opts.alerts:
+        return settings, None
+    cfg = settings.alerts
+    port = free_port(cfg.api_port or None, cfg.api_host)
+    resolved = settings.model_copy(update={"alerts": cfg.model_copy(update={"api_port": port})})
+    return resolved, f"http://{cfg.api_host}:{port}/docs"
+
+
 def _service_names(opts: UpOptions) -> list[str]:
-    names = ["processor", "alert-service" if opts.alerts else "", "detector" if opts.detect else ""]
+    names = [
+        "processor",
+        "alert-service" if opts.alerts else "",
+        "alerts-api" if opts.alerts else "",
+        "detector" if opts.detect else "",
+    ]
     return [n for n in [*names, "bridge", "simulator" if opts.simulate else ""] if n]
 
 
@@ -315,6 +331,7 @@ def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> N
         ("Kafka bootstrap", endpoints.kafka_bootstrap),
         ("database", endpoints.db_url),
         *(("metrics", url) for url in endpoints.metrics_urls or ["disabled"]),
+        *((("on-call API", endpoints.api_url),) if endpoints.api_url else ()),
         ("data dir", endpoints.data_dir),
         *((f"embedded {name}", where) for name, where in endpoints.embedded.items()),
         ("services", ", ".join(_service_names(opts))),
@@ -361,6 +378,9 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
         from alerts import AlertService
 
         spawn("alert-service", lambda ev: AlertService(settings).run(stop=ev), False)
+        from alerts import AlertApi
+
+        spawn("alerts-api", lambda ev: AlertApi(settings).run(stop=ev), False)
     if opts.detect:
         from processors.detect_service import DetectionService
 
@@ -481,6 +501,12 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
         for line in report.lines():
             log.info("migrate", detail=line)
         resolved, metrics_urls = _metrics_ports(resolved)
+        resolved, api_url = _api_port(resolved, opts)
+        if api_url and not resolved.alerts.api_tokens:
+            notes.append(
+                "The on-call API refuses every request until tokens are configured"
+                ' (alerts.api_tokens, e.g. GHGWATCH_ALERTS__API_TOKENS=\'{"duty": "..."}\').'
+            )
         endpoints = Endpoints(
             pid=os.getpid(),
             started_at=datetime.now(UTC),
@@ -490,6 +516,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             # Only an embedded database's URL is written in full (it has no password).
             db_url=resolved.db_url() if "postgres" in embedded else _redact(resolved.db_url()),
             metrics_urls=metrics_urls,
+            api_url=api_url,
             data_dir=str(settings.data_dir.resolve()),
             embedded=embedded,
             notes=notes,

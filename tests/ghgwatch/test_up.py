@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from ghgwatch.embedded import port_is_free
@@ -21,6 +22,9 @@ from ghgwatch.settings import Settings
 DEADLINE_S = 60.0
 STOP_DEADLINE_S = 45.0
 KINDS = {"city", "cems", "mine", "leak"}
+
+
+API_TOKEN = "up-test-token"
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -41,6 +45,8 @@ def _env(settings: Settings) -> dict[str, str]:
         GHGWATCH_PROCESSOR__GROUP_ID=settings.processor.group_id,
         GHGWATCH_DETECTION__GROUP_ID=f"detector-{settings.processor.group_id}",
         GHGWATCH_ALERTS__GROUP_ID=f"alerts-{settings.processor.group_id}",
+        GHGWATCH_ALERTS__API_PORT="0",
+        GHGWATCH_ALERTS__API_TOKENS=json.dumps({"duty": API_TOKEN}),
         GHGWATCH_PROCESSOR__COMMIT_INTERVAL_S="0.2",
         GHGWATCH_METRICS__ENABLED="false",
         GHGWATCH_LOG__LEVEL="INFO",
@@ -101,8 +107,9 @@ async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sig
     settings: Settings, tmp_path: Path, up_process: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     """`up --simulate` stores readings of all four kinds, `status --json` in another process
-    reports them via the configured URLs, and SIGINT stops every service (processor, alert
-    service, detector, bridge, simulator) with exit status 0."""
+    reports them via the configured URLs, the on-call API answers with a token and refuses
+    without, and SIGINT stops every service (processor, alert service and API, detector,
+    bridge, simulator) with exit status 0."""
     proc = up_process("--simulate", "--devices", "2", "--timeout-s", "300")
     endpoints = settings.data_dir / "endpoints.json"
 
@@ -139,13 +146,20 @@ async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sig
     assert report["readings_topic"] == settings.kafka.readings_topic
     assert [p["partition"] for p in report["lag"]] == list(range(settings.kafka.partitions))
 
+    api = json.loads(endpoints.read_text())["api_url"].removesuffix("/docs")
+    async with httpx.AsyncClient(base_url=api, timeout=DEADLINE_S) as client:
+        refused = await client.get("/alerts")
+        listed = await client.get("/alerts", headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert refused.status_code == 401
+    assert listed.status_code == 200, listed.text
+
     proc.send_signal(signal.SIGINT)
     code = await asyncio.to_thread(proc.wait, STOP_DEADLINE_S)
     out = (tmp_path / "up-0.out").read_text()
     assert code == 0, (tmp_path / "up-0.err").read_text()[-3000:]
     assert "ghgwatch is up" in out
     assert "ghgwatch stopped cleanly" in out
-    assert "processor, alert-service, detector, bridge, simulator" in out
+    assert "processor, alert-service, alerts-api, detector, bridge, simulator" in out
     assert not endpoints.exists()
 
 
