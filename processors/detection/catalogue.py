@@ -6,6 +6,7 @@ import re
 from enum import IntEnum
 
 __all__ = [
+    "CEMS_PARAMS",
     "DETECTOR_NAMES",
     "DETECTOR_SEVERITY",
     "KIND_NAMES",
@@ -88,18 +89,18 @@ _KIND_ALIASES = {
     "generic": Kind.GENERIC,
 }
 
-_CEMS_METRICS = frozenset(
-    {
-        "co2_pct_vol",
-        "flow_m3_h",
-        "flue_temp_c",
-        "static_pressure_pa",
-        "baro_pressure_pa",
-        "moisture_pct_vol",
-        "o2_pct_vol",
-        "load_mw",
-    }
+# The CEMS channels (ingest's CEMS metrics), in the column order CemsAggregator stores them.
+CEMS_PARAMS = (
+    "co2_pct_vol",
+    "flow_m3_h",
+    "flue_temp_c",
+    "static_pressure_pa",
+    "baro_pressure_pa",
+    "moisture_pct_vol",
+    "o2_pct_vol",
+    "load_mw",
 )
+_CEMS_METRICS = frozenset(CEMS_PARAMS)
 _CITY_METRICS = frozenset(
     {
         "co2_ppm",

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ghgwatch.settings import DetectionSettings
-from processors.detection.catalogue import Detector
+from processors.detection.catalogue import CEMS_PARAMS, Detector
 from processors.detection.tables import (
     NEVER_NS,
     DerivedTable,
@@ -44,16 +44,6 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 BOOL = npt.NDArray[np.bool_]
 
-CEMS_PARAMS = (
-    "co2_pct_vol",
-    "flow_m3_h",
-    "flue_temp_c",
-    "static_pressure_pa",
-    "baro_pressure_pa",
-    "moisture_pct_vol",
-    "o2_pct_vol",
-    "load_mw",
-)
 _P = {name: i for i, name in enumerate(CEMS_PARAMS)}
 _CO2, _FLOW, _TEMP, _PS, _BA = 0, 1, 2, 3, 4
 _MOIST, _O2, _LOAD = 5, 6, 7

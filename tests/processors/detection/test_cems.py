@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from ghgwatch.settings import DetectionSettings
+from ingest import METRICS, SourceKind
 from processors.detection import (
+    CEMS_PARAMS,
     DETECTOR_NAMES,
     DetectionEngine,
     Detector,
@@ -184,3 +186,10 @@ def test_co2_plus_o2_above_air_is_implausible() -> None:
     out = _feed(engine, 40, overrides={"o2_pct_vol": dict.fromkeys(range(30, 35), 15.0)})
     events = [(o, m) for name, o, m in _names_at(out) if name == "implausible_co2_o2"]
     assert events == [(True, 30), (False, 30)]
+
+
+def test_cems_channels_are_exactly_the_metrics_ingest_accepts_from_cems_sources() -> None:
+    """The aggregator's channels and the wire contract's CEMS metrics are the same set."""
+    from_wire = {m for m, spec in METRICS.items() if SourceKind.CEMS in spec.kinds}
+    assert set(CEMS_PARAMS) == from_wire
+    assert len(CEMS_PARAMS) == len(from_wire)
