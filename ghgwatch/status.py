@@ -126,18 +126,6 @@ def _host_of(url: str) -> str:
     return url.split("://", 1)[-1].rpartition("@")[2].split("?", 1)[0]
 
 
-def _kafka_options(settings: Settings) -> dict[str, object]:
-    cfg = settings.kafka
-    opts: dict[str, object] = {"security_protocol": cfg.security_protocol}
-    if cfg.sasl_mechanism and cfg.sasl_username and cfg.sasl_password:
-        opts.update(
-            sasl_mechanism=cfg.sasl_mechanism,
-            sasl_plain_username=cfg.sasl_username,
-            sasl_plain_password=cfg.sasl_password.get_secret_value(),
-        )
-    return opts
-
-
 def _build(
     settings: Settings, source: str, snap: DbSnapshot, offsets: list[PartitionOffsets]
 ) -> StatusReport:
@@ -210,14 +198,16 @@ async def collect_status(settings: Settings, *, device_limit: int = DEVICE_LIMIT
     Raises:
         ServicesUnreachable: the database or Kafka could not be reached (the message names
             each unreachable service and where it was looked for).
+        ConfigurationError: ``kafka.sasl_mechanism`` is set without username and password.
     """
+    from ingest import client_options  # the bridge's dependencies load only when asked for
+
     resolved, source = _resolve(settings)
+    bootstrap = resolved.kafka_bootstrap()
+    kafka_options = client_options(resolved.kafka, bootstrap)
     db_task = fetch_db_snapshot(resolved.db_url(), device_limit=device_limit)
     kafka_task = fetch_group_offsets(
-        resolved.kafka_bootstrap(),
-        resolved.kafka.readings_topic,
-        resolved.processor.group_id,
-        _kafka_options(resolved),
+        bootstrap, resolved.kafka.readings_topic, resolved.processor.group_id, kafka_options
     )
     snap, offsets = await asyncio.gather(db_task, kafka_task, return_exceptions=True)
     problems = [str(r) for r in (snap, offsets) if isinstance(r, GhgwatchError)]
