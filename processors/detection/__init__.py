@@ -17,6 +17,7 @@ from processors.detection.cems import (
     dry_standard_flow_m3_h,
 )
 from processors.detection.engine import DetectionEngine, EngineOutput, flag_codes
+from processors.detection.neighbours import NeighbourCheck
 from processors.detection.records import ns_to_datetime, to_records
 from processors.detection.streams import StreamInfo, StreamTable, TrendMode
 from processors.detection.tables import NEVER_NS, DerivedTable, EventTable
@@ -34,6 +35,7 @@ __all__ = [
     "EngineOutput",
     "EventTable",
     "Kind",
+    "NeighbourCheck",
     "StreamInfo",
     "StreamTable",
     "TrendMode",

@@ -56,6 +56,7 @@ class Detector(IntEnum):
     DRIFT = 13
     IMPLAUSIBLE_CO2_O2 = 14
     MASS_RATE_STEP = 15
+    NEIGHBOUR_DRIFT = 16
 
 
 DETECTOR_NAMES: dict[Detector, str] = {d: d.name.lower() for d in Detector}
@@ -78,6 +79,7 @@ DETECTOR_SEVERITY: dict[Detector, str] = {
     Detector.DRIFT: "maintenance",
     Detector.IMPLAUSIBLE_CO2_O2: "maintenance",
     Detector.MASS_RATE_STEP: "maintenance",
+    Detector.NEIGHBOUR_DRIFT: "maintenance",
 }
 
 _KIND_ALIASES = {

@@ -41,6 +41,8 @@ Detectors (per stream, time-based so irregular sampling and gaps are handled by 
 - ``drift``: the baseline more than ``drift_limit`` (per metric) away from a slow reference
   (time constant ``drift_tau_s``) for ``drift_persist_s``: a calibration problem, reported
   as maintenance (a slow drift never looks like a release: the baseline absorbs it);
+- ``neighbour_drift`` (city stations): each station's baseline against the median of its
+  network's other stations, see :mod:`processors.detection.neighbours`;
 - city background: a rolling low percentile (``background_quantile``, a stochastic-
   approximation quantile tracker with time constant ``background_tau_s``), emitted with the
   enhancement above it as derived series (aggregated per city by the ``city_enhancement_1h``
@@ -60,6 +62,7 @@ import numpy.typing as npt
 from ghgwatch.settings import DetectionSettings
 from processors.detection.catalogue import Detector, Kind
 from processors.detection.cems import CemsAggregator
+from processors.detection.neighbours import NeighbourCheck
 from processors.detection.streams import StreamTable, TrendMode
 from processors.detection.tables import (
     NEVER_NS,
@@ -143,6 +146,7 @@ class DetectionEngine:
         self.cfg = cfg
         self.streams = StreamTable(cfg)
         self.cems = CemsAggregator(cfg)
+        self.neighbours = NeighbourCheck(cfg)
         self.derived_city = derived_city
         self.late_readings = 0
         self._excluded = np.frombuffer(
@@ -192,14 +196,18 @@ class DetectionEngine:
         seen = np.full(cap, NEVER_NS, np.int64)
         seen[:old] = self._seen
         self._seen = seen
+        self.neighbours.grow(cap)
         self._cap = cap
 
     def register(
         self, device_id: str, metric: str, kind: Kind | None = None, location: str | None = None
     ) -> int:
         """Register (or look up) a stream; see :meth:`StreamTable.register`."""
+        known = self.streams.get(device_id, metric)
         idx = self.streams.register(device_id, metric, kind, location)
         self._ensure_capacity()
+        if known is None and self.streams.kind[idx] == Kind.CITY:
+            self.neighbours.register(idx, device_id, metric)
         return idx
 
     def reset_streams(self, ids: I64) -> None:
@@ -211,6 +219,7 @@ class DetectionEngine:
         self._active[:, ids] = False
         self._onset[:, ids] = NEVER_NS
         self._seen[ids] = NEVER_NS
+        self.neighbours.reset(ids)
         if self._pending[0].shape[0]:
             keep = ~np.isin(self._pending[0], ids)
             self._pending = tuple(a[keep] for a in self._pending)  # type: ignore[assignment]
@@ -311,10 +320,21 @@ class DetectionEngine:
     ) -> EngineOutput:
         if s.shape[0] == 0:
             return EngineOutput(late_events.sorted(), DerivedTable.empty(), n_in, late)
-        events, derived = self._run(s, t, x, u)
+        events, derived, base, ok = self._run(s, t, x, u)
         cems_events, cems_derived = self._run_cems(s, t, x, u)
-        out_events = concat_events([events, cems_events, late_events]).sorted()
+        nb_events = self._neighbour_events(s, t, base, ok)
+        out_events = concat_events([events, cems_events, nb_events, late_events]).sorted()
         return EngineOutput(out_events, concat_derived([derived, cems_derived]), n_in, late)
+
+    def _neighbour_events(self, s: I64, t: I64, base: F64, ok: BOOL) -> EventTable:
+        found = self.neighbours.update(s, t, base, ok)
+        if found is None:
+            return EventTable.empty()
+        ss, opened, at, started, offset, dev, limit, med = found
+        ended = np.where(opened, NEVER_NS, at)
+        det = np.full(ss.shape[0], Detector.NEIGHBOUR_DRIFT, np.int16)
+        nan = np.full(ss.shape[0], np.nan)
+        return self._table(ss, det, opened, at, started, ended, offset, dev, limit, med, nan)
 
     def _late_levels(self, s: I64, t: I64, x: F64) -> EventTable:
         """Instant events for late readings beyond a regulatory level or the plausible range.
@@ -367,7 +387,7 @@ class DetectionEngine:
             u[idx],
         )
 
-    def _run(self, s: I64, t: I64, x: F64, u: BOOL) -> tuple[EventTable, DerivedTable]:
+    def _run(self, s: I64, t: I64, x: F64, u: BOOL) -> tuple[EventTable, DerivedTable, F64, BOOL]:
         cfg = self.cfg
         st = self.streams
         n = int(s.shape[0])
@@ -414,6 +434,7 @@ class DetectionEngine:
         o_sigma = np.zeros(n)
         o_bg = np.zeros(n)
         o_used = np.zeros(n, bool)
+        o_warm = np.zeros(n, bool)
 
         gap_s, stuck_s, gap_factor = cfg.gap_s, cfg.stuck_s, cfg.gap_factor
         tau_b, tau_s, tau_bg = cfg.baseline_tau_s, cfg.scale_tau_s, cfg.background_tau_s
@@ -520,6 +541,7 @@ class DetectionEngine:
             a_tr[:] = tr_new
             o_score[pos] = z
             o_base[pos] = b
+            o_warm[pos] = use & ~warm
             o_sigma[pos] = sigma
 
             # spike: the previous used sample was far out and the samples around it were not
@@ -635,7 +657,7 @@ class DetectionEngine:
             s, t, x, o_spike, o_gap, o_aux_ts, o_aux_x, o_gap_ts, o_base, o_sigma
         )
         derived = self._city_derived(s, t, x, o_used, o_bg)
-        return concat_events([events, instant]), derived
+        return concat_events([events, instant]), derived, o_base, o_warm
 
     def _transitions(
         self,

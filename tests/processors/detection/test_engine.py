@@ -400,3 +400,47 @@ def test_gap_is_relative_to_the_streams_own_sampling_interval() -> None:
         if out.events.detector[j] == Detector.GAP
     ]
     assert gaps == [(47, 54)]
+
+
+def _city_network(drifting: int | None, common_rise: float) -> set[tuple[str, str]]:
+    """Four Baotou CO2 stations, 1-min data for 3 days; return (device, detector) opened."""
+    n = 60 * 24 * 3
+    t_d = np.arange(n) / 1440.0
+    ts = np.arange(n, dtype=np.int64) * 60 * NS
+    rng = np.random.default_rng(31)
+    common = 425 + 15 * np.cos(2 * np.pi * t_d) + common_rise * np.clip((t_d - 1.5) * 4, 0, 1)
+    engine = DetectionEngine(DetectionSettings())
+    streams, times, values = [], [], []
+    for k, offset in enumerate((0.0, 6.0, -4.0, 9.0)):
+        sid = engine.register(f"baotou/st-{k}/picarro", "co2_ppm", Kind.CITY)
+        v = common + offset + 0.3 * rng.standard_normal(n)
+        if k == drifting:
+            v = v + 10.0 * np.clip((t_d - 1.75) * 8, 0, 1)  # +10 ppm over 3 h
+        streams.append(np.full(n, sid))
+        times.append(ts)
+        values.append(v)
+    s = np.concatenate(streams)
+    t = np.concatenate(times)
+    x = np.concatenate(values)
+    order = np.argsort(t, kind="stable")
+    s, t, x = s[order], t[order], x[order]
+    found: set[tuple[str, str]] = set()
+    for a in range(0, s.shape[0], 5000):  # live-sized batches
+        b = a + 5000
+        ev = engine.process(s[a:b], t[a:b], x[a:b], np.ones(x[a:b].shape[0], bool)).events
+        for j in range(len(ev)):
+            if ev.opened[j]:
+                found.add((ev.device_id[j], DETECTOR_NAMES[Detector(int(ev.detector[j]))]))
+    return found
+
+
+def test_station_drifting_against_its_neighbours_is_found() -> None:
+    """One city station drifting 10 ppm over 3 h while the others hold gets neighbour_drift."""
+    found = _city_network(drifting=2, common_rise=0.0)
+    assert {d for d, det in found if det == "neighbour_drift"} == {"baotou/st-2/picarro"}
+
+
+def test_common_regional_rise_is_not_neighbour_drift() -> None:
+    """All stations rising 20 ppm together raises no neighbour_drift."""
+    found = _city_network(drifting=None, common_rise=20.0)
+    assert not {d for d, det in found if det == "neighbour_drift"}
