@@ -15,9 +15,9 @@ from enum import StrEnum
 from types import MappingProxyType
 
 import numpy as np
-import numpy.typing as npt
 
 from ingest.schemas import Flag, RejectReason, SourceKind
+from sensors_sim.arrays import BoolArray, FloatArray, Int64Array, IntArray
 from sensors_sim.profiles import Fleet
 
 __all__ = [
@@ -29,11 +29,6 @@ __all__ = [
     "malform",
     "malformations_for",
 ]
-
-Int64Array = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.intp]
 
 
 class Malformation(StrEnum):

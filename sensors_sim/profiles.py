@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
-import numpy.typing as npt
 
 from ingest.schemas import MineLocation, SourceKind
 from ingest.topics import DeviceRef
+from sensors_sim.arrays import FloatArray
 
 __all__ = [
     "CALIBRATED_CHANNELS",
@@ -33,7 +33,6 @@ __all__ = [
     "pressure_at_altitude_hpa",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 # Channels each kind reports, in payload order, with the decimals a real logger sends.
 CHANNELS: Mapping[SourceKind, tuple[tuple[str, int], ...]] = MappingProxyType(

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from ingest.schemas import SourceKind
+from sensors_sim.arrays import BoolArray, FloatArray, IntArray
 from sensors_sim.profiles import Fleet, pressure_at_altitude_hpa
 
 __all__ = [
@@ -27,9 +27,6 @@ __all__ = [
     "local_hour",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
 
 LOCAL_UTC_OFFSET_H = 8.0  # China Standard Time: cycles follow local solar and working hours
 DAY_S = 86_400.0

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ghgwatch.errors import ConfigurationError
 from ingest.schemas import RejectReason, SourceKind
+from sensors_sim.arrays import IntArray
 from sensors_sim.payloads import (
     SimMessage,
     encode_block,
@@ -34,7 +35,6 @@ __all__ = [
     "Simulator",
 ]
 
-IntArray = npt.NDArray[np.intp]
 MIN_TS_STEP_US = 1_000  # a device never repeats a timestamp; 1 ms apart at the very least
 US_PER_S = 1_000_000
 
