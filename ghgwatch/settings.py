@@ -474,8 +474,11 @@ class DetectionSettings(_Section):
     neighbour_persist_s: float = Field(
         default=3600.0, gt=0, description="Neighbour drift must last this long"
     )
+    neighbour_smooth_s: float = Field(
+        default=12 * 3600.0, gt=0, description="Offset from the neighbours smoothed over this"
+    )
     neighbour_learn_s: float = Field(
-        default=6 * 3600.0, gt=0, description="Time a station's normal offset is learned first"
+        default=86_400.0, gt=0, description="Time a station's normal offset is learned first"
     )
     neighbour_stale_s: float = Field(
         default=3600.0, gt=0, description="A station silent this long is left out of comparisons"

@@ -53,7 +53,7 @@ _FAMILIES: dict[str, set[str]] = {
     "outburst": {"release", "threshold_alarm", "power_cut"},
     "plume": {"plume", "anomaly"},
     "flow_failure": {"co2_without_flow", "load_without_flow"},
-    "fault": {"spike", "stuck", "out_of_range", "gap", "drift"},
+    "fault": {"spike", "stuck", "out_of_range", "gap", "drift", "neighbour_drift"},
 }
 _LEAK_DETECTORS = {"release", "anomaly"}
 

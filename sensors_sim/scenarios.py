@@ -17,6 +17,9 @@ What is injected (sizes and shapes drawn from the seed):
 - city stations (``co2_ppm``, every 60 s): urban plumes and calibration-gas runs flagged ``C``;
 - CEMS units (eight channels every 30 s): calibration periods flagged ``C`` and flow-meter
   failures (flow reads zero while CO2 and load stay normal).
+- optionally (``neighbour_stations``) a city network, ``wuhai``, whose stations share one
+  regional signal, one of them drifting several ppm over hours while the others do not
+  (``fault_neighbour_drift``: found only by comparing stations).
 
 Background has noise plus slow correlated wander, so false alarms are measured on
 something less kind than white noise; some sensors of each kind get no events at all.
@@ -54,6 +57,9 @@ class ScenarioConfig:
     city_interval_s: int = 60
     cems_interval_s: int = 30
     quiet_fraction: float = 0.25  # sensors with no injected event at all
+    # a separate city network (wuhai) sharing one regional signal, one station drifting
+    # against the others; 0 = none (keeps the default set as it was)
+    neighbour_stations: int = 0
 
 
 @dataclass(slots=True)
@@ -266,6 +272,39 @@ def _city(cfg: ScenarioConfig, rng: np.random.Generator, rows: _Rows, labels: li
         rows.add(d, "co2_ppm", t, np.round(v, 2), flag)
 
 
+def _neighbours(
+    cfg: ScenarioConfig, rng: np.random.Generator, rows: _Rows, labels: list[_Label]
+) -> None:
+    """A city network whose stations share the regional CO2 signal; one drifts off alone."""
+    dt = cfg.city_interval_s
+    t = np.arange(0, cfg.hours * 3600.0, dt)
+    n = t.shape[0]
+    regional = (
+        425
+        + rng.uniform(5, 15) * np.cos(2 * np.pi * (t / 86400.0 - 0.2))
+        + _wander(rng, n, dt, 6 * 3600.0, 3.0)
+    )
+    drifting = int(rng.integers(0, cfg.neighbour_stations))
+    for i in range(cfg.neighbour_stations):
+        dev_id = f"wuhai/station-{i:02d}/picarro-01"
+        d = rows.device(dev_id, "city")
+        v = (
+            regional
+            + rng.uniform(-5, 10)
+            + _wander(rng, n, dt, 7200.0, 0.5)
+            + 0.3 * rng.standard_normal(n)
+        )
+        if i == drifting:
+            start = float(rng.uniform(0.55, 0.7) * t[-1])
+            ramp_s = float(rng.uniform(3, 6)) * 3600.0
+            mag = float(rng.uniform(8, 15))
+            v += mag * np.clip((t - start) / ramp_s, 0.0, 1.0)
+            labels.append(
+                _Label(dev_id, start, float(t[-1]), "fault_neighbour_drift", "detect", mag, start)
+            )
+        rows.add(d, "co2_ppm", t, np.round(v, 2), np.zeros(n, np.int64))
+
+
 def _cems(cfg: ScenarioConfig, rng: np.random.Generator, rows: _Rows, labels: list[_Label]) -> None:
     dt = cfg.cems_interval_s
     t = np.arange(0, cfg.hours * 3600.0, dt)
@@ -325,6 +364,8 @@ def generate_scenarios(
     _leak(cfg, rng, rows, labels)
     _city(cfg, rng, rows, labels)
     _cems(cfg, rng, rows, labels)
+    if cfg.neighbour_stations:
+        _neighbours(cfg, rng, rows, labels)
     t = np.concatenate(rows.t)
     dev = np.concatenate(rows.dev)
     met = np.concatenate(rows.met)

@@ -52,6 +52,26 @@ def test_replay_flags_a_late_over_threshold_reading_at_its_own_time(tmp_path: Pa
     ]
 
 
+def test_scenario_station_drifting_against_its_neighbours_is_found(tmp_path: Path) -> None:
+    """In the wuhai scenario only the drifting station gets neighbour_drift, inside its label."""
+    cfg = ScenarioConfig(
+        hours=60.0, mine_sensors=0, leak_monitors=0, city_stations=0, cems_units=0,
+        neighbour_stations=5,
+    )  # fmt: skip
+    generate_scenarios(tmp_path, seed=5, cfg=cfg)
+    labels = list(csv.DictReader((tmp_path / "labels.csv").read_text().splitlines()))
+    assert [lab["label"] for lab in labels] == ["fault_neighbour_drift"]
+    result = replay_csv(
+        tmp_path / "readings.csv", DetectionSettings(), labels=tmp_path / "labels.csv"
+    )
+    found = [
+        r for r in result.records if r.detector == "neighbour_drift" and r.state.value == "open"
+    ]
+    assert {r.device_id for r in found} == {labels[0]["device_id"]}
+    assert result.quality is not None
+    assert [s.recall for s in result.quality.by_label] == [1.0]
+
+
 def test_replay_is_independent_of_block_size(tmp_path: Path) -> None:
     """Reading the CSV in tiny blocks gives exactly the same detections as one block."""
     generate_scenarios(tmp_path, seed=21, cfg=SMALL)

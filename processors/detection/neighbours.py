@@ -13,7 +13,8 @@ Stations differ (urban stations sit above rural ones), so over its first
 that it follows slowly (time constant ``drift_tau_s``, frozen while out). Each station's
 baseline minus its normal offset is compared with the median of the *other* stations'
 corrected baselines (vectorised per cell from one sort, no loop over readings or stations), so
-one drifting station cannot drag its neighbours' verdicts. ``neighbour_drift``
+one drifting station cannot drag its neighbours' verdicts; that offset is smoothed over
+``neighbour_smooth_s`` (stations' diurnal cycles differ in amplitude). ``neighbour_drift``
 (maintenance) opens when that offset stays beyond the metric's limit for
 ``neighbour_persist_s`` and clears below half the limit. A change common to the network
 (regional background, weather, the diurnal cycle) moves the median with the station and is
@@ -60,6 +61,7 @@ class NeighbourCheck:
         self.first_tick: I64 = np.zeros(0, np.int64)
         self.n_ref: F64 = np.zeros(0)
         self.ref: F64 = np.zeros(0)
+        self.smooth: F64 = np.zeros(0)
         self.since: I64 = np.zeros(0, np.int64)
         self.active: BOOL = np.zeros(0, bool)
         self.onset: I64 = np.zeros(0, np.int64)
@@ -84,6 +86,7 @@ class NeighbourCheck:
         self.first_tick = grow(self.first_tick, _NO_TICK)  # type: ignore[assignment]
         self.n_ref = grow(self.n_ref, 0.0)  # type: ignore[assignment]
         self.ref = grow(self.ref, np.nan)  # type: ignore[assignment]
+        self.smooth = grow(self.smooth, np.nan)  # type: ignore[assignment]
         self.since = grow(self.since, NEVER_NS)  # type: ignore[assignment]
         self.active = grow(self.active, False)  # type: ignore[assignment]
         self.onset = grow(self.onset, NEVER_NS)  # type: ignore[assignment]
@@ -105,6 +108,7 @@ class NeighbourCheck:
         self.first_tick[ids] = _NO_TICK
         self.n_ref[ids] = 0.0
         self.ref[ids] = np.nan
+        self.smooth[ids] = np.nan
         self.since[ids] = NEVER_NS
         self.active[ids] = False
         self.onset[ids] = NEVER_NS
@@ -207,7 +211,13 @@ class NeighbourCheck:
         learned = np.where(np.isnan(norm), b - med_all, norm)
         corrected = b - learned
         _, med_other, _ = _cell_medians(g, corrected, cfg.neighbour_min_stations)
-        off = corrected - med_other
+        # the offset smoothed over neighbour_smooth_s: stations' diurnal cycles differ
+        raw_off = corrected - med_other
+        sm = self.smooth[s]
+        a_sm = -np.expm1(-cfg.neighbour_step_s / cfg.neighbour_smooth_s)
+        sm = np.where(np.isnan(sm), 0.0, sm)  # normalised: the offset starts from 0
+        off = np.where(learning, 0.0, sm + a_sm * (raw_off - sm))
+        self.smooth[s] = off
         limit = self.limit[s]
         a = self.active[s]
         dev = np.where(learning, 0.0, np.abs(off))
