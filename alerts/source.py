@@ -11,7 +11,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ghgwatch.settings import Settings
-from ingest import ensure_topics, kafka_errors, make_consumer
+from ingest import ensure_topics, kafka_errors, make_consumer, started_client
 
 __all__ = ["DetectionSource", "RawRecord"]
 
@@ -45,6 +45,7 @@ class DetectionSource:
         self._settings = settings
         self._topic = settings.kafka.detections_topic
         self._consumer: AIOKafkaConsumer | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     @property
     def topic(self) -> str:
@@ -64,25 +65,23 @@ class DetectionSource:
             topics=[self._topic],
             fetch_max_wait_ms=s.alerts.fetch_max_wait_ms,
         )
-        try:
-            with kafka_errors("start detections consumer"):
-                async with asyncio.timeout(s.kafka.request_timeout_s):
-                    await consumer.start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(s.kafka.request_timeout_s):
-                    await consumer.stop()
-            raise
-        self._consumer = consumer
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(
+            started_client(
+                consumer,
+                "detections consumer",
+                start_timeout_s=s.kafka.request_timeout_s,
+                stop_timeout_s=s.kafka.request_timeout_s,
+            )
+        )
+        self._stack, self._consumer = stack, consumer
         log.info("detections consumer started", topic=self._topic, group=s.alerts.group_id)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            with kafka_errors("stop detections consumer"):
-                async with asyncio.timeout(self._settings.kafka.request_timeout_s):
-                    await consumer.stop()
+        stack, self._stack, self._consumer = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
 
     def _c(self) -> AIOKafkaConsumer:
         assert self._consumer is not None, "DetectionSource used outside `async with`"

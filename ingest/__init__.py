@@ -20,6 +20,7 @@ from ingest.kafka import (
     make_consumer,
     make_producer,
     map_kafka_error,
+    started_client,
 )
 from ingest.metrics import ACK_LATENCY_BUCKETS_S, BridgeMetrics, BridgeStats, MetricsServer
 from ingest.mqtt import InboundMessage, MqttSession, Subscription, mqtt_errors
@@ -97,5 +98,6 @@ __all__ = [
     "map_kafka_error",
     "mqtt_errors",
     "parse_data_topic",
+    "started_client",
     "validate_message",
 ]

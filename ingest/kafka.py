@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, cast
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -37,6 +37,7 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "map_kafka_error",
+    "started_client",
 ]
 
 log = structlog.get_logger(__name__)
@@ -202,6 +203,51 @@ def make_consumer(
         heartbeat_interval_ms=heartbeat_interval_ms(session_timeout_ms),
         **extra,
     )
+
+
+class _StartStop(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+_ClientT = TypeVar("_ClientT", bound=_StartStop)
+
+
+@contextlib.asynccontextmanager
+async def started_client(
+    client: _ClientT, name: str, *, start_timeout_s: float, stop_timeout_s: float
+) -> AsyncIterator[_ClientT]:
+    """Start an aiokafka consumer or producer for the block and stop it after, both bounded.
+
+    A client whose start failed still holds sockets and tasks: it is stopped (bounded, its
+    own errors suppressed) before the start error is raised.
+
+    Args:
+        client: an ``AIOKafkaConsumer`` or ``AIOKafkaProducer``, not started.
+        name: what it is, for error messages (e.g. ``"consumer"``).
+        start_timeout_s: the longest wait for ``start()``.
+        stop_timeout_s: the longest wait for ``stop()``.
+
+    Raises:
+        BrokerUnavailable: start or stop did not reach the cluster in time.
+        FatalError: the cluster refused us (e.g. authentication).
+    """
+    try:
+        with kafka_errors(f"start {name}"):
+            async with asyncio.timeout(start_timeout_s):
+                await client.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(stop_timeout_s):
+                await client.stop()
+        raise
+    try:
+        yield client
+    finally:
+        with kafka_errors(f"stop {name}"):
+            async with asyncio.timeout(stop_timeout_s):
+                await client.stop()
 
 
 class CachedKeyPartitioner:

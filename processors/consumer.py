@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ghgwatch.errors import BrokerUnavailable, GhgwatchError, StorageBackpressure
 from ghgwatch.settings import Settings
-from ingest import ensure_topics, kafka_errors, make_consumer
+from ingest import ensure_topics, kafka_errors, make_consumer, started_client
 from processors import metrics
 from processors.checkpoint import Checkpoint, CommitOnRevoke
 from processors.storage import ReadingStore, WriteResult, decode_values
@@ -166,17 +166,17 @@ class Processor:
         )
         listener = CommitOnRevoke(self._checkpoint, consumer, on_revoked=self._clear_lag)
         consumer.subscribe([s.kafka.readings_topic, s.kafka.deadletter_topic], listener=listener)
-        with kafka_errors("start consumer"):
-            async with asyncio.timeout(CONSUMER_START_TIMEOUT_S):
-                await consumer.start()
-        self._consumer = consumer
-        try:
-            yield consumer
-        finally:
-            self._consumer = None
-            with kafka_errors("stop consumer"):
-                async with asyncio.timeout(CONSUMER_STOP_TIMEOUT_S):
-                    await consumer.stop()
+        async with started_client(
+            consumer,
+            "consumer",
+            start_timeout_s=CONSUMER_START_TIMEOUT_S,
+            stop_timeout_s=CONSUMER_STOP_TIMEOUT_S,
+        ):
+            self._consumer = consumer
+            try:
+                yield consumer
+            finally:
+                self._consumer = None
 
     def _clear_lag(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:

@@ -43,7 +43,14 @@ from pydantic import ValidationError
 
 from ghgwatch.errors import FatalError, TransientError
 from ghgwatch.settings import Settings
-from ingest import ReadingRecord, ensure_topics, kafka_errors, make_consumer, make_producer
+from ingest import (
+    ReadingRecord,
+    ensure_topics,
+    kafka_errors,
+    make_consumer,
+    make_producer,
+    started_client,
+)
 from processors.checkpoint import Checkpoint, CommitOnRevoke
 from processors.detection import (
     DerivedTable,
@@ -188,30 +195,28 @@ class DetectionService:
         )
         consumer.subscribe([s.kafka.readings_topic], listener=listener)
         self._consumer = consumer
-        with kafka_errors("start consumer"):
-            async with asyncio.timeout(CONSUMER_START_TIMEOUT_S):
-                await consumer.start()
         try:
-            yield consumer
+            async with started_client(
+                consumer,
+                "consumer",
+                start_timeout_s=CONSUMER_START_TIMEOUT_S,
+                stop_timeout_s=CONSUMER_STOP_TIMEOUT_S,
+            ):
+                yield consumer
         finally:
             self._consumer = None
-            with kafka_errors("stop consumer"):
-                async with asyncio.timeout(CONSUMER_STOP_TIMEOUT_S):
-                    await consumer.stop()
 
     @contextlib.asynccontextmanager
     async def _open_producer(self) -> AsyncIterator[AIOKafkaProducer]:
         s = self._settings
         producer = make_producer(s.kafka, s.kafka_bootstrap())
-        with kafka_errors("start producer"):
-            async with asyncio.timeout(PRODUCER_TIMEOUT_S):
-                await producer.start()
-        try:
+        async with started_client(
+            producer,
+            "producer",
+            start_timeout_s=PRODUCER_TIMEOUT_S,
+            stop_timeout_s=PRODUCER_TIMEOUT_S,
+        ):
             yield producer
-        finally:
-            with kafka_errors("stop producer"):
-                async with asyncio.timeout(PRODUCER_TIMEOUT_S):
-                    await producer.stop()
 
     @contextlib.asynccontextmanager
     async def _open_pool(self) -> AsyncIterator[asyncpg.Pool]:

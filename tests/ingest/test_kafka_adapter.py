@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from aiokafka.errors import (
+    ConsumerStoppedError,
     KafkaConnectionError,
     KafkaTimeoutError,
     NotLeaderForPartitionError,
@@ -14,8 +15,16 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
+from ghgwatch.embedded import free_port
 from ghgwatch.errors import BrokerUnavailable, ConfigurationError, FatalError, GhgwatchError
-from ingest import CachedKeyPartitioner, heartbeat_interval_ms, map_kafka_error
+from ghgwatch.settings import KafkaSettings, Settings
+from ingest import (
+    CachedKeyPartitioner,
+    heartbeat_interval_ms,
+    make_consumer,
+    map_kafka_error,
+    started_client,
+)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +74,35 @@ def test_a_session_too_short_for_three_heartbeats_is_a_configuration_error() -> 
     """A session timeout that would need sub-second heartbeats is refused, not used."""
     with pytest.raises(ConfigurationError):
         heartbeat_interval_ms(3_000)
+
+
+async def test_a_consumer_whose_start_failed_is_stopped_and_the_error_mapped() -> None:
+    """No broker: BrokerUnavailable, and the half-started consumer holds nothing open."""
+    cfg = KafkaSettings(request_timeout_s=5.0)
+    consumer = make_consumer(
+        cfg,
+        f"127.0.0.1:{free_port()}",
+        group_id="nobody",
+        session_timeout_ms=10_000,
+        max_poll_interval_ms=300_000,
+    )
+    with pytest.raises(BrokerUnavailable):
+        async with started_client(consumer, "consumer", start_timeout_s=10, stop_timeout_s=10):
+            pytest.fail("the block must not run without a broker")
+    with pytest.raises(ConsumerStoppedError):
+        await consumer.getmany(timeout_ms=0)
+
+
+async def test_a_started_consumer_is_stopped_when_the_block_ends(settings: Settings) -> None:
+    """Inside the block the consumer reaches the broker; after it, the consumer is closed."""
+    consumer = make_consumer(
+        settings.kafka,
+        settings.kafka_bootstrap(),
+        group_id=settings.processor.group_id,
+        session_timeout_ms=settings.processor.session_timeout_ms,
+        max_poll_interval_ms=settings.processor.max_poll_interval_ms,
+    )
+    async with started_client(consumer, "consumer", start_timeout_s=30, stop_timeout_s=30):
+        assert isinstance(await consumer.topics(), set)
+    with pytest.raises(ConsumerStoppedError):
+        await consumer.getmany(timeout_ms=0)
