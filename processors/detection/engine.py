@@ -54,7 +54,10 @@ touch no statistic and no detector state.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +80,8 @@ __all__ = ["DetectionEngine", "EngineOutput", "flag_codes"]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 BOOL = npt.NDArray[np.bool_]
+
+_A = TypeVar("_A", bound=npt.NDArray[Any])
 
 NS_PER_S = 1_000_000_000
 # Mean absolute deviation of a normal variable is sigma * sqrt(2/pi).
@@ -114,6 +119,23 @@ _NAN_STATE = frozenset(
     {"x1", "x2", "prev_z", "prev2_z", "prev_x", "stuck_val", "bg", "ref", "smooth"}
 )
 _INT_STATE = ("last_ts", "prev_used_ts", "stuck_since", "first_ts", "tr_since", "drift_since")
+
+
+def _first(a: Any, _b: Any) -> Any:
+    """``np.where(mask, a, b)`` for a mask known to be all true."""
+    return a
+
+
+def _unpermute(a: _A, rm: npt.NDArray[np.intp] | I64) -> _A:
+    """Rows (last axis) written in ``rm`` order, put back in natural order."""
+    out: _A = np.empty_like(a)
+    out[..., rm] = a
+    return out
+
+
+def _masked(mask: BOOL) -> Callable[[Any, Any], Any]:
+    """``np.where`` bound to a mask."""
+    return functools.partial(np.where, mask)
 
 
 def flag_codes(flags: list[str] | npt.NDArray[np.str_]) -> npt.NDArray[np.uint8]:
@@ -409,7 +431,6 @@ class DetectionEngine:
         active = active0.copy()
         p_alarm, p_alarm_clear = st.alarm[ls], st.alarm_clear[ls]
         p_cut, p_restore = st.cut[ls], st.restore[ls]
-        p_lo, p_hi = st.lo[ls], st.hi[ls]
         p_floor, p_rel = st.sigma_floor[ls], st.sigma_rel[ls]
         p_rise = st.min_rise[ls]
         p_drift = st.drift_limit[ls]
@@ -437,120 +458,159 @@ class DetectionEngine:
         o_warm = np.zeros(n, bool)
 
         gap_s, stuck_s, gap_factor = cfg.gap_s, cfg.stuck_s, cfg.gap_factor
-        tau_b, tau_s, tau_bg = cfg.baseline_tau_s, cfg.scale_tau_s, cfg.background_tau_s
+        tau_bg = cfg.background_tau_s
         warm_n, c_h = float(cfg.warmup_samples), cfg.huber_c
         warm_ns = cfg.warmup_s * NS_PER_S
         z_open, z_close = cfg.z_open, cfg.z_close
         open_n, close_n = float(cfg.open_samples), float(cfg.close_samples)
         level_n = float(cfg.level_clear_samples)
         rebase_ns = cfg.rebaseline_s * NS_PER_S
-        tau_ref, drift_ns = cfg.drift_tau_s, cfg.drift_persist_s * NS_PER_S
+        drift_ns = cfg.drift_persist_s * NS_PER_S
         tau_sm = cfg.drift_smooth_s
         spike_z, q_bg = cfg.spike_z, cfg.background_quantile
         ts_f = t.astype(np.float64)
 
+        # rank-major layout: the readings of rank k are the contiguous slice off[k]:off[k+1],
+        # so the loop reads and writes slices (views), never gathers
+        off = np.zeros(n_rank + 1, np.int64)
+        np.cumsum(m_of_rank, out=off[1:])
+        rank_of = np.repeat(np.arange(n_rank), m_of_rank)
+        rm = seg_start[np.arange(n) - off[rank_of]] + rank_of
+        x_r, t_r, u_r, ts_f = x[rm], t[rm], u[rm], t[rm].astype(np.float64)
+        oor_r = (x_r < st.lo[s[rm]]) | (x_r > st.hi[s[rm]])
+        use_r = u_r & ~oor_r
+        all_use = np.logical_and.reduceat(use_r, off[:-1]).tolist()
+        # per-reading intervals and smoothing weights, computed once for the batch
+        prev_t = np.empty(n, np.int64)
+        prev_t[1:] = t[:-1]
+        prev_t[starts] = self._i["last_ts"][s[starts]]
+        prev_r = prev_t[rm]
+        hp_r = prev_r != NEVER_NS
+        dt_r = np.where(hp_r, (ts_f - prev_r) / NS_PER_S, 0.0)
+        ab_r = -np.expm1(-dt_r / cfg.baseline_tau_s)
+        as_r = -np.expm1(-dt_r / cfg.scale_tau_s)
+        aref_r = -np.expm1(-dt_r / cfg.drift_tau_s) if has_drift else dt_r
+        asm_r = -np.expm1(-dt_r / cfg.drift_smooth_s) if has_drift and has_city else dt_r
+        m_prev = -1
+        fv: dict[str, F64] = {}
+        iv: dict[str, I64] = {}
+        pv: dict[str, Any] = {}
+        sel: Callable[[Any, Any], Any]
+        av = active
+        params = {
+            "alarm": p_alarm, "alarm_clear": p_alarm_clear, "cut": p_cut, "restore": p_restore,
+            "floor": p_floor, "rel": p_rel, "rise": p_rise, "drift": p_drift, "city": p_city,
+            "up": p_up, "both": p_both,
+        }  # fmt: skip
+
         for k in range(n_rank):
-            m = int(m_of_rank[k])
-            pos = seg_start[:m] + k
-            xk, tk, uk = x[pos], t[pos], u[pos]
-            last_t = i["last_ts"][:m]
-            has_prev = last_t != NEVER_NS
-            dt = np.where(has_prev, (ts_f[pos] - last_t) / NS_PER_S, 0.0)
+            lo_k, hi_k = int(off[k]), int(off[k + 1])
+            m = hi_k - lo_k
+            if m != m_prev:
+                fv = {name: v[:m] for name, v in f.items()}
+                iv = {name: v[:m] for name, v in i.items()}
+                pv = {name: v[:m] for name, v in params.items()}
+                av = active[:, :m]
+                m_prev = m
+            xk, tk, uk = x_r[lo_k:hi_k], t_r[lo_k:hi_k], u_r[lo_k:hi_k]
+            last_t = prev_r[lo_k:hi_k]
+            has_prev = hp_r[lo_k:hi_k]
+            dt = dt_r[lo_k:hi_k]
             # a gap is silence longer than gap_s and than gap_factor typical intervals
-            dt_avg = f["dt_avg"][:m]
+            dt_avg = fv["dt_avg"]
             gap = has_prev & (dt_avg > 0) & (dt > gap_s) & (dt > gap_factor * dt_avg)
-            f["dt_avg"][:m] = np.where(
+            fv["dt_avg"][...] = np.where(
                 has_prev, np.where(dt_avg > 0, dt_avg + INTERVAL_ALPHA * (dt - dt_avg), dt), 0.0
             )
-            o_gap[pos] = gap
-            o_gap_ts[pos] = last_t
-            i["last_ts"][:m] = tk
+            o_gap[lo_k:hi_k] = gap
+            o_gap_ts[lo_k:hi_k] = last_t
 
             # out of range: a fault; such readings feed no statistic
-            oor_now = (xk < p_lo[:m]) | (xk > p_hi[:m])
-            a_oor = active[_SLOT_OOR, :m]
+            oor_now = oor_r[lo_k:hi_k]
+            a_oor = av[_SLOT_OOR]
             a_oor[:] = np.where(uk, oor_now, a_oor)
-            use = uk & ~oor_now
-            o_used[pos] = use
+            use = use_r[lo_k:hi_k]
+            sel = _first if all_use[k] else _masked(use)
+            o_used[lo_k:hi_k] = use
 
             # regulatory levels: raised at the crossing reading; cleared after level_n
             # consecutive readings below the restore level (no chattering alarms)
             if has_levels:
                 for slot, on_lvl, off_lvl, cnt_name in (
-                    (_SLOT_ALARM, p_alarm, p_alarm_clear, "al_below"),
-                    (_SLOT_CUT, p_cut, p_restore, "cut_below"),
+                    (_SLOT_ALARM, pv["alarm"], pv["alarm_clear"], "al_below"),
+                    (_SLOT_CUT, pv["cut"], pv["restore"], "cut_below"),
                 ):
-                    a_lv = active[slot, :m]
-                    cnt = f[cnt_name][:m]
-                    cnt = np.where(use, np.where(xk < off_lvl[:m], cnt + 1.0, 0.0), cnt)
-                    new = np.where(use, np.where(a_lv, cnt < level_n, xk >= on_lvl[:m]), a_lv)
-                    f[cnt_name][:m] = np.where(new, cnt, 0.0)
+                    a_lv = av[slot]
+                    cnt = fv[cnt_name]
+                    cnt = sel(np.where(xk < off_lvl, cnt + 1.0, 0.0), cnt)
+                    new = sel(np.where(a_lv, cnt < level_n, xk >= on_lvl), a_lv)
+                    fv[cnt_name][...] = np.where(new, cnt, 0.0)
                     a_lv[:] = new
 
             # stuck: the same value for stuck_s
-            sv = f["stuck_val"][:m]
+            sv = fv["stuck_val"]
             same = use & (xk == sv)
             changed = use & ~same
-            since_st = np.where(changed, tk, i["stuck_since"][:m])
-            i["stuck_since"][:m] = since_st
-            f["stuck_val"][:m] = np.where(changed, xk, sv)
-            a_st = active[_SLOT_STUCK, :m]
+            since_st = np.where(changed, tk, iv["stuck_since"])
+            iv["stuck_since"][...] = since_st
+            fv["stuck_val"][...] = np.where(changed, xk, sv)
+            a_st = av[_SLOT_STUCK]
             long_enough = (tk - since_st) >= stuck_s * NS_PER_S
             was_stuck = a_st.copy()
-            a_st[:] = np.where(use, np.where(a_st, same, same & long_enough), a_st)
+            a_st[:] = sel(np.where(a_st, same, same & long_enough), a_st)
             # a sensor back from a stuck fault re-learns its baseline and noise from scratch
             back = was_stuck & ~a_st
             if back.any():
-                f["n"][:m] = np.where(back, 0.0, f["n"][:m])
-                f["x1"][:m] = np.where(back, np.nan, f["x1"][:m])
-                f["x2"][:m] = np.where(back, np.nan, f["x2"][:m])
-                f["scale"][:m] = np.where(back, 0.0, f["scale"][:m])
+                fv["n"][...] = np.where(back, 0.0, fv["n"])
+                fv["x1"][...] = np.where(back, np.nan, fv["x1"])
+                fv["x2"][...] = np.where(back, np.nan, fv["x2"])
+                fv["scale"][...] = np.where(back, 0.0, fv["scale"])
 
             # robust level (median of the last three used samples) against the baseline
-            nn = f["n"][:m]
+            nn = fv["n"]
             first = nn == 0
             warm = nn < warm_n
-            b = f["base"][:m]
-            sc = f["scale"][:m]
-            x1, x2 = f["x1"][:m], f["x2"][:m]
+            b = fv["base"]
+            sc = fv["scale"]
+            x1, x2 = fv["x1"][...], fv["x2"]
             lvl = np.where(
                 np.isnan(x2),
                 xk,
                 np.maximum(np.minimum(x1, x2), np.minimum(np.maximum(x1, x2), xk)),
             )
-            f["x2"][:m] = np.where(use, x1, x2)
-            f["x1"][:m] = np.where(use, xk, x1)
-            sigma = np.maximum(sc * MAD_TO_SIGMA, p_floor[:m] + p_rel[:m] * np.abs(b))
+            fv["x2"][...] = sel(x1, x2)
+            fv["x1"][...] = sel(xk, x1)
+            sigma = np.maximum(sc * MAD_TO_SIGMA, pv["floor"] + pv["rel"] * np.abs(b))
             r = np.where(first, 0.0, lvl - b)
             z = r / sigma
-            i["first_ts"][:m] = np.where(use & first, tk, i["first_ts"][:m])
-            armed = ~warm & ((tk - i["first_ts"][:m]) >= warm_ns) & ~gap
-            rise = p_rise[:m]
-            both = p_both[:m]
+            iv["first_ts"][...] = np.where(use & first, tk, iv["first_ts"])
+            armed = ~warm & ((tk - iv["first_ts"]) >= warm_ns) & ~gap
+            rise = pv["rise"]
+            both = pv["both"]
             hi = armed & (((r >= rise) & (z >= z_open)) | (both & (-r >= rise) & (z <= -z_open)))
             lo = np.where(both, np.abs(z), z) < z_close
-            n_hi = f["n_hi"][:m]
-            n_lo = f["n_lo"][:m]
-            n_hi = np.where(use, np.where(hi, n_hi + 1.0, 0.0), n_hi)
-            n_lo = np.where(use, np.where(lo, n_lo + 1.0, 0.0), n_lo)
-            f["n_hi"][:m], f["n_lo"][:m] = n_hi, n_lo
-            a_tr = active[_SLOT_TREND, :m]
-            tr_new = np.where(use & p_up[:m], np.where(a_tr, n_lo < close_n, n_hi >= open_n), a_tr)
-            since = np.where(tr_new & ~a_tr, tk, i["tr_since"][:m])
-            i["tr_since"][:m] = since
+            n_hi = fv["n_hi"]
+            n_lo = fv["n_lo"]
+            n_hi = sel(np.where(hi, n_hi + 1.0, 0.0), n_hi)
+            n_lo = sel(np.where(lo, n_lo + 1.0, 0.0), n_lo)
+            fv["n_hi"][...], fv["n_lo"][...] = n_hi, n_lo
+            a_tr = av[_SLOT_TREND]
+            tr_new = np.where(use & pv["up"], np.where(a_tr, n_lo < close_n, n_hi >= open_n), a_tr)
+            since = np.where(tr_new & ~a_tr, tk, iv["tr_since"])
+            iv["tr_since"][...] = since
             a_tr[:] = tr_new
-            o_score[pos] = z
-            o_base[pos] = b
-            o_warm[pos] = use & ~warm
-            o_sigma[pos] = sigma
+            o_score[lo_k:hi_k] = z
+            o_base[lo_k:hi_k] = b
+            o_warm[lo_k:hi_k] = use & ~warm
+            o_sigma[lo_k:hi_k] = sigma
 
             # spike: the previous used sample was far out and the samples around it were not
             # (raw readings against their own noise scale, not the smoothed level's)
-            rs = f["raw_scale"][:m]
+            rs = fv["raw_scale"]
             sigma_raw = np.maximum(rs * MAD_TO_SIGMA, sigma)
             zr = np.where(first, 0.0, (xk - b) / sigma_raw)
-            pz = f["prev_z"][:m]
-            p2z = f["prev2_z"][:m]
+            pz = fv["prev_z"]
+            p2z = fv["prev2_z"]
             spike = (
                 use
                 & ~warm
@@ -558,91 +618,99 @@ class DetectionEngine:
                 & (np.abs(zr) < SPIKE_RETURN_Z)
                 & (np.abs(p2z) < SPIKE_RETURN_Z)
             )
-            o_spike[pos] = spike
-            o_aux_ts[pos] = i["prev_used_ts"][:m]
-            o_aux_x[pos] = f["prev_x"][:m]
-            f["prev2_z"][:m] = np.where(use, pz, p2z)
-            f["prev_z"][:m] = np.where(use, zr, pz)
-            f["prev_x"][:m] = np.where(use, xk, f["prev_x"][:m])
-            i["prev_used_ts"][:m] = np.where(use, tk, i["prev_used_ts"][:m])
+            o_spike[lo_k:hi_k] = spike
+            o_aux_ts[lo_k:hi_k] = iv["prev_used_ts"]
+            o_aux_x[lo_k:hi_k] = fv["prev_x"]
+            fv["prev2_z"][...] = sel(pz, p2z)
+            fv["prev_z"][...] = sel(zr, pz)
+            fv["prev_x"][...] = sel(xk, fv["prev_x"])
+            iv["prev_used_ts"][...] = sel(tk, iv["prev_used_ts"])
 
             # baseline and scale: Huber-clipped updates, frozen while a trend event is open
             # (until it has been open rebaseline_s: then it is the new normal)
             upd = use & ~a_st & (~tr_new | ((tk - since) >= rebase_ns))
             inv_n = 1.0 / np.maximum(nn, 1.0)
-            alpha_b = np.where(warm, 1.0 / (nn + 1.0), -np.expm1(-dt / tau_b))
-            alpha_s = np.where(warm, inv_n, -np.expm1(-dt / tau_s))
+            alpha_b = np.where(warm, 1.0 / (nn + 1.0), ab_r[lo_k:hi_k])
+            alpha_s = np.where(warm, inv_n, as_r[lo_k:hi_k])
             lim = c_h * sigma
             rh = np.where(warm, r, np.clip(r, -lim, lim))
-            f["base"][:m] = np.where(use & first, xk, np.where(upd, b + alpha_b * rh, b))
+            fv["base"][...] = np.where(use & first, xk, np.where(upd, b + alpha_b * rh, b))
             abs_r = np.where(warm, np.abs(r), np.minimum(np.abs(r), lim))
-            f["scale"][:m] = np.where(upd & ~first, sc + alpha_s * (abs_r - sc), sc)
+            fv["scale"][...] = np.where(upd & ~first, sc + alpha_s * (abs_r - sc), sc)
             raw_lim = c_h * sigma_raw
             raw_r = np.where(first, 0.0, np.abs(xk - b))
             abs_raw = np.where(warm, raw_r, np.minimum(raw_r, raw_lim))
-            f["raw_scale"][:m] = np.where(upd & ~first, rs + alpha_s * (abs_raw - rs), rs)
+            fv["raw_scale"][...] = np.where(upd & ~first, rs + alpha_s * (abs_raw - rs), rs)
 
             # city background: a low-quantile tracker (stochastic approximation)
             # with a step scaled by the spread of the data around it: it rises by about one
             # spread per background_tau_s and falls (1 - q) / q times faster
             if has_city:
-                bg = f["bg"][:m]
-                spread = f["spread"][:m]
+                bg = fv["bg"]
+                spread = fv["spread"]
                 a_bg = np.minimum(dt / tau_bg, 1.0)
                 dev_bg = np.where(np.isnan(bg), 0.0, np.abs(xk - bg))
-                spread = np.where(use, spread + a_bg * (dev_bg - spread), spread)
-                f["spread"][:m] = spread
+                spread = sel(spread + a_bg * (dev_bg - spread), spread)
+                fv["spread"][...] = spread
                 step = np.maximum(spread, sigma) * a_bg / q_bg
                 bg_new = np.where(np.isnan(bg), xk, bg + step * (q_bg - (xk < bg)))
-                bg_new = np.where(use, bg_new, bg)
-                f["bg"][:m] = bg_new
-                o_bg[pos] = bg_new
+                bg_new = sel(bg_new, bg)
+                fv["bg"][...] = bg_new
+                o_bg[lo_k:hi_k] = bg_new
 
             # drift: the baseline wandering off a slow reference (days) for drift_persist_s
             # (city stations: the background smoothed over drift_smooth_s, so neither plumes
             # nor the diurnal cycle count as drift)
             if has_drift:
-                b_now = f["base"][:m]
+                b_now = fv["base"]
                 if has_city:
-                    sm = f["smooth"][:m]
-                    a_sm = -np.expm1(-dt / tau_sm)
+                    sm = fv["smooth"]
+                    a_sm = asm_r[lo_k:hi_k]
                     sm = np.where(
                         use, np.where(np.isnan(sm), bg_new, sm + a_sm * (bg_new - sm)), sm
                     )
-                    f["smooth"][:m] = sm
-                    b_now = np.where(p_city[:m], sm, b_now)
-                ref = f["ref"][:m]
+                    fv["smooth"][...] = sm
+                    b_now = np.where(pv["city"], sm, b_now)
+                ref = fv["ref"]
                 # the reference follows the level until the level has settled
-                learning = (tk - i["first_ts"][:m]) < np.where(
-                    p_city[:m], tau_sm * NS_PER_S, warm_ns
-                )
+                learning = (tk - iv["first_ts"]) < np.where(pv["city"], tau_sm * NS_PER_S, warm_ns)
                 ref = np.where(
                     upd & ~warm,
                     np.where(
                         np.isnan(ref) | learning,
                         b_now,
-                        ref - np.expm1(-dt / tau_ref) * (b_now - ref),
+                        ref + aref_r[lo_k:hi_k] * (b_now - ref),
                     ),
                     ref,
                 )
-                f["ref"][:m] = ref
-                o_ref[pos] = ref
+                fv["ref"][...] = ref
+                o_ref[lo_k:hi_k] = ref
                 dev = np.abs(b_now - ref)
-                lim_d = p_drift[:m]
+                lim_d = pv["drift"]
                 over = armed & ~learning & use & (dev > lim_d)
-                d_since = i["drift_since"][:m]
+                d_since = iv["drift_since"]
                 d_start = np.where(d_since == NEVER_NS, tk, d_since)
-                d_since = np.where(use, np.where(over, d_start, NEVER_NS), d_since)
-                i["drift_since"][:m] = d_since
-                a_dr = active[_SLOT_DRIFT, :m]
+                d_since = sel(np.where(over, d_start, NEVER_NS), d_since)
+                iv["drift_since"][...] = d_since
+                a_dr = av[_SLOT_DRIFT]
                 a_dr[:] = np.where(
                     use,
                     np.where(a_dr, dev > 0.5 * lim_d, over & ((tk - d_since) >= drift_ns)),
                     a_dr,
                 )
 
-            f["n"][:m] = nn + use
-            o_state[:, pos] = active[:, :m]
+            fv["n"][...] = nn + use
+            o_state[:, lo_k:hi_k] = av
+
+        i["last_ts"] = t[seg_start + seg_count - 1]
+        # back from rank-major to (stream, time) order
+        o_state = _unpermute(o_state, rm)
+        o_spike, o_gap = _unpermute(o_spike, rm), _unpermute(o_gap, rm)
+        o_aux_ts, o_gap_ts = _unpermute(o_aux_ts, rm), _unpermute(o_gap_ts, rm)
+        o_aux_x, o_score = _unpermute(o_aux_x, rm), _unpermute(o_score, rm)
+        o_base, o_ref = _unpermute(o_base, rm), _unpermute(o_ref, rm)
+        o_sigma, o_bg = _unpermute(o_sigma, rm), _unpermute(o_bg, rm)
+        o_used, o_warm = _unpermute(o_used, rm), _unpermute(o_warm, rm)
 
         for k2, v in f.items():
             self._f[k2][ls] = v
