@@ -84,6 +84,31 @@ def co2_mass_rate_t_h(co2_pct_vol: F64, q_sn_m3_h: F64) -> F64:
     return np.asarray(mg_m3 * q_sn_m3_h * 1e-9, np.float64)
 
 
+def _period_groups(u: I64, period: I64, open_period: I64) -> tuple[I64, I64, I64, I64, I64, I64]:
+    """Group rows, and each of their units' still-open period, by (unit, period), sorted.
+
+    Args:
+        u: unit of each new row.
+        period: minute or hour of each new row.
+        open_period: per unit, its open minute or hour (``NEVER_NS`` for none).
+
+    Returns:
+        ``(units, carried, group_unit, group_period, group_of_row, group_of_carried)``: the
+        distinct units, those with an open period, each group's unit and period, the group of
+        each new row and of each carried unit's open period.
+    """
+    units = np.unique(u)
+    carried = units[open_period[units] != NEVER_NS]
+    key = np.concatenate(
+        [(u << _UNIT_SHIFT) | period, (carried << _UNIT_SHIFT) | open_period[carried]]
+    )
+    gkeys, inv = np.unique(key, return_inverse=True)
+    n_new = u.shape[0]
+    group_unit = gkeys >> _UNIT_SHIFT
+    group_period = gkeys & ((1 << _UNIT_SHIFT) - 1)
+    return units, carried, group_unit, group_period, inv[:n_new], inv[n_new:]
+
+
 class CemsAggregator:
     """Minute/hour windows per CEMS unit, held as arrays indexed by a dense unit id.
 
@@ -192,23 +217,14 @@ class CemsAggregator:
         u, p, minute, v, ok = u[keep], p[keep], minute[keep], value[keep], usable[keep]
         if u.size == 0:
             return EventTable.empty(), DerivedTable.empty()
-        units = np.unique(u)
-        carried = units[self.open_min[units] != NEVER_NS]
-        key = np.concatenate(
-            [(u << _UNIT_SHIFT) | minute, (carried << _UNIT_SHIFT) | self.open_min[carried]]
-        )
-        gkeys, inv = np.unique(key, return_inverse=True)
-        g = gkeys.shape[0]
-        n_new = u.shape[0]
-        cell = inv[:n_new] * NP + p
+        _, carried, gu, gm, gi, ci = _period_groups(u, minute, self.open_min)
+        g = gu.shape[0]
+        cell = gi * NP + p
         w = ok.astype(np.float64)
         sums = _bincount(cell, np.where(ok, v, 0.0), g * NP).reshape(g, NP)
         cnts = _bincount(cell, w, g * NP).reshape(g, NP)
-        ci = inv[n_new:]
         sums[ci] += self.acc_sum[carried]
         cnts[ci] += self.acc_cnt[carried]
-        gu = gkeys >> _UNIT_SHIFT
-        gm = gkeys & ((1 << _UNIT_SHIFT) - 1)
         is_last = np.ones(g, bool)
         is_last[:-1] = gu[1:] != gu[:-1]
         lu = gu[is_last]
@@ -320,23 +336,14 @@ class CemsAggregator:
     ) -> tuple[EventTable, DerivedTable]:
         cfg = self.cfg
         hour = cm // MIN_PER_HOUR
-        units = np.unique(cu)
-        carried = units[self.open_hour[units] != NEVER_NS]
-        key = np.concatenate(
-            [(cu << _UNIT_SHIFT) | hour, (carried << _UNIT_SHIFT) | self.open_hour[carried]]
-        )
-        gkeys, inv = np.unique(key, return_inverse=True)
-        g = gkeys.shape[0]
-        n_new = cu.shape[0]
-        gi = inv[:n_new]
+        units, carried, gu, gh, gi, ci = _period_groups(cu, hour, self.open_hour)
+        g = gu.shape[0]
         acc = np.zeros((g, 4))
         acc[:, 0] = np.bincount(gi, weights=valid.astype(np.float64), minlength=g)
         acc[:, 1] = np.bincount(gi, weights=np.where(valid, g_t_h, 0.0), minlength=g)
         acc[:, 2] = np.bincount(gi, weights=np.where(with_load, g_t_h, 0.0), minlength=g)
         acc[:, 3] = np.bincount(gi, weights=np.where(with_load, load, 0.0), minlength=g)
-        acc[inv[n_new:]] += self.h_acc[carried]
-        gu = gkeys >> _UNIT_SHIFT
-        gh = gkeys & ((1 << _UNIT_SHIFT) - 1)
+        acc[ci] += self.h_acc[carried]
         current = self.open_min[gu] // MIN_PER_HOUR
         still_open = gh >= current
         self.open_hour[units] = NEVER_NS
