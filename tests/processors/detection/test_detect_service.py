@@ -309,3 +309,40 @@ async def test_rebalance_between_two_services_keeps_replay_detections(
     assert second.stats.records > 0
     assert second.stats.warmup_records > 0
     assert got == expected
+
+
+async def test_late_over_threshold_reading_alarms_live_as_in_replay(
+    proc_settings: Callable[..., Settings], test_id: str, tmp_path: Path
+) -> None:
+    """A crossing reading arriving after newer ones alarms at its own time, live as in replay."""
+    settings = _settings(proc_settings, test_id, warmup_records=1_000)
+    await migrate(settings.db_url(), settings.db)
+    dev = "ordos/buertai/t1-0007"
+    rows = [(T0 + timedelta(minutes=k), "ch4_pct_vol", 0.3, "N") for k in range(30)]
+    late = (T0 + timedelta(minutes=12, seconds=30), "ch4_pct_vol", 1.05, "N")
+    await _produce(
+        settings,
+        [(dev, _record(dev, SourceKind.MINE, "T1", rows[i : i + 6])) for i in range(0, 30, 6)],
+    )
+    first = await DetectionService(settings).run(max_readings=30, timeout_s=60)
+    assert first.readings == 30
+    await _produce(settings, [(dev, _record(dev, SourceKind.MINE, "T1", [late]))])
+    second = await DetectionService(settings).run(max_readings=1, timeout_s=60)
+    assert second.readings == 1
+    assert second.late == 1
+
+    lines = [f"{t.isoformat()},{dev},{m},{v},{f}" for t, m, v, f in [*rows, late]]
+    src = tmp_path / "r.csv"
+    src.write_text("time,device_id,metric,value,flag\n" + "\n".join(lines) + "\n")
+    replayed = replay_csv(src, settings.detection, kind="mine", block_bytes=64)
+    assert replayed.late == 1
+
+    stored = await _db_detections(settings.db_url())
+    got = [(r["detection_id"], r["detector"], r["started_at"], r["ended_at"]) for r in stored]
+    want = [
+        (r.detection_id, r.detector, r.started_at, r.ended_at)
+        for r in replayed.records
+        if r.ended_at is not None
+    ]
+    assert got == want
+    assert [(d, s, e) for _, d, s, e in got] == [("threshold_alarm", late[0], late[0])]
