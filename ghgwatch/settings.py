@@ -160,6 +160,8 @@ class MetricsSettings(_Section):
     host: str = "127.0.0.1"
     bridge_port: int = Field(default=9641, ge=0, le=65535, description="0: any free port")
     processor_port: int = Field(default=9642, ge=0, le=65535)
+    detector_port: int = Field(default=9644, ge=0, le=65535)
+    alerts_port: int = Field(default=9645, ge=0, le=65535)
 
 
 class LogSettings(_Section):
