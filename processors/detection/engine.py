@@ -456,6 +456,7 @@ class DetectionEngine:
         o_bg = np.zeros(n)
         o_used = np.zeros(n, bool)
         o_warm = np.zeros(n, bool)
+        o_zr = np.zeros(n)
 
         gap_s, stuck_s, gap_factor = cfg.gap_s, cfg.stuck_s, cfg.gap_factor
         tau_bg = cfg.background_tau_s
@@ -467,7 +468,7 @@ class DetectionEngine:
         rebase_ns = cfg.rebaseline_s * NS_PER_S
         drift_ns = cfg.drift_persist_s * NS_PER_S
         tau_sm = cfg.drift_smooth_s
-        spike_z, q_bg = cfg.spike_z, cfg.background_quantile
+        q_bg = cfg.background_quantile
         ts_f = t.astype(np.float64)
 
         # rank-major layout: the readings of rank k are the contiguous slice off[k]:off[k+1],
@@ -604,27 +605,10 @@ class DetectionEngine:
             o_warm[lo_k:hi_k] = use & ~warm
             o_sigma[lo_k:hi_k] = sigma
 
-            # spike: the previous used sample was far out and the samples around it were not
-            # (raw readings against their own noise scale, not the smoothed level's)
+            # spike inputs: the raw reading against its own noise scale (judged after the loop)
             rs = fv["raw_scale"]
             sigma_raw = np.maximum(rs * MAD_TO_SIGMA, sigma)
-            zr = np.where(first, 0.0, (xk - b) / sigma_raw)
-            pz = fv["prev_z"]
-            p2z = fv["prev2_z"]
-            spike = (
-                use
-                & ~warm
-                & (np.abs(pz) >= spike_z)
-                & (np.abs(zr) < SPIKE_RETURN_Z)
-                & (np.abs(p2z) < SPIKE_RETURN_Z)
-            )
-            o_spike[lo_k:hi_k] = spike
-            o_aux_ts[lo_k:hi_k] = iv["prev_used_ts"]
-            o_aux_x[lo_k:hi_k] = fv["prev_x"]
-            fv["prev2_z"][...] = sel(pz, p2z)
-            fv["prev_z"][...] = sel(zr, pz)
-            fv["prev_x"][...] = sel(xk, fv["prev_x"])
-            iv["prev_used_ts"][...] = sel(tk, iv["prev_used_ts"])
+            o_zr[lo_k:hi_k] = np.where(first, 0.0, (xk - b) / sigma_raw)
 
             # baseline and scale: Huber-clipped updates, frozen while a trend event is open
             # (until it has been open rebaseline_s: then it is the new normal)
@@ -711,12 +695,14 @@ class DetectionEngine:
         o_base, o_ref = _unpermute(o_base, rm), _unpermute(o_ref, rm)
         o_sigma, o_bg = _unpermute(o_sigma, rm), _unpermute(o_bg, rm)
         o_used, o_warm = _unpermute(o_used, rm), _unpermute(o_warm, rm)
+        o_zr = _unpermute(o_zr, rm)
 
         for k2, v in f.items():
             self._f[k2][ls] = v
         for k2, vi in i.items():
             self._i[k2][ls] = vi
         self._active[:, ls] = active
+        self._spikes(s, t, x, o_used, o_warm, o_zr, o_spike, o_aux_ts, o_aux_x)
 
         events = self._transitions(
             s, t, x, starts, counts, co, ls, active0, o_state, o_score, o_base, o_sigma, o_ref
@@ -726,6 +712,59 @@ class DetectionEngine:
         )
         derived = self._city_derived(s, t, x, o_used, o_bg)
         return concat_events([events, instant]), derived, o_base, o_warm
+
+    def _spikes(
+        self,
+        s: I64,
+        t: I64,
+        x: F64,
+        used: BOOL,
+        warmed: BOOL,
+        zr: F64,
+        o_spike: BOOL,
+        o_aux_ts: I64,
+        o_aux_x: F64,
+    ) -> None:
+        """Spikes: the previous used sample was far out and the samples around it were not.
+
+        Vectorised over the used readings of the batch (in stream, time order), carrying the
+        last two used samples of each stream across batches.
+        """
+        ui = np.flatnonzero(used)
+        if ui.size == 0:
+            return
+        su = s[ui]
+        first = np.ones(ui.size, bool)
+        first[1:] = su[1:] != su[:-1]
+        last = np.ones(ui.size, bool)
+        last[:-1] = su[1:] != su[:-1]
+        f, i = self._f, self._i
+        fs = su[first]
+
+        def shifted(cur: npt.NDArray[Any], carried: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            out = np.empty_like(cur)
+            out[1:] = cur[:-1]
+            out[first] = carried[fs]
+            return out
+
+        z = zr[ui]
+        pz = shifted(z, f["prev_z"])
+        p2z = shifted(pz, f["prev2_z"])
+        px = shifted(x[ui], f["prev_x"])
+        pt = shifted(t[ui], i["prev_used_ts"])
+        o_spike[ui] = (
+            warmed[ui]
+            & (np.abs(pz) >= self.cfg.spike_z)
+            & (np.abs(z) < SPIKE_RETURN_Z)
+            & (np.abs(p2z) < SPIKE_RETURN_Z)
+        )
+        o_aux_ts[ui] = pt
+        o_aux_x[ui] = px
+        ls = su[last]
+        f["prev_z"][ls] = z[last]
+        f["prev2_z"][ls] = pz[last]
+        f["prev_x"][ls] = x[ui][last]
+        i["prev_used_ts"][ls] = t[ui][last]
 
     def _transitions(
         self,
