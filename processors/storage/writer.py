@@ -2,13 +2,17 @@
 
 One :meth:`ReadingStore.write` call is one transaction:
 
-1. COPY the batch's readings into a per-connection temporary staging table (binary COPY).
-2. ``INSERT INTO readings ... SELECT FROM staging ON CONFLICT DO NOTHING RETURNING`` - a
-   redelivered reading (same device, metric, ts) is skipped, so readings are stored exactly
-   once however often Kafka delivers them (the first stored value wins); late and
-   out-of-order readings are ordinary rows, also into compressed TimescaleDB chunks.
-3. Upsert ``devices`` in the same statement, counting only the rows step 2 actually
-   inserted, so ``readings_count`` stays exact under redelivery.
+1. Fast path: binary COPY of the batch straight into ``readings`` inside a savepoint. When no
+   reading of the batch is stored yet (the normal case) this is all, and ``devices`` is
+   upserted with the batch's own per-device counts.
+2. When the COPY hits the primary key (a redelivered batch, or a reading twice in one batch)
+   the savepoint is rolled back and the slow path runs: COPY into a per-connection temporary
+   staging table, then ``INSERT INTO readings ... SELECT FROM staging ON CONFLICT DO NOTHING
+   RETURNING`` - a redelivered reading (same device, metric, ts) is skipped, so readings are
+   stored exactly once however often Kafka delivers them (the first stored value wins); late
+   and out-of-order readings are ordinary rows, also into compressed TimescaleDB chunks.
+3. On the slow path ``devices`` is upserted in the same statement, counting only the rows
+   step 2 actually inserted, so ``readings_count`` stays exact under redelivery.
 4. Upsert ``dead_letters`` keyed by (mqtt_topic, payload_sha256): the same bad bytes on the
    same topic are one row whose ``occurrences`` grows with every delivery, redeliveries
    included.
@@ -20,11 +24,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 from ghgwatch.settings import DbSettings
 from ingest import DeadLetterRecord, ReadingRecord
@@ -84,6 +89,23 @@ SELECT (SELECT count(*) FROM ins) AS inserted,
        (SELECT array_agg(extract(epoch FROM now() - received_at)::float8)
           FROM (SELECT DISTINCT device_id, received_at FROM ins) AS m) AS latencies"""  # noqa: S608
 
+# The fast path's device upsert: the counts are the batch's own (every row was inserted).
+_UPSERT_DEVICES = """
+INSERT INTO devices AS d (device_id, kind, network, site, device, location, first_seen,
+                          last_seen, last_reading_ts, readings_count)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::bigint[])
+ON CONFLICT (device_id) DO UPDATE SET
+    kind = EXCLUDED.kind,
+    network = EXCLUDED.network,
+    site = EXCLUDED.site,
+    device = EXCLUDED.device,
+    location = coalesce(EXCLUDED.location, d.location),
+    first_seen = least(d.first_seen, EXCLUDED.first_seen),
+    last_seen = greatest(d.last_seen, EXCLUDED.last_seen),
+    last_reading_ts = greatest(d.last_reading_ts, EXCLUDED.last_reading_ts),
+    readings_count = d.readings_count + EXCLUDED.readings_count"""
+
 _UPSERT_DEAD = """
 INSERT INTO dead_letters AS d (mqtt_topic, device_id, reason, detail, payload, payload_sha256,
                                received_at, last_received_at, occurrences)
@@ -142,6 +164,21 @@ def _device_arrays(records: Sequence[ReadingRecord]) -> list[list[Any]]:
     return [list(col) for col in zip(*seen.values(), strict=True)] if seen else [[]] * 8
 
 
+def _device_counts(records: Sequence[ReadingRecord]) -> tuple[list[Any], list[Any]]:
+    """Per device of the batch (in :func:`_device_arrays` order): newest reading ts, count."""
+    last_ts: dict[str, datetime] = {}
+    counts: dict[str, int] = {}
+    for rec in records:
+        if not rec.readings:
+            continue
+        newest = max(r.ts for r in rec.readings)
+        prev = last_ts.get(rec.device_id)
+        last_ts[rec.device_id] = newest if prev is None or newest > prev else prev
+        counts[rec.device_id] = counts.get(rec.device_id, 0) + len(rec.readings)
+    order = dict.fromkeys(rec.device_id for rec in records)
+    return [last_ts.get(d) for d in order], [counts.get(d, 0) for d in order]
+
+
 def _reading_rows(
     records: Sequence[ReadingRecord],
 ) -> list[tuple[datetime, str, str, float, str, datetime]]:
@@ -179,6 +216,20 @@ def _dead_arrays(dead: Sequence[DeadLetterRecord | DeadLetter]) -> list[list[Any
         row[7] = max(row[7], d.received_at)
         row[8] += 1
     return [list(col) for col in zip(*merged.values(), strict=True)]
+
+
+async def _copy_new_rows(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    rows: list[tuple[datetime, str, str, float, str, datetime]],
+) -> bool:
+    """COPY ``rows`` straight into ``readings`` in a savepoint; False (nothing kept) when any
+    of them is already stored or repeated in the batch."""
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table("readings", records=rows, columns=_STAGE_COLUMNS)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
 
 
 class ReadingStore:
@@ -297,9 +348,20 @@ class ReadingStore:
                 pool.acquire() as conn,
                 conn.transaction(),
             ):
-                if rows:
-                    await conn.copy_records_to_table(_STAGE, records=rows, columns=_STAGE_COLUMNS)
-                if devices is not None:
+                fast = bool(rows) and await _copy_new_rows(conn, rows)
+                if fast and devices is not None:
+                    await conn.execute(_UPSERT_DEVICES, *devices, *_device_counts(records))
+                    inserted = len(rows)
+                    now = datetime.now(UTC)
+                    latencies = tuple(
+                        (now - rec.received_at).total_seconds()
+                        for rec in {(r.device_id, r.received_at): r for r in records}.values()
+                    )
+                elif devices is not None:
+                    if rows:
+                        await conn.copy_records_to_table(
+                            _STAGE, records=rows, columns=_STAGE_COLUMNS
+                        )
                     result = await conn.fetchrow(_INSERT_READINGS, *devices)
                     assert result is not None
                     inserted = int(result["inserted"])

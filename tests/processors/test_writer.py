@@ -42,6 +42,28 @@ async def test_same_batch_twice_is_stored_once_with_exact_device_counts(
         await conn.close()
 
 
+async def test_partly_redelivered_batch_stores_only_the_new_readings(migrated: Settings) -> None:
+    """A batch mixing stored and new readings (the fast COPY path fails on the key) inserts
+    exactly the new ones, keeps the first stored values and counts only the new ones."""
+    records = mixed_records(devices_per_kind=2, steps=6)
+    old, new = records[: len(records) // 2], records[len(records) // 2 :]
+    async with ReadingStore(migrated.db_url(), migrated.db) as store:
+        first = await store.write(old)
+        mixed = await store.write([*new, *old])
+    assert first.inserted == total_readings(old)
+    assert (mixed.inserted, mixed.duplicates) == (total_readings(new), total_readings(old))
+    conn = await asyncpg.connect(migrated.db_url())
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM readings") == total_readings(records)
+        counts = dict(await conn.fetch("SELECT device_id, readings_count FROM devices"))
+    finally:
+        await conn.close()
+    expected = {r.device_id: 0 for r in records}
+    for r in records:
+        expected[r.device_id] += len(r.readings)
+    assert counts == expected
+
+
 async def test_late_and_out_of_order_readings_are_stored(migrated: Settings) -> None:
     """Readings older than stored ones, and a batch in reverse time order, are all kept."""
     kind = SourceKind.MINE
