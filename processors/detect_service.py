@@ -60,6 +60,7 @@ from processors.detection import (
     parse_kind,
     to_records,
 )
+from processors.detector_metrics import DetectorMetrics
 from processors.events import DetectionRecord
 from processors.storage import pg_errors
 
@@ -73,6 +74,7 @@ CONSUMER_STOP_TIMEOUT_S = 30.0
 PRODUCER_TIMEOUT_S = 30.0
 DB_CONNECT_TIMEOUT_S = 10.0
 COMMITTED_QUERY_TIMEOUT_S = 10.0
+LAG_QUERY_TIMEOUT_S = 1.0  # position() is local unless the offset must be reset
 # Output retries back off up to this; well under max_poll_interval_ms.
 RETRY_MAX_PAUSE_S = 20.0
 MAX_OUTPUT_FAILURES = 8
@@ -132,12 +134,19 @@ class DetectionService:
     """Consumes readings, runs the detection engine, stores and publishes detections.
 
     Args:
-        settings: the frozen settings (``kafka``, ``db``, ``detection``).
+        settings: the frozen settings (``kafka``, ``db``, ``detection``, ``metrics``).
+
+    Attributes:
+        metrics: this service's Prometheus series (served while running when
+            ``metrics.enabled``).
+        metrics_port: the port that endpoint listens on while running, if enabled.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._cfg = settings.detection
+        self.metrics = DetectorMetrics()
+        self.metrics_port: int | None = None
         self.engine = DetectionEngine(settings.detection)
         self._checkpoint = Checkpoint(self._cfg.commit_interval_s)
         self._stats = DetectionStats()
@@ -177,6 +186,7 @@ class DetectionService:
         for tp in partitions:
             self._warmup_until.pop(tp, None)
             devices |= self._devices_of.pop(tp, set())
+            self.metrics.forget_partition(tp.topic, tp.partition)
         if devices:
             self.engine.reset_streams(self.engine.streams.ids_for_devices(devices))
 
@@ -269,6 +279,10 @@ class DetectionService:
         )
         try:
             async with AsyncExitStack() as stack:
+                if s.metrics.enabled:
+                    server = self.metrics.serve(s.metrics)
+                    stack.callback(server.close)
+                    self.metrics_port = server.port
                 pool = await stack.enter_async_context(self._open_pool())
                 producer = await stack.enter_async_context(self._open_producer())
                 consumer = await stack.enter_async_context(self._open_consumer())
@@ -305,6 +319,7 @@ class DetectionService:
         if not batch:
             await self._checkpoint.commit_if_due(consumer)
             return
+        t0 = time.perf_counter()
         # the lock spans detect + write + advance: a revoke waits for this batch, commits it,
         # and only then drops the partition's windows
         async with self._checkpoint.lock:
@@ -334,6 +349,30 @@ class DetectionService:
         st.late += output.late
         st.detections += len(records)
         st.derived += len(output.derived)
+        self.metrics.count_batch(
+            readings=output.readings,
+            late=output.late,
+            records=records,
+            derived=len(output.derived),
+            seconds=time.perf_counter() - t0,
+        )
+        await self._update_lag(consumer)
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Set the lag gauge of each assigned partition whose high watermark is known."""
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                with kafka_errors("lag query"):
+                    async with asyncio.timeout(LAG_QUERY_TIMEOUT_S):
+                        position = await consumer.position(tp)
+            except (TimeoutError, TransientError, FatalError) as exc:
+                # a lag gauge must never stop detection; the next batch tries again
+                log.debug("lag query failed", partition=tp.partition, error=str(exc))
+                continue
+            self.metrics.set_lag(tp.topic, tp.partition, max(0, highwater - position))
 
     def _process(self, recs: Sequence[Any]) -> EngineOutput:
         decoded = self._decode(recs)
