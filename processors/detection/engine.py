@@ -458,7 +458,7 @@ class DetectionEngine:
         o_warm = np.zeros(n, bool)
         o_zr = np.zeros(n)
 
-        gap_s, stuck_s, gap_factor = cfg.gap_s, cfg.stuck_s, cfg.gap_factor
+        gap_s, gap_factor = cfg.gap_s, cfg.gap_factor
         tau_bg = cfg.background_tau_s
         warm_n, c_h = float(cfg.warmup_samples), cfg.huber_c
         warm_ns = cfg.warmup_s * NS_PER_S
@@ -478,8 +478,11 @@ class DetectionEngine:
         rank_of = np.repeat(np.arange(n_rank), m_of_rank)
         rm = seg_start[np.arange(n) - off[rank_of]] + rank_of
         x_r, t_r, u_r, ts_f = x[rm], t[rm], u[rm], t[rm].astype(np.float64)
-        oor_r = (x_r < st.lo[s[rm]]) | (x_r > st.hi[s[rm]])
-        use_r = u_r & ~oor_r
+        oor = (x < st.lo[s]) | (x > st.hi[s])
+        use_o = u & ~oor
+        stuck_o, back_o, stuck_end = self._stuck(s, t, x, use_o, self._active[_SLOT_STUCK, s])
+        oor_r, use_r, stuck_r, back_r = oor[rm], use_o[rm], stuck_o[rm], back_o[rm]
+        back_any = np.logical_or.reduceat(back_r, off[:-1]).tolist()
         all_use = np.logical_and.reduceat(use_r, off[:-1]).tolist()
         # per-reading intervals and smoothing weights, computed once for the batch
         prev_t = np.empty(n, np.int64)
@@ -548,20 +551,12 @@ class DetectionEngine:
                     fv[cnt_name][...] = np.where(new, cnt, 0.0)
                     a_lv[:] = new
 
-            # stuck: the same value for stuck_s
-            sv = fv["stuck_val"]
-            same = use & (xk == sv)
-            changed = use & ~same
-            since_st = np.where(changed, tk, iv["stuck_since"])
-            iv["stuck_since"][...] = since_st
-            fv["stuck_val"][...] = np.where(changed, xk, sv)
-            a_st = av[_SLOT_STUCK]
-            long_enough = (tk - since_st) >= stuck_s * NS_PER_S
-            was_stuck = a_st.copy()
-            a_st[:] = sel(np.where(a_st, same, same & long_enough), a_st)
-            # a sensor back from a stuck fault re-learns its baseline and noise from scratch
-            back = was_stuck & ~a_st
-            if back.any():
+            # stuck (the same value for stuck_s, judged before the loop); a sensor back from
+            # a stuck fault re-learns its baseline and noise from scratch
+            a_st = stuck_r[lo_k:hi_k]
+            av[_SLOT_STUCK] = a_st
+            if back_any[k]:
+                back = back_r[lo_k:hi_k]
                 fv["n"][...] = np.where(back, 0.0, fv["n"])
                 fv["x1"][...] = np.where(back, np.nan, fv["x1"])
                 fv["x2"][...] = np.where(back, np.nan, fv["x2"])
@@ -703,6 +698,9 @@ class DetectionEngine:
             self._i[k2][ls] = vi
         self._active[:, ls] = active
         self._spikes(s, t, x, o_used, o_warm, o_zr, o_spike, o_aux_ts, o_aux_x)
+        ends, val_end, since_end = stuck_end
+        self._f["stuck_val"][ends] = val_end
+        self._i["stuck_since"][ends] = since_end
 
         events = self._transitions(
             s, t, x, starts, counts, co, ls, active0, o_state, o_score, o_base, o_sigma, o_ref
@@ -712,6 +710,52 @@ class DetectionEngine:
         )
         derived = self._city_derived(s, t, x, o_used, o_bg)
         return concat_events([events, instant]), derived, o_base, o_warm
+
+    def _stuck(
+        self, s: I64, t: I64, x: F64, use: BOOL, carried: BOOL
+    ) -> tuple[BOOL, BOOL, tuple[I64, F64, I64]]:
+        """Stuck state after each reading, where it ends, and each stream's end state.
+
+        A used reading equal to the previous used one continues a run begun at the last
+        change; the sensor is stuck while the run has lasted ``stuck_s``. Unused readings keep
+        the state. Vectorised over the batch (stream, time order), the run carried across
+        batches.
+
+        Returns:
+            Stuck per reading, "back from stuck" per reading, and (streams with used
+            readings, their last used value, the start time of their current run).
+        """
+        n = s.shape[0]
+        ui = np.flatnonzero(use)
+        if ui.size == 0:
+            return carried.copy(), np.zeros(n, bool), (ui.astype(np.int64), x[ui], t[ui])
+        su, xu, tu = s[ui], x[ui], t[ui]
+        first = np.ones(ui.size, bool)
+        first[1:] = su[1:] != su[:-1]
+        prev = np.empty(ui.size)
+        prev[1:] = xu[:-1]
+        prev[first] = self._f["stuck_val"][su[first]]
+        same = xu == prev
+        mark = ~same | first
+        run_at = np.maximum.accumulate(np.where(mark, np.arange(ui.size), 0))
+        since = np.where(same[run_at] & first[run_at], self._i["stuck_since"][su[run_at]], 0)
+        since = np.where(~same[run_at], tu[run_at], since)
+        stuck_u = same & ((tu - since) >= self.cfg.stuck_s * NS_PER_S)
+        # per reading: the state after the last used reading so far (else the carried one)
+        seg_first = np.ones(n, bool)
+        seg_first[1:] = s[1:] != s[:-1]
+        state = np.where(seg_first, carried, False)
+        state[ui] = stuck_u
+        at = np.maximum.accumulate(np.where(seg_first | use, np.arange(n), 0))
+        stuck = state[at]
+        was = np.empty(ui.size, bool)
+        was[1:] = stuck_u[:-1]
+        was[first] = carried[ui[first]]
+        back = np.zeros(n, bool)
+        back[ui] = was & ~stuck_u
+        last = np.ones(ui.size, bool)
+        last[:-1] = su[1:] != su[:-1]
+        return stuck, back, (su[last], xu[last], since[last])
 
     def _spikes(
         self,
