@@ -464,7 +464,6 @@ class DetectionEngine:
         warm_ns = cfg.warmup_s * NS_PER_S
         z_open, z_close = cfg.z_open, cfg.z_close
         open_n, close_n = float(cfg.open_samples), float(cfg.close_samples)
-        level_n = float(cfg.level_clear_samples)
         rebase_ns = cfg.rebaseline_s * NS_PER_S
         drift_ns = cfg.drift_persist_s * NS_PER_S
         tau_sm = cfg.drift_smooth_s
@@ -539,18 +538,6 @@ class DetectionEngine:
 
             # regulatory levels: raised at the crossing reading; cleared after level_n
             # consecutive readings below the restore level (no chattering alarms)
-            if has_levels:
-                for slot, on_lvl, off_lvl, cnt_name in (
-                    (_SLOT_ALARM, pv["alarm"], pv["alarm_clear"], "al_below"),
-                    (_SLOT_CUT, pv["cut"], pv["restore"], "cut_below"),
-                ):
-                    a_lv = av[slot]
-                    cnt = fv[cnt_name]
-                    cnt = sel(np.where(xk < off_lvl, cnt + 1.0, 0.0), cnt)
-                    new = sel(np.where(a_lv, cnt < level_n, xk >= on_lvl), a_lv)
-                    fv[cnt_name][...] = np.where(new, cnt, 0.0)
-                    a_lv[:] = new
-
             # stuck (the same value for stuck_s, judged before the loop); a sensor back from
             # a stuck fault re-learns its baseline and noise from scratch
             a_st = stuck_r[lo_k:hi_k]
@@ -698,6 +685,18 @@ class DetectionEngine:
             self._i[k2][ls] = vi
         self._active[:, ls] = active
         self._spikes(s, t, x, o_used, o_warm, o_zr, o_spike, o_aux_ts, o_aux_x)
+        if has_levels:
+            # regulatory levels (stateless of the rest): judged over the whole batch at once
+            for slot, on_lvl, off_lvl, cnt_name in (
+                (_SLOT_ALARM, st.alarm, st.alarm_clear, "al_below"),
+                (_SLOT_CUT, st.cut, st.restore, "cut_below"),
+            ):
+                lv = np.flatnonzero(np.isfinite(on_lvl[s]))
+                o_state[slot] = False
+                if lv.size:
+                    o_state[slot, lv] = self._level(
+                        s[lv], x[lv], use_o[lv], on_lvl, off_lvl, slot, cnt_name
+                    )
         ends, val_end, since_end = stuck_end
         self._f["stuck_val"][ends] = val_end
         self._i["stuck_since"][ends] = since_end
@@ -710,6 +709,51 @@ class DetectionEngine:
         )
         derived = self._city_derived(s, t, x, o_used, o_bg)
         return concat_events([events, instant]), derived, o_base, o_warm
+
+    def _level(
+        self, s: I64, x: F64, use: BOOL, on_lvl: F64, off_lvl: F64, slot: int, cnt_name: str
+    ) -> BOOL:
+        """A regulatory level's state after each reading; updates the stream's end state.
+
+        Raised at the reading that reaches ``on_lvl``; cleared at the ``level_clear_samples``-th
+        consecutive used reading below ``off_lvl`` (a run carried across batches). Vectorised:
+        a reading is in alarm when the last raising reading comes after the last clearing one.
+        """
+        n = s.shape[0]
+        carried: BOOL = self._active[slot, s]
+        ui = np.flatnonzero(use)
+        if ui.size == 0:
+            return carried.copy()
+        su, xu = s[ui], x[ui]
+        k = np.arange(ui.size)
+        first = np.ones(ui.size, bool)
+        first[1:] = su[1:] != su[:-1]
+        below = xu < off_lvl[su]
+        raise_ = xu >= on_lvl[su]
+        reset = ~below | first
+        r = np.maximum.accumulate(np.where(reset, k, 0))
+        run = np.where(~below[r], k - r, k - r + 1 + self._f[cnt_name][su[r]])
+        run = np.where(below, run, 0.0)
+        clear = below & (run >= self.cfg.level_clear_samples)
+        base = np.where(first, 2 * k - 1, -2)
+        carried_u = carried[ui]
+        on_at = np.maximum.accumulate(
+            np.maximum(np.where(raise_, 2 * k + 1, np.where(first & carried_u, 2 * k, -2)), base)
+        )
+        off_at = np.maximum.accumulate(np.maximum(np.where(clear, 2 * k + 1, -2), base))
+        act_u = on_at > off_at
+        seg_first = np.ones(n, bool)
+        seg_first[1:] = s[1:] != s[:-1]
+        state = np.where(seg_first, carried, False)
+        state[ui] = act_u
+        at = np.maximum.accumulate(np.where(seg_first | use, np.arange(n), 0))
+        last = np.ones(ui.size, bool)
+        last[:-1] = su[1:] != su[:-1]
+        ends = su[last]
+        self._active[slot, ends] = act_u[last]
+        self._f[cnt_name][ends] = np.where(act_u[last], run[last], 0.0)
+        out: BOOL = state[at]
+        return out
 
     def _stuck(
         self, s: I64, t: I64, x: F64, use: BOOL, carried: BOOL
