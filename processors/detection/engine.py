@@ -17,6 +17,9 @@ A batch of readings arrives as arrays ``(stream, ts_ns, value, usable)``. The en
 2. sorts the rest by (stream, time) and groups streams by how many readings they have, so
    step ``k`` updates every stream that has a ``k``-th reading at once over a slice of the
    state arrays: the only Python loop runs over reading ranks, never over readings or streams;
+   the readings of a rank sit in one contiguous slice (rank-major layout), and what depends
+   on nothing else of the recursion - intervals, smoothing weights, the regulatory levels,
+   stuck sensors, spikes - is judged over the whole batch at once outside that loop;
 3. turns the per-reading detector states into OPEN / CLEARED transitions afterwards.
 
 The recursions are exact per stream, so the output does not depend on how readings are cut
