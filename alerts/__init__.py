@@ -17,6 +17,7 @@ from alerts.exceptions import (
 )
 from alerts.grafana import GrafanaAnnotator, annotation_tags
 from alerts.messages import AlertMessage, grafana_link, render_markdown, render_text, render_title
+from alerts.metrics import AlertMetrics
 from alerts.models import (
     AckRequest,
     AlertDetail,
@@ -58,6 +59,7 @@ __all__ = [
     "AlertEventView",
     "AlertFilter",
     "AlertMessage",
+    "AlertMetrics",
     "AlertNotFound",
     "AlertService",
     "AlertStore",

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from alerts.exceptions import NotifyFailed, NotifyRejected
+from alerts.metrics import AlertMetrics
 from alerts.notifiers import Notifier
 from alerts.store import AlertStore, OutboxItem
 from ghgwatch.errors import TransientError
@@ -77,6 +78,7 @@ class Dispatcher:
         notifiers: target name -> notifier (including ``grafana`` when configured).
         cfg: the ``alerts`` section (batch, concurrency, lease, backoff, attempts).
         wake: set by whoever queued new rows, to send at once instead of at the next poll.
+        metrics: where to count deliveries by notifier type (the service's), if anywhere.
     """
 
     def __init__(
@@ -85,8 +87,10 @@ class Dispatcher:
         notifiers: Mapping[str, Notifier],
         cfg: AlertsSettings,
         wake: asyncio.Event,
+        metrics: AlertMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._notifiers = notifiers
         self._cfg = cfg
         self._wake = wake
@@ -155,6 +159,13 @@ class Dispatcher:
                 response=response,
                 retry_at=retry_at,
                 annotation_id=annotation_id,
+            )
+        if self._metrics is not None:
+            caused_by_detection = item.event in ("opened", "severity_raised")
+            self._metrics.count_delivery(
+                item.channel,
+                status,
+                (finished - item.message.at).total_seconds() if caused_by_detection else None,
             )
         if status == "sent":
             self.stats.sent += 1

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from alerts.dispatcher import Dispatcher, wait_any
 from alerts.grafana import GrafanaAnnotator
+from alerts.metrics import AlertMetrics
 from alerts.notifiers import Notifier, build_notifiers
 from alerts.source import DetectionSource, RawRecord
 from alerts.store import AlertStore
@@ -84,13 +85,21 @@ class AlertService:
     """Consumes detections, keeps alerts, notifies on-call staff.
 
     Args:
-        settings: the whole settings object (kafka, db, alerts, mqtt for siren targets).
+        settings: the whole settings object (kafka, db, alerts, mqtt for siren targets,
+            metrics).
+
+    Attributes:
+        metrics: this service's Prometheus series (served while running when
+            ``metrics.enabled``).
+        metrics_port: the port that endpoint listens on while running, if enabled.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._cfg = settings.alerts
         self.stats = ServiceStats()
+        self.metrics = AlertMetrics()
+        self.metrics_port: int | None = None
         self._wake = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
 
@@ -125,6 +134,10 @@ class AlertService:
         deadline = loop.time() + timeout_s if timeout_s is not None else None
         s = self._settings
         async with AsyncExitStack() as stack:
+            if s.metrics.enabled:
+                server = self.metrics.serve(s.metrics)
+                stack.callback(server.close)
+                self.metrics_port = server.port
             store = await stack.enter_async_context(AlertStore(s.db_url(), self._cfg, s.db))
             http = await stack.enter_async_context(
                 httpx.AsyncClient(
@@ -140,7 +153,7 @@ class AlertService:
             source = await stack.enter_async_context(DetectionSource(s))
             tasks: list[asyncio.Task[None]] = []
             if self._cfg.dispatch_enabled:
-                self._dispatcher = Dispatcher(store, notifiers, self._cfg, self._wake)
+                self._dispatcher = Dispatcher(store, notifiers, self._cfg, self._wake, self.metrics)
                 tasks.append(
                     asyncio.create_task(self._dispatcher.run(inner), name="alerts-dispatch")
                 )
@@ -186,6 +199,7 @@ class AlertService:
             return
         detections, bad = decode_detections(records)
         self.stats.invalid += bad
+        self.metrics.invalid.inc(bad)
         if detections:
             try:
                 result = await store.apply_detections(detections, datetime.now(UTC))
@@ -198,6 +212,11 @@ class AlertService:
                 return
             self.stats.new_alerts += result.new_alerts
             self.stats.duplicates += result.duplicates
+            self.metrics.count_applied(
+                detections=len(detections),
+                duplicates=result.duplicates,
+                opened=result.opened_by_severity,
+            )
             if result.queued:
                 self._wake.set()
         self.stats.detections += len(detections)
@@ -217,6 +236,11 @@ class AlertService:
                 continue
             self.stats.resolved += result.resolved
             self.stats.escalated += result.escalated
+            self.metrics.count_swept(
+                resolved=result.resolved_by_severity, escalated=result.escalated_by_severity
+            )
+            with contextlib.suppress(TransientError):  # a gauge never stops the sweeper
+                self.metrics.outbox_pending.set(await store.outbox_pending_count())
             if result.queued:
                 self._wake.set()
             await wait_any(stop, None, self._cfg.tick_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -73,22 +73,25 @@ def db_errors(action: str) -> contextlib.AbstractContextManager[None]:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What one batch of detections did."""
+    """What one batch of detections did (``opened_by_severity``: new alerts per severity)."""
 
     new_alerts: int = 0
     duplicates: int = 0
     joined: int = 0
     cleared: int = 0
     queued: int = 0
+    opened_by_severity: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
-    """What one auto-resolve / escalation sweep did."""
+    """What one auto-resolve / escalation sweep did (the ``*_by_severity`` split the counts)."""
 
     resolved: int = 0
     escalated: int = 0
     queued: int = 0
+    resolved_by_severity: dict[str, int] = field(default_factory=dict)
+    escalated_by_severity: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,16 +198,17 @@ class AlertStore:
             StorageBackpressure: the database did not take the batch; nothing was written.
         """
         counts = {"new_alerts": 0, "duplicates": 0, "joined": 0, "cleared": 0, "queued": 0}
+        opened: dict[str, int] = {}
         async with self._tx("apply detections") as conn:
             for rec in records:
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", rec.detection_id
                 )
                 if rec.state is DetectionState.OPEN:
-                    await self._apply_open(conn, rec, now, counts)
+                    await self._apply_open(conn, rec, now, counts, opened)
                 else:
                     await self._apply_cleared(conn, rec, now, counts)
-        return ApplyResult(**counts)
+        return ApplyResult(**counts, opened_by_severity=opened)
 
     async def _apply_open(
         self,
@@ -212,6 +216,7 @@ class AlertStore:
         rec: DetectionRecord,
         now: datetime,
         counts: dict[str, int],
+        opened: dict[str, int],
     ) -> None:
         if await conn.fetchval(
             "SELECT 1 FROM alert_detections WHERE detection_id = $1", rec.detection_id
@@ -252,6 +257,7 @@ class AlertStore:
             await self._insert_detection(conn, rec, row["alert_id"])
             await self._event(conn, row["alert_id"], now, "opened", "detection", _det(rec, d.rule))
             counts["new_alerts"] += 1
+            opened[d.severity] = opened.get(d.severity, 0) + 1
             counts["queued"] += await self._enqueue(conn, row, "opened", "opened", now)
             return
         row = await conn.fetchrow(
@@ -388,6 +394,8 @@ class AlertStore:
             Counts of what happened.
         """
         resolved = escalated = queued = 0
+        resolved_by: dict[str, int] = {}
+        escalated_by: dict[str, int] = {}
         async with self._tx("sweep") as conn:
             rows = await conn.fetch(
                 """
@@ -406,6 +414,7 @@ class AlertStore:
                 await self._event(conn, row["alert_id"], now, "resolved", "auto", {})
                 queued += await self._enqueue(conn, row, "resolved", "resolved", now)
                 resolved += 1
+                resolved_by[row["severity"]] = resolved_by.get(row["severity"], 0) + 1
             rows = await conn.fetch(
                 """
                 SELECT * FROM alerts
@@ -440,7 +449,14 @@ class AlertStore:
                     conn, updated, "escalated", f"escalated-{level}", now, level=level
                 )
                 escalated += 1
-        return SweepResult(resolved=resolved, escalated=escalated, queued=queued)
+                escalated_by[row["severity"]] = escalated_by.get(row["severity"], 0) + 1
+        return SweepResult(
+            resolved=resolved,
+            escalated=escalated,
+            queued=queued,
+            resolved_by_severity=resolved_by,
+            escalated_by_severity=escalated_by,
+        )
 
     # ----------------------------------------------------------------- outbox (write)
 
@@ -1082,6 +1098,14 @@ class AlertStore:
         async with self._tx("outbox counts") as conn:
             rows = await conn.fetch("SELECT status, count(*) AS n FROM alert_outbox GROUP BY 1")
         return {r["status"]: int(r["n"]) for r in rows}
+
+    async def outbox_pending_count(self) -> int:
+        """Outbox rows waiting to be sent or being sent (counted on the due-rows index)."""
+        async with self._tx("outbox pending") as conn:
+            n = await conn.fetchval(
+                "SELECT count(*) FROM alert_outbox WHERE status IN ('pending', 'sending')"
+            )
+        return int(n)
 
 
 def _det(rec: DetectionRecord, rule: str) -> dict[str, Any]:
