@@ -281,25 +281,33 @@ async def _start_embedded(
     return resolved, embedded, notes
 
 
-def _metrics_ports(settings: Settings) -> tuple[Settings, list[str]]:
+def _metrics_ports(settings: Settings, opts: UpOptions) -> tuple[Settings, list[str]]:
     """Pick the metrics ports: the configured ones when free, else free ones.
 
-    The bridge and the processor start their own Prometheus endpoints on
-    ``metrics.bridge_port`` and ``metrics.processor_port``; a second ``up`` on the same
-    machine must not make them fail on a taken port.
+    The bridge, the processor, the detector and the alert service start their own Prometheus
+    endpoints on ``metrics.bridge_port``, ``processor_port``, ``detector_port`` and
+    ``alerts_port``; a second ``up`` on the same machine must not make them fail on a taken
+    port. Only the services this ``up`` runs are listed.
     """
     cfg = settings.metrics
     if not cfg.enabled:
         return settings, []
-    bridge = free_port(cfg.bridge_port or None, cfg.host)
-    processor = free_port(cfg.processor_port or None, cfg.host)
-    if processor == bridge:
-        processor = free_port(None, cfg.host)
-    metrics = cfg.model_copy(update={"bridge_port": bridge, "processor_port": processor})
+    fields = ("bridge_port", "processor_port", "detector_port", "alerts_port")
+    ports: dict[str, int] = {}
+    for field in fields:
+        port = free_port(getattr(cfg, field) or None, cfg.host)
+        while port in ports.values():
+            port = free_port(None, cfg.host)
+        ports[field] = port
+    metrics = cfg.model_copy(update=ports)
     urls = [
-        f"bridge http://{cfg.host}:{bridge}/metrics",
-        f"processor http://{cfg.host}:{processor}/metrics",
+        f"bridge http://{cfg.host}:{ports['bridge_port']}/metrics",
+        f"processor http://{cfg.host}:{ports['processor_port']}/metrics",
     ]
+    if opts.detect:
+        urls.append(f"detector http://{cfg.host}:{ports['detector_port']}/metrics")
+    if opts.alerts:
+        urls.append(f"alerts http://{cfg.host}:{ports['alerts_port']}/metrics")
     return settings.model_copy(update={"metrics": metrics}), urls
 
 
@@ -500,7 +508,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             report = await migrate(resolved.db_url(), resolved.db)
         for line in report.lines():
             log.info("migrate", detail=line)
-        resolved, metrics_urls = _metrics_ports(resolved)
+        resolved, metrics_urls = _metrics_ports(resolved, opts)
         resolved, api_url = _api_port(resolved, opts)
         if api_url and not resolved.alerts.api_tokens:
             notes.append(
