@@ -19,6 +19,14 @@ from ghgwatch.settings import Settings
 _SUBST = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
 
 
+def _substitute(match: re.Match[str]) -> str:
+    """What compose puts for ${VAR...}: a default as written, else a stand-in secret."""
+    name, default = match.group(1), match.group(0).partition(":-")[2].rstrip("}")
+    if default:
+        return default
+    return '{"duty": "secret"}' if name.endswith("API_TOKENS") else "secret"
+
+
 def _compose(repo_root: Path) -> dict[str, Any]:
     return yaml.safe_load((repo_root / "deploy" / "compose.yaml").read_text())
 
@@ -38,14 +46,24 @@ def test_compose_runs_kafka_in_kraft_mode_with_timescaledb_mosquitto_and_grafana
 ) -> None:
     """The production compose file has the brokers, the database, Grafana and our services."""
     services = _compose(repo_root)["services"]
-    assert {"kafka", "timescaledb", "mosquitto", "grafana", "bridge", "processor"} <= set(services)
+    assert {
+        "kafka",
+        "timescaledb",
+        "mosquitto",
+        "grafana",
+        "bridge",
+        "processor",
+        "detector",
+        "alert-service",
+        "api",
+    } <= set(services)
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
     assert "zookeeper" not in services
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     assert services["migrate"]["command"] == ["db", "migrate"]
-    for name in ("bridge", "processor"):
+    for name in ("bridge", "processor", "detector", "alert-service", "api"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
 
@@ -79,13 +97,13 @@ def test_every_file_compose_mounts_or_builds_from_exists(repo_root: Path) -> Non
 def test_service_environment_builds_valid_settings(
     repo_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The GHGWATCH_* variables compose gives the bridge and processor are valid Settings."""
+    """The GHGWATCH_* variables compose gives every ghgwatch service are valid Settings."""
     services = _compose(repo_root)["services"]
-    for name in ("bridge", "processor", "migrate"):
-        env = services[name]["environment"]
+    for name in ("bridge", "processor", "migrate", "detector", "alert-service", "api"):
+        env = services[name].get("environment", services["processor"]["environment"])
         for key, value in env.items():
             if key.startswith("GHGWATCH_"):
-                monkeypatch.setenv(key, _SUBST.sub("secret", str(value)))
+                monkeypatch.setenv(key, _SUBST.sub(_substitute, str(value)))
         settings = Settings()
         assert settings.kafka_bootstrap() == "kafka:9092"
         assert settings.mqtt_url() == "mqtt://mosquitto:1883"
