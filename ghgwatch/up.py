@@ -73,6 +73,8 @@ _LEFTOVER_POLL_S = 0.1
 # Each service gets this long to finish its last batch and commit after its stop event.
 SERVICE_STOP_TIMEOUT_S = 30.0
 MIGRATE_TIMEOUT_S = 120.0
+# How long the simulator waits for the bridge's first subscription before publishing anyway.
+BRIDGE_CONNECT_TIMEOUT_S = 30.0
 
 MqttBroker = Literal["auto", "mosquitto", "amqtt"]
 """Which MQTT stand-in ``up`` starts: ``auto`` is Mosquitto when installed, else amqtt."""
@@ -393,10 +395,16 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
         from processors.detect_service import DetectionService
 
         spawn("detector", lambda ev: DetectionService(settings).run(stop=ev), False)
-    spawn("bridge", lambda ev: Bridge(settings).run(stop=ev), False)
+    bridge = Bridge(settings)
+    spawn("bridge", lambda ev: bridge.run(stop=ev), False)
     if opts.simulate:
         from sensors_sim import SimulationConfig, run_simulation
 
+        # Until the bridge first subscribes, the broker has no session to keep readings in.
+        try:
+            await bridge.wait_connected(BRIDGE_CONNECT_TIMEOUT_S)
+        except GhgwatchError as exc:
+            log.warning("bridge not connected; simulating anyway", error=str(exc))
         cfg = SimulationConfig.from_cli(
             kinds="city,cems,mine,leak",
             devices_per_kind=opts.devices,

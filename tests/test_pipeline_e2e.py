@@ -24,11 +24,14 @@ async def running_pipeline(settings: Settings) -> AsyncIterator[None]:
     """Migrate, then run a bridge and a processor until the block exits."""
     await migrate(settings.db_url(), settings.db)
     stop = asyncio.Event()
+    bridge = Bridge(settings)
     tasks = [
-        asyncio.create_task(Bridge(settings).run(stop=stop)),
+        asyncio.create_task(bridge.run(stop=stop)),
         asyncio.create_task(Processor(settings).run(stop=stop)),
     ]
     try:
+        # A shared subscription keeps nothing published before the bridge subscribed.
+        await bridge.wait_connected(DEADLINE_S)
         yield
     finally:
         stop.set()

@@ -229,10 +229,13 @@ async def test_leak_published_over_mqtt_reaches_detections_through_the_pipeline(
     device = "ordos-coal/buertai/t1-0302"
     topic = f"{settings.mqtt.topic_root}/mine/{device}/data"
     stop = asyncio.Event()
-    bridge = asyncio.create_task(Bridge(settings).run(stop=stop))
+    bridge_svc = Bridge(settings)
+    bridge = asyncio.create_task(bridge_svc.run(stop=stop))
     svc = DetectionService(settings)
     detector = asyncio.create_task(svc.run(stop=stop))
     try:
+        # A shared subscription keeps nothing published before the bridge subscribed.
+        await bridge_svc.wait_connected(30)
         hostport = settings.mqtt_url().split("://", 1)[1]
         host, _, port = hostport.partition(":")
         async with aiomqtt.Client(host, int(port)) as client:
