@@ -391,8 +391,24 @@ def replay(
 
     if not readings.is_file():
         raise typer.BadParameter(f"no such file: {readings}", param_hint="READINGS")
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    console = Console(stderr=True)  # stdout keeps only the summary, for scripts
     try:
-        result = replay_csv(readings, _settings().detection, out=out, kind=kind, labels=labels)
+        with Progress(
+            *columns, console=console, transient=True, disable=not console.is_terminal
+        ) as bar:
+            task = bar.add_task("replaying", total=None)
+            result = replay_csv(
+                readings,
+                _settings().detection,
+                out=out,
+                kind=kind,
+                labels=labels,
+                on_progress=lambda n: bar.update(task, description=f"replayed {n:,} readings"),
+            )
     except (GhgwatchError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc

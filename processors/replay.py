@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -330,6 +330,7 @@ def replay_csv(
     kind: str | None = None,
     labels: Path | None = None,
     block_bytes: int = BLOCK_BYTES,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Run the detection engine over a readings CSV in time order.
 
@@ -340,6 +341,7 @@ def replay_csv(
         kind: source kind for rows without a ``kind`` column value.
         labels: optional labels CSV to score against.
         block_bytes: input block size (one engine batch per block).
+        on_progress: called after each block with the readings replayed so far.
 
     Returns:
         Counts, timing, all records (OPEN and CLEARED) and the quality report.
@@ -378,6 +380,8 @@ def replay_csv(
         result.records.extend(to_records(output.events, engine.streams))
         result.readings += n
         result.late += output.late
+        if on_progress is not None:
+            on_progress(result.readings)
         uniq, first_idx = np.unique(stream, return_index=True)
         last_idx = n - 1 - np.unique(stream[::-1], return_index=True)[1]
         for sid, a, b in zip(
