@@ -120,11 +120,21 @@ async def test_nothing_is_acked_while_kafka_is_down_and_everything_arrives_after
 
 
 async def test_two_bridges_in_one_share_group_split_the_messages_and_deliver_all(
-    fast_settings: Callable[..., Settings], kafka_bootstrap: str
+    fast_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     """Two bridges with their own client ids in one shared-subscription group each take part
     of the stream, and together deliver every reading once."""
-    first = fast_settings()
+    # A private broker: under the whole suite's load the shared tansu once returned this
+    # test's records incompletely (seen once in CI; not reproduced in isolation).
+    kafka = await start_tansu(tmp_path / "tansu", port=0)
+    try:
+        await _two_bridges_split(fast_settings, f"127.0.0.1:{kafka.port}")
+    finally:
+        await kafka.stop()
+
+
+async def _two_bridges_split(fast_settings: Callable[..., Settings], kafka_bootstrap: str) -> None:
+    first = fast_settings(kafka={"bootstrap": kafka_bootstrap})
     second = first.model_copy(
         update={"mqtt": first.mqtt.model_copy(update={"client_id": first.mqtt.client_id + "-b"})}
     )
