@@ -7,6 +7,14 @@ and the Kafka adapter (:func:`ensure_topics`, :func:`kafka_errors`, ...).
 
 from __future__ import annotations
 
+from ingest.batch import (
+    BATCH_MAGIC,
+    BATCH_VERSION,
+    ReadingBatch,
+    ReadingFrame,
+    epoch_us,
+    from_epoch_us,
+)
 from ingest.bridge import DRAIN_TIMEOUT_S, Bridge
 from ingest.exceptions import CredentialsRefused, MqttUnavailable, SessionClosed
 from ingest.kafka import (
@@ -28,22 +36,21 @@ from ingest.schemas import (
     MAX_FUTURE_SKEW,
     MAX_PAYLOAD_BYTES,
     METRICS,
-    AcceptedMessage,
     BatchPayload,
     DeadLetterRecord,
     DeviceStatus,
     Flag,
     MetricSpec,
     MineLocation,
+    ReadingHeader,
     ReadingItem,
     ReadingRecord,
-    RejectedMessage,
     RejectReason,
     SinglePayload,
     SourceKind,
     WireReading,
-    validate_message,
 )
+from ingest.timestamps import parse_rfc3339_us
 from ingest.topics import (
     DATA_CHANNEL,
     STATUS_CHANNEL,
@@ -51,9 +58,17 @@ from ingest.topics import (
     data_subscription,
     parse_data_topic,
 )
+from ingest.validate import (
+    AcceptedMessage,
+    RejectedMessage,
+    validate_message,
+    validate_messages,
+)
 
 __all__ = [
     "ACK_LATENCY_BUCKETS_S",
+    "BATCH_MAGIC",
+    "BATCH_VERSION",
     "DATA_CHANNEL",
     "DRAIN_TIMEOUT_S",
     "MAX_FUTURE_SKEW",
@@ -78,6 +93,9 @@ __all__ = [
     "MqttSession",
     "MqttUnavailable",
     "OutgoingRecord",
+    "ReadingBatch",
+    "ReadingFrame",
+    "ReadingHeader",
     "ReadingItem",
     "ReadingRecord",
     "RecordProducer",
@@ -91,6 +109,8 @@ __all__ = [
     "client_options",
     "data_subscription",
     "ensure_topics",
+    "epoch_us",
+    "from_epoch_us",
     "heartbeat_interval_ms",
     "kafka_errors",
     "make_consumer",
@@ -98,6 +118,8 @@ __all__ = [
     "map_kafka_error",
     "mqtt_errors",
     "parse_data_topic",
+    "parse_rfc3339_us",
     "started_client",
     "validate_message",
+    "validate_messages",
 ]

@@ -4,8 +4,9 @@ What a message goes through, in order:
 
 1. The MQTT session hands it over (at most ``mqtt.receive_maximum`` are unacknowledged at
    once: the broker holds the rest, which is the bridge's only buffer).
-2. :func:`ingest.schemas.validate_message` accepts or rejects it; it never raises.
-3. Accepted: a :class:`~ingest.schemas.ReadingRecord` is produced to ``kafka.readings_topic``
+2. :func:`ingest.validate.validate_messages` accepts or rejects it, together with the other
+   messages taken in the same pass; it never raises.
+3. Accepted: its :class:`~ingest.batch.ReadingBatch` is produced to ``kafka.readings_topic``
    keyed by ``device_id``. Rejected: a :class:`~ingest.schemas.DeadLetterRecord` is produced to
    ``kafka.deadletter_topic`` and, when the topic names a device, a retained
    :class:`~ingest.schemas.DeviceStatus` is published on its status topic.
@@ -39,8 +40,8 @@ from ingest.exceptions import MqttUnavailable, SessionClosed
 from ingest.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
 from ingest.metrics import BridgeMetrics, BridgeStats, MetricsServer
 from ingest.mqtt import InboundMessage, MqttSession, Subscription
-from ingest.schemas import AcceptedMessage, RejectedMessage, validate_message
 from ingest.topics import data_subscription
+from ingest.validate import AcceptedMessage, RejectedMessage, validate_messages
 
 __all__ = [
     "DRAIN_TIMEOUT_S",
@@ -327,7 +328,10 @@ class Bridge:
             taken += len(batch)
             metrics.received += len(batch)
             metrics.in_flight += len(batch)
-            outgoing = [self._handle(message) for message in batch]
+            verdicts = validate_messages(
+                [(m.topic, m.payload, m.received_at) for m in batch], root=self._root
+            )
+            outgoing = [self._handle(m, v) for m, v in zip(batch, verdicts, strict=True)]
             await self._produce(outgoing)
             if max_messages is not None and taken >= max_messages:
                 return
@@ -339,23 +343,18 @@ class Bridge:
         self._jobs.add(job)
         return job
 
-    def _handle(self, message: InboundMessage) -> _Outgoing:
-        """Validate one message and build its Kafka record (rejects also start the status)."""
-        result = validate_message(
-            message.topic, message.payload, message.received_at, root=self._root
-        )
+    def _handle(
+        self, message: InboundMessage, result: AcceptedMessage | RejectedMessage
+    ) -> _Outgoing:
+        """Build a validated message's Kafka record (a reject also starts its status)."""
         if isinstance(result, AcceptedMessage):
-            record = result.record
+            batch = result.batch
             self.metrics.accepted += 1
-            job = self._track(message, 1, record.device_id)
+            job = self._track(message, 1, batch.device_id)
             return _Outgoing(
                 job,
                 ROLE_READINGS,
-                (
-                    self._readings_topic,
-                    record.device_id.encode(),
-                    record.model_dump_json().encode(),
-                ),
+                (self._readings_topic, batch.device_id.encode(), batch.encode()),
             )
         return self._reject(message, result)
 

@@ -39,12 +39,12 @@ import asyncpg
 import numpy as np
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import ValidationError
 
 from ghgwatch.errors import FatalError, TransientError
 from ghgwatch.settings import Settings
 from ingest import (
-    ReadingRecord,
+    ReadingBatch,
+    ReadingFrame,
     ensure_topics,
     kafka_errors,
     make_consumer,
@@ -56,7 +56,6 @@ from processors.detection import (
     DerivedTable,
     DetectionEngine,
     EngineOutput,
-    flag_codes,
     parse_kind,
     to_records,
 )
@@ -380,38 +379,35 @@ class DetectionService:
         return self.engine.process(decoded.stream, decoded.ts_ns, decoded.value, usable)
 
     def _decode(self, recs: Sequence[Any]) -> _Decoded:
-        streams: list[int] = []
-        ts: list[int] = []
-        values: list[float] = []
-        flags: list[str] = []
-        engine = self.engine
+        batches: list[ReadingBatch] = []
         for rec in recs:
             try:
-                record = ReadingRecord.model_validate_json(rec.value)
-            except (ValidationError, ValueError, TypeError):
+                batch = ReadingBatch.decode(rec.value or b"")
+            except ValueError as exc:
                 self._stats.undecodable += 1
                 log.warning("undecodable reading record skipped", partition=rec.partition,
-                            offset=rec.offset)  # fmt: skip
+                            offset=rec.offset, error=str(exc)[:200])  # fmt: skip
                 continue
             tp = TopicPartition(rec.topic, rec.partition)
-            self._devices_of.setdefault(tp, set()).add(record.device_id)
-            kind = parse_kind(record.kind.value)
-            loc = record.location.value if record.location is not None else None
-            for r in record.readings:
-                sid = engine.streams.get(record.device_id, r.metric)
-                if sid is None:
-                    sid = engine.register(record.device_id, r.metric, kind, loc)
-                streams.append(sid)
-                ts.append(_to_ns(r.ts))
-                values.append(r.value)
-                flags.append(r.flag.value)
+            self._devices_of.setdefault(tp, set()).add(batch.device_id)
+            batches.append(batch)
+        frame = ReadingFrame.of(batches)
         return _Decoded(
-            np.asarray(streams, np.int64),
-            np.asarray(ts, np.int64),
-            np.asarray(values, np.float64),
-            flag_codes(flags) if flags else np.empty(0, np.uint8),
-            len(streams),
+            frame.ids(self._stream_of),
+            frame.ts_us * 1000,
+            frame.value,
+            frame.flag,
+            len(frame),
         )
+
+    def _stream_of(self, batch: ReadingBatch, metric: str) -> int:
+        """The engine's stream of (device, metric), registered on first sight."""
+        h = batch.header
+        sid = self.engine.streams.get(h.device_id, metric)
+        if sid is None:
+            loc = h.location.value if h.location is not None else None
+            sid = self.engine.register(h.device_id, metric, parse_kind(h.kind.value), loc)
+        return sid
 
     async def _write_outputs(
         self,
@@ -488,7 +484,3 @@ class DetectionService:
                     for r in records
                 ]
                 await asyncio.gather(*futures)
-
-
-def _to_ns(dt: datetime) -> int:
-    return (dt - _EPOCH) // _US * 1000

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from ingest import DeadLetterRecord, ReadingRecord
+from ingest import DeadLetterRecord, ReadingBatch
 
 __all__ = [
     "UNDECODABLE_REASON",
@@ -91,7 +91,7 @@ class KafkaRecordLike(Protocol):
 class DecodedBatch:
     """The result of :func:`decode_values`: readings, dead letters and undecodable records."""
 
-    readings: list[ReadingRecord] = field(default_factory=list)
+    readings: list[ReadingBatch] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     undecodable: list[KafkaRecordLike] = field(default_factory=list)
 
@@ -120,8 +120,8 @@ def decode_values(
 
     Args:
         items: the polled records.
-        readings_topic: records from this topic are :class:`ReadingRecord` JSON; every other
-            topic carries :class:`DeadLetterRecord` JSON.
+        readings_topic: records from this topic are :class:`~ingest.ReadingBatch` values;
+            every other topic carries :class:`DeadLetterRecord` JSON.
         received_at: the time stamped on dead letters made for undecodable records.
 
     Returns:
@@ -137,7 +137,7 @@ def decode_values(
             continue
         try:
             if item.topic == readings_topic:
-                out.readings.append(ReadingRecord.model_validate_json(raw))
+                out.readings.append(ReadingBatch.decode(raw))
             else:
                 out.dead.append(DeadLetter.from_record(DeadLetterRecord.model_validate_json(raw)))
         except (ValidationError, ValueError) as exc:

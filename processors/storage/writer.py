@@ -2,7 +2,9 @@
 
 One :meth:`ReadingStore.write` call is one transaction:
 
-1. Fast path: binary COPY of the batch straight into ``readings`` inside a savepoint. When no
+1. Fast path: binary COPY of the batch straight into ``readings`` inside a savepoint (the
+   COPY data is laid out with numpy from the batches' columns, see
+   :mod:`processors.storage.pgcopy`). When no
    reading of the batch is stored yet (the normal case) this is all, and ``devices`` is
    upserted with the batch's own per-device counts.
 2. When the COPY hits the primary key (a redelivered batch, or a reading twice in one batch)
@@ -22,19 +24,22 @@ One :meth:`ReadingStore.write` call is one transaction:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from ghgwatch.settings import DbSettings
-from ingest import DeadLetterRecord, ReadingRecord
+from ingest import DeadLetterRecord, ReadingBatch, ReadingFrame, epoch_us, from_epoch_us
 from processors.exceptions import SchemaMissing
 from processors.storage.decode import DeadLetter
+from processors.storage.pgcopy import COPY_COLUMNS, pair_blob, readings_copy_data
 from processors.storage.pgerrors import DEFAULT_RETRY_AFTER_S, pg_errors
 
 __all__ = ["REQUIRED_TABLES", "ReadingStore", "WriteResult"]
@@ -45,7 +50,7 @@ REQUIRED_TABLES = ("devices", "readings", "dead_letters")
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 10.0
 _STAGE = "_ghgw_stage_readings"
-_STAGE_COLUMNS = ("ts", "device_id", "metric", "value", "flag", "received_at")
+Int64Array = npt.NDArray[np.int64]
 
 _CREATE_STAGE = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
@@ -140,56 +145,80 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(_CREATE_STAGE)
 
 
-def _device_arrays(records: Sequence[ReadingRecord]) -> list[list[Any]]:
-    """Column arrays of the batch's devices, one entry per device (first/last received)."""
-    seen: dict[str, list[Any]] = {}
-    for rec in records:
-        row = seen.get(rec.device_id)
-        if row is None:
-            seen[rec.device_id] = [
-                rec.device_id,
-                rec.kind.value,
-                rec.network,
-                rec.site,
-                rec.device,
-                rec.location.value if rec.location is not None else None,
-                rec.received_at,
-                rec.received_at,
-            ]
-            continue
-        if rec.location is not None:
-            row[5] = rec.location.value
-        row[6] = min(row[6], rec.received_at)
-        row[7] = max(row[7], rec.received_at)
-    return [list(col) for col in zip(*seen.values(), strict=True)] if seen else [[]] * 8
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A write's readings laid out for the database: COPY data and per-device columns."""
+
+    rows: int
+    copy_data: bytes
+    devices: list[list[Any]]  # device_id, kind, network, site, device, location, first/last seen
+    last_ts: list[datetime | None]
+    counts: list[int]
+    received_us: Int64Array  # per message
 
 
-def _device_counts(records: Sequence[ReadingRecord]) -> tuple[list[Any], list[Any]]:
-    """Per device of the batch (in :func:`_device_arrays` order): newest reading ts, count."""
-    last_ts: dict[str, datetime] = {}
-    counts: dict[str, int] = {}
-    for rec in records:
-        if not rec.readings:
-            continue
-        newest = max(r.ts for r in rec.readings)
-        prev = last_ts.get(rec.device_id)
-        last_ts[rec.device_id] = newest if prev is None or newest > prev else prev
-        counts[rec.device_id] = counts.get(rec.device_id, 0) + len(rec.readings)
-    order = dict.fromkeys(rec.device_id for rec in records)
-    return [last_ts.get(d) for d in order], [counts.get(d, 0) for d in order]
+def _layout(batches: Sequence[ReadingBatch]) -> _Batch:
+    """Concatenate the batches' columns, build the COPY data and the device registry rows.
 
+    Python touches each message (and each of its few metric names) once; every per-reading
+    step is a numpy operation over the whole write.
+    """
+    frame = ReadingFrame.of(batches)
+    pair_index: dict[tuple[str, str], int] = {}
+    blobs: list[bytes] = []
 
-def _reading_rows(
-    records: Sequence[ReadingRecord],
-) -> list[tuple[datetime, str, str, float, str, datetime]]:
-    rows: list[tuple[datetime, str, str, float, str, datetime]] = []
-    append = rows.append
-    for rec in records:
-        device_id = rec.device_id
-        received_at = rec.received_at
-        for r in rec.readings:
-            append((r.ts, device_id, r.metric, r.value, r.flag, received_at))
-    return rows
+    def pair_of(b: ReadingBatch, metric: str) -> int:
+        key = (b.header.device_id, metric)
+        pid = pair_index.get(key)
+        if pid is None:
+            pid = pair_index[key] = len(blobs)
+            blobs.append(pair_blob(*key))
+        return pid
+
+    pair = frame.ids(pair_of)
+    received = np.fromiter((b.received_us for b in batches), dtype=np.int64, count=len(batches))
+    data = readings_copy_data(
+        frame.ts_us, pair, blobs, frame.value, frame.flag, frame.per_reading(received)
+    )
+    # The device registry: per device its identity, first and last receive time, newest
+    # reading time and the readings carried; a location once named is kept.
+    device_index: dict[str, int] = {}
+    device_rows: list[list[Any]] = []
+    device_of = np.empty(len(batches), dtype=np.intp)
+    for i, b in enumerate(batches):
+        h = b.header
+        d = device_index.get(h.device_id)
+        if d is None:
+            d = device_index[h.device_id] = len(device_rows)
+            device_rows.append([h.device_id, h.kind.value, h.network, h.site, h.device, None])
+        if h.location is not None:
+            device_rows[d][5] = h.location.value
+        device_of[i] = d
+    ndev = len(device_rows)
+    first_seen = np.full(ndev, np.iinfo(np.int64).max, dtype=np.int64)
+    last_seen = np.full(ndev, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(first_seen, device_of, received)
+    np.maximum.at(last_seen, device_of, received)
+    newest = np.full(ndev, np.iinfo(np.int64).min, dtype=np.int64)
+    filled = np.flatnonzero(frame.counts)
+    if len(filled):
+        starts = (np.cumsum(frame.counts) - frame.counts)[filled]
+        np.maximum.at(newest, device_of[filled], np.maximum.reduceat(frame.ts_us, starts))
+    per_device = np.bincount(device_of, weights=frame.counts, minlength=ndev).astype(np.int64)
+    columns = [list(col) for col in zip(*device_rows, strict=True)] if ndev else [[]] * 6
+    columns.append([from_epoch_us(t) for t in first_seen.tolist()])
+    columns.append([from_epoch_us(t) for t in last_seen.tolist()])
+    return _Batch(
+        rows=len(frame),
+        copy_data=data,
+        devices=columns,
+        last_ts=[
+            from_epoch_us(t) if c else None
+            for t, c in zip(newest.tolist(), per_device.tolist(), strict=True)
+        ],
+        counts=per_device.tolist(),
+        received_us=received,
+    )
 
 
 def _dead_arrays(dead: Sequence[DeadLetterRecord | DeadLetter]) -> list[list[Any]]:
@@ -218,15 +247,21 @@ def _dead_arrays(dead: Sequence[DeadLetterRecord | DeadLetter]) -> list[list[Any
     return [list(col) for col in zip(*merged.values(), strict=True)]
 
 
-async def _copy_new_rows(
-    conn: asyncpg.Connection | PoolConnectionProxy,
-    rows: list[tuple[datetime, str, str, float, str, datetime]],
-) -> bool:
-    """COPY ``rows`` straight into ``readings`` in a savepoint; False (nothing kept) when any
-    of them is already stored or repeated in the batch."""
+async def _stream(data: bytes) -> AsyncIterator[bytes]:
+    """COPY data as the async source asyncpg takes (plain bytes would be a file name)."""
+    yield data
+
+
+async def _copy_new_rows(conn: asyncpg.Connection | PoolConnectionProxy, data: bytes) -> bool:
+    """COPY the rows straight into ``readings`` in a savepoint; False (nothing kept) when any
+    of them is already stored or repeated in the batch.
+
+    """
     try:
         async with conn.transaction():
-            await conn.copy_records_to_table("readings", records=rows, columns=_STAGE_COLUMNS)
+            await conn.copy_to_table(
+                "readings", source=_stream(data), columns=COPY_COLUMNS, format="binary"
+            )
     except asyncpg.UniqueViolationError:
         return False
     return True
@@ -318,13 +353,13 @@ class ReadingStore:
 
     async def write(
         self,
-        records: Sequence[ReadingRecord],
+        batches: Sequence[ReadingBatch],
         dead: Sequence[DeadLetterRecord | DeadLetter] = (),
     ) -> WriteResult:
         """Store readings and dead letters atomically (see the module docstring for the steps).
 
         Args:
-            records: accepted messages from the readings topic.
+            batches: accepted messages from the readings topic.
             dead: dead letters (bridge rejects, or records the processor could not decode).
 
         Returns:
@@ -337,8 +372,8 @@ class ReadingStore:
             FatalError: the database refused the data or the schema (a bug); chained.
         """
         pool = self._require_pool()
-        rows = _reading_rows(records)
-        devices = _device_arrays(records) if records else None
+        laid = _layout(batches) if batches else None
+        rows = laid.rows if laid is not None else 0
         dead_cols = _dead_arrays(dead) if dead else None
         inserted = 0
         latencies: tuple[float, ...] = ()
@@ -348,21 +383,21 @@ class ReadingStore:
                 pool.acquire() as conn,
                 conn.transaction(),
             ):
-                fast = bool(rows) and await _copy_new_rows(conn, rows)
-                if fast and devices is not None:
-                    await conn.execute(_UPSERT_DEVICES, *devices, *_device_counts(records))
-                    inserted = len(rows)
-                    now = datetime.now(UTC)
-                    latencies = tuple(
-                        (now - rec.received_at).total_seconds()
-                        for rec in {(r.device_id, r.received_at): r for r in records}.values()
-                    )
-                elif devices is not None:
+                fast = rows > 0 and laid is not None and await _copy_new_rows(conn, laid.copy_data)
+                if fast and laid is not None:
+                    await conn.execute(_UPSERT_DEVICES, *laid.devices, laid.last_ts, laid.counts)
+                    inserted = rows
+                    now_us = epoch_us(datetime.now(UTC))
+                    latencies = tuple(((now_us - laid.received_us) / 1e6).tolist())
+                elif laid is not None:
                     if rows:
-                        await conn.copy_records_to_table(
-                            _STAGE, records=rows, columns=_STAGE_COLUMNS
+                        await conn.copy_to_table(
+                            _STAGE,
+                            source=_stream(laid.copy_data),
+                            columns=COPY_COLUMNS,
+                            format="binary",
                         )
-                    result = await conn.fetchrow(_INSERT_READINGS, *devices)
+                    result = await conn.fetchrow(_INSERT_READINGS, *laid.devices)
                     assert result is not None
                     inserted = int(result["inserted"])
                     latencies = tuple(result["latencies"] or ())
@@ -370,7 +405,7 @@ class ReadingStore:
                     await conn.execute(_UPSERT_DEAD, *dead_cols)
         return WriteResult(
             inserted=inserted,
-            duplicates=len(rows) - inserted,
+            duplicates=rows - inserted,
             dead_letters=len(dead),
             latencies_s=latencies,
         )

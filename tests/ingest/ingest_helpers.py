@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from ghgwatch.settings import Settings
-from ingest import Bridge
+from ingest import BATCH_MAGIC, Bridge, ReadingBatch
 
 DEADLINE_S = 30.0
 PUBLISH_WINDOW = 500
@@ -105,12 +105,19 @@ async def read_topic(
                 continue
             batch = await consumer.getmany(timeout_ms=200)
             for msgs in batch.values():
-                records.extend(KafkaRecord(m.key, json.loads(m.value)) for m in msgs)
+                records.extend(KafkaRecord(m.key, _as_json(m.value)) for m in msgs)
             if until(records):
                 break
     finally:
         await consumer.stop()
     return records
+
+
+def _as_json(value: bytes) -> Any:
+    """A record value as JSON data; readings batches as the format-1 record they carry."""
+    if value.startswith(BATCH_MAGIC):
+        return ReadingBatch.decode(value).to_record().model_dump(mode="json")
+    return json.loads(value)
 
 
 def at_least(n: int) -> Callable[[list[KafkaRecord]], bool]:

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ghgwatch.settings import Settings
 from ingest import (
     DeadLetterRecord,
+    ReadingBatch,
     ReadingRecord,
     RejectReason,
     SourceKind,
@@ -89,6 +90,11 @@ def dead_letter(n: int, reason: RejectReason = RejectReason.MALFORMED_JSON) -> D
     )
 
 
+def as_batches(records: Sequence[ReadingRecord]) -> list[ReadingBatch]:
+    """The messages in the columnar form the bridge produces and the writer stores."""
+    return [ReadingBatch.from_record(r) for r in records]
+
+
 def total_readings(records: Sequence[ReadingRecord]) -> int:
     """How many readings the messages carry."""
     return sum(len(r.readings) for r in records)
@@ -99,8 +105,13 @@ async def produce(
     records: Sequence[ReadingRecord] = (),
     dead: Sequence[DeadLetterRecord] = (),
     raw: Sequence[tuple[str, bytes]] = (),
+    *,
+    record_format: int = 2,
 ) -> dict[TopicPartition, int]:
     """Produce readings (keyed by device), dead letters and raw (topic, value) pairs.
+
+    Readings go in the bridge's format 2 (columnar batches), or as format-1 JSON records
+    (what bridges before it produced) with ``record_format=1``.
 
     Returns:
         For each partition written, the offset after the last record produced to it.
@@ -115,7 +126,9 @@ async def produce(
             futures.append(
                 await producer.send(
                     settings.kafka.readings_topic,
-                    rec.model_dump_json().encode(),
+                    rec.model_dump_json().encode()
+                    if record_format == 1
+                    else ReadingBatch.from_record(rec).encode(),
                     key=rec.device_id.encode(),
                 )
             )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from proc_helpers import T0, mixed_records, reading_record
+from proc_helpers import T0, as_batches, mixed_records, reading_record
 
 from ghgwatch.errors import ConfigurationError
 from ghgwatch.settings import DbSettings
@@ -55,7 +55,7 @@ async def _store_sample(pg_url: str, cfg: DbSettings) -> int:
     records = mixed_records(devices_per_kind=1, steps=12)
     calibrating = reading_record(SourceKind.CITY, 0, 100, flag="C")
     async with ReadingStore(pg_url, cfg) as store:
-        result = await store.write([*records, calibrating])
+        result = await store.write(as_batches([*records, calibrating]))
     return result.inserted
 
 
@@ -185,7 +185,7 @@ async def test_timescale_layer_hypertable_policies_and_caggs(
     # Real-time aggregation: rows written after the refresh show up at once.
     late = reading_record(SourceKind.MINE, 5, 2000)
     async with ReadingStore(pg_url, cfg) as store:
-        await store.write([late])
+        await store.write(as_batches([late]))
     n = await conn.fetchval(
         "SELECT sum(n_all) FROM readings_1m WHERE device_id = $1", late.device_id
     )
@@ -254,18 +254,18 @@ async def test_late_readings_and_redelivery_into_compressed_chunks(
     await migrate(pg_url, cfg)
     records = mixed_records(devices_per_kind=1, steps=6)
     async with ReadingStore(pg_url, cfg) as store:
-        first = await store.write(records)
+        first = await store.write(as_batches(records))
         compressed = await conn.fetch(
             "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('readings') c"
         )
         assert compressed
-        again = await store.write(records)
+        again = await store.write(as_batches(records))
         resent = reading_record(SourceKind.CEMS, 0, 3, received_delay_s=86_400)
         resent = resent.model_copy(
             update={"readings": [r.model_copy(update={"value": 5.5}) for r in resent.readings]}
         )
         late = reading_record(SourceKind.CEMS, 7, 2)
-        third = await store.write([resent, late])
+        third = await store.write(as_batches([resent, late]))
     assert (again.inserted, again.duplicates) == (0, first.inserted)
     assert third.inserted == len(late.readings)
     assert third.duplicates == len(resent.readings)
@@ -273,3 +273,4 @@ async def test_late_readings_and_redelivery_into_compressed_chunks(
     total = first.inserted + third.inserted
     assert await conn.fetchval("SELECT count(*) FROM readings") == total
     assert await conn.fetchval("SELECT sum(readings_count) FROM devices") == total
+

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from proc_helpers import dead_letter, mixed_records, reading_record, total_readings
+from proc_helpers import as_batches, dead_letter, mixed_records, reading_record, total_readings
 
 from ghgwatch.errors import StorageBackpressure
 from ghgwatch.settings import DbSettings, Settings
@@ -22,8 +22,8 @@ async def test_same_batch_twice_is_stored_once_with_exact_device_counts(
     records = mixed_records(devices_per_kind=3, steps=4)
     n = total_readings(records)
     async with ReadingStore(migrated.db_url(), migrated.db) as store:
-        first = await store.write(records, [])
-        second = await store.write(records, [])
+        first = await store.write(as_batches(records), [])
+        second = await store.write(as_batches(records), [])
     assert (first.inserted, first.duplicates) == (n, 0)
     assert (second.inserted, second.duplicates) == (0, n)
     assert len(first.latencies_s) == len(records)
@@ -48,8 +48,8 @@ async def test_partly_redelivered_batch_stores_only_the_new_readings(migrated: S
     records = mixed_records(devices_per_kind=2, steps=6)
     old, new = records[: len(records) // 2], records[len(records) // 2 :]
     async with ReadingStore(migrated.db_url(), migrated.db) as store:
-        first = await store.write(old)
-        mixed = await store.write([*new, *old])
+        first = await store.write(as_batches(old))
+        mixed = await store.write(as_batches([*new, *old]))
     assert first.inserted == total_readings(old)
     assert (mixed.inserted, mixed.duplicates) == (total_readings(new), total_readings(old))
     conn = await asyncpg.connect(migrated.db_url())
@@ -71,8 +71,8 @@ async def test_late_and_out_of_order_readings_are_stored(migrated: Settings) -> 
     late = [reading_record(kind, 0, step) for step in reversed(range(0, 10))]
     days_late = reading_record(kind, 0, 0, start=datetime(2026, 8, 1, tzinfo=UTC))
     async with ReadingStore(migrated.db_url(), migrated.db) as store:
-        a = await store.write(newest)
-        b = await store.write([*late, days_late])
+        a = await store.write(as_batches(newest))
+        b = await store.write(as_batches([*late, days_late]))
     assert a.inserted == total_readings(newest)
     assert b.inserted == total_readings(late) + len(days_late.readings)
     conn = await asyncpg.connect(migrated.db_url())
@@ -90,7 +90,7 @@ async def test_duplicate_readings_inside_one_batch_count_once(migrated: Settings
     """The same reading twice in one batch is stored once and counted once."""
     rec = reading_record(SourceKind.CITY, 1, 1)
     async with ReadingStore(migrated.db_url(), migrated.db) as store:
-        result = await store.write([rec, rec])
+        result = await store.write(as_batches([rec, rec]))
     assert (result.inserted, result.duplicates) == (len(rec.readings), len(rec.readings))
     count = await _one(migrated, "SELECT readings_count FROM devices")
     assert count == len(rec.readings)
@@ -144,13 +144,13 @@ async def test_terminated_connections_are_backpressure_then_recover(migrated: Se
     """Backends killed under the pool: the next write may push back, a later one succeeds."""
     records = mixed_records(devices_per_kind=1, steps=2)
     async with ReadingStore(migrated.db_url(), migrated.db) as store:
-        await store.write(records[:4])
+        await store.write(as_batches(records[:4]))
         dbname = migrated.db_url().rsplit("/", 1)[1]
         await _terminate(dbname)
         outcomes = []
         for _ in range(3):
             try:
-                await store.write(records[4:])
+                await store.write(as_batches(records[4:]))
                 outcomes.append("ok")
                 break
             except StorageBackpressure:
@@ -193,10 +193,10 @@ async def test_a_stuck_database_times_out_as_backpressure_then_recovers(
             await blocker.execute("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
             try:
                 with pytest.raises(StorageBackpressure):
-                    await store.write(records)
+                    await store.write(as_batches(records))
             finally:
                 await tx.rollback()
-            result = await store.write(records)
+            result = await store.write(as_batches(records))
     finally:
         await blocker.close()
     assert result.inserted == total_readings(records)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.schemas import AcceptedMessage, Flag, RejectedMessage, SourceKind, validate_message
+from ingest import AcceptedMessage, Flag, RejectedMessage, SourceKind, validate_message
 from sensors_sim import EXPECTED_REASON, Malformation, SimulationConfig, Simulator, malform
 
 ROOT = "ghg/v1"
