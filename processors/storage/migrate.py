@@ -183,11 +183,24 @@ def discover_migrations(extra_dirs: Iterable[Path] = ()) -> list[Migration]:
 
 
 async def timescale_available(conn: asyncpg.Connection) -> bool:
-    """True when the server can create (or already has) the timescaledb extension."""
-    found = await conn.fetchval(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+    """True when the server can create (or already has) the timescaledb extension.
+
+    The extension must be installed and loaded at server start
+    (``shared_preload_libraries``): creating it otherwise fails and ends the session.
+    """
+    row = await conn.fetchrow(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
+        " AS installed,"
+        " 'timescaledb' = ANY (string_to_array("
+        "   replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AS preloaded"
     )
-    return bool(found)
+    assert row is not None
+    if row["installed"] and not row["preloaded"]:
+        log.warning(
+            "timescaledb is installed but not in shared_preload_libraries;"
+            " using plain PostgreSQL tables and views until the server preloads it"
+        )
+    return bool(row["installed"] and row["preloaded"])
 
 
 async def _acquire_lock(conn: asyncpg.Connection) -> None:

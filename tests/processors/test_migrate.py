@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +13,7 @@ import asyncpg
 import pytest
 from proc_helpers import T0, as_batches, mixed_records, reading_record
 
+from ghgwatch.embedded import free_port
 from ghgwatch.errors import ConfigurationError
 from ghgwatch.settings import DbSettings
 from ingest import SourceKind
@@ -274,3 +277,51 @@ async def test_late_readings_and_redelivery_into_compressed_chunks(
     assert await conn.fetchval("SELECT count(*) FROM readings") == total
     assert await conn.fetchval("SELECT sum(readings_count) FROM devices") == total
 
+
+async def _run_as_postgres(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, user="postgres", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode(errors="replace")
+
+
+async def test_timescale_installed_but_not_preloaded_falls_back_to_plain(
+    timescale: None, conn: asyncpg.Connection
+) -> None:
+    """A server with the extension's files but without shared_preload_libraries (a fresh
+    cluster of the same installation) gets the plain layer and a warning, not a crash."""
+    major = int(await conn.fetchval("SHOW server_version_num")) // 10_000
+    bin_dir = Path(f"/usr/lib/postgresql/{major}/bin")
+    if not (bin_dir / "initdb").exists():
+        pytest.skip(f"no PostgreSQL {major} programs in {bin_dir} to start a second cluster")
+    # pytest's tmp_path is private to root; the server's user needs a folder of its own
+    tmp_path = Path(tempfile.mkdtemp(prefix="ghgw-pg-"))
+    shutil.chown(tmp_path, "postgres")
+    pgdata = tmp_path / "pgdata"
+    port = free_port()
+    await _run_as_postgres(
+        str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust"
+    )
+    options = f"-p {port} -k {tmp_path} -c listen_addresses=127.0.0.1"
+    log_file = str(tmp_path / "pg.log")
+    await _run_as_postgres(
+        str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-o", options, "-l", log_file, "-w", "start"
+    )
+    try:
+        report = await migrate(f"postgresql://postgres@127.0.0.1:{port}/postgres", DbSettings())
+        assert report.timescale is False
+        second = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+        try:
+            assert await second.fetchval("SELECT to_regclass('readings_1m')::text") == (
+                "readings_1m"
+            )
+            assert not await second.fetchval(
+                "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+            )
+        finally:
+            await second.close()
+    finally:
+        await _run_as_postgres(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop")
+        shutil.rmtree(tmp_path, ignore_errors=True)
