@@ -10,8 +10,8 @@ What a message goes through, in order:
    keyed by ``device_id``. Rejected: a :class:`~ingest.schemas.DeadLetterRecord` is produced to
    ``kafka.deadletter_topic`` and, when the topic names a device, a retained
    :class:`~ingest.schemas.DeviceStatus` is published on its status topic.
-4. Produces run concurrently (``acks=all``); a failed one is retried with backoff until it
-   succeeds or the bridge stops, never dropped.
+4. Records are produced (``acks=all``) as one Kafka batch per partition per pass; a failed
+   batch is retried with backoff until it succeeds or the bridge stops, never dropped.
 5. Only when Kafka confirmed (and the status was handed to the broker) is the message
    acknowledged; PUBACKs leave in arrival order.
 
@@ -348,13 +348,12 @@ class Bridge:
     ) -> _Outgoing:
         """Build a validated message's Kafka record (a reject also starts its status)."""
         if isinstance(result, AcceptedMessage):
-            batch = result.batch
             self.metrics.accepted += 1
-            job = self._track(message, 1, batch.device_id)
+            job = self._track(message, 1, result.device_id)
             return _Outgoing(
                 job,
                 ROLE_READINGS,
-                (self._readings_topic, batch.device_id.encode(), batch.encode()),
+                (self._readings_topic, result.device_id.encode(), result.value),
             )
         return self._reject(message, result)
 
@@ -388,37 +387,42 @@ class Bridge:
     # -- producing ---------------------------------------------------------------------------
 
     async def _produce(self, outgoing: list[_Outgoing]) -> None:
-        """Hand a batch of records to the producer; while Kafka is down, retry (not reading).
+        """Hand records to the producer; while Kafka is down, retry (not reading).
 
-        Each record's delivery future settles its message when Kafka confirms it.
+        Records go in one batch per partition; each batch's delivery settles its messages
+        when Kafka confirms it.
         """
         producer = self._producer
         assert producer is not None
-        start = 0
+        pending = outgoing
         attempt = 0
-        while start < len(outgoing):
-            futures, error = await producer.send_many([o.record for o in outgoing[start:]])
-            for item, future in zip(outgoing[start:], futures, strict=False):
-                future.add_done_callback(functools.partial(self._on_delivered, item))
-            start += len(futures)
+        while pending:
+            sent, error = await producer.send_grouped([o.record for o in pending])
+            handed: set[int] = set()
+            for future, members in sent:
+                items = [pending[i] for i in members]
+                future.add_done_callback(functools.partial(self._on_delivered, items))
+                handed.update(members)
             if error is None:
                 return
+            pending = [o for i, o in enumerate(pending) if i not in handed]
             if isinstance(error, FatalError):
                 self._fail(error)
             else:
-                self._produce_failed(error, outgoing[start].record[0])
+                self._produce_failed(error, pending[0].record[0])
             if self._fatal is not None or self._stopping or self._stop.is_set():
-                for item in outgoing[start:]:
+                for item in pending:
                     self._abandon(item.job, "kafka unavailable at stop")
                 return
             await self._pause(_backoff_s(attempt))
             attempt += 1
 
-    def _on_delivered(self, item: _Outgoing, future: asyncio.Future[Any]) -> None:
+    def _on_delivered(self, items: list[_Outgoing], future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
-            self.metrics.count_produced(item.role)
             self._retry_attempt = 0
-            self._settle(item.job)
+            for item in items:
+                self.metrics.count_produced(item.role)
+                self._settle(item.job)
             return
         raw = None if future.cancelled() else future.exception()
         exc = (
@@ -428,11 +432,12 @@ class Bridge:
         )
         if isinstance(exc, FatalError):
             self._fail(exc)
-            self._abandon(item.job, "kafka refused the record")
+            for item in items:
+                self._abandon(item.job, "kafka refused the record")
             return
-        self._produce_failed(exc, item.record[0])
+        self._produce_failed(exc, items[0].record[0])
         # Bounded: every queued record holds one of at most receive_maximum in-flight messages.
-        self._retry_queue.append(item)
+        self._retry_queue.extend(items)
         self._retry_ready.set()
 
     async def _retry_loop(self) -> None:
