@@ -14,12 +14,25 @@ or ``±HH:MM``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["parse_rfc3339_us"]
+__all__ = ["VECTOR_MIN_STRINGS", "parse_rfc3339_us"]
+
+# From this many strings on they are parsed as character arrays; fewer go one by one
+# (numpy's per-call overhead made a one-string parse cost ~150 us).
+VECTOR_MIN_STRINGS = 64
+# The same shape for the one-by-one path (ASCII digits only, as in the array path).
+_SHAPE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 _US_PER_S = 1_000_000
 _BASE = "0000-00-00T00:00:00"  # '0' marks a digit position
@@ -109,6 +122,27 @@ def _parse_group(codes: Codes) -> tuple[Int64Array, BoolArray]:
     return seconds * _US_PER_S + frac_us, ok
 
 
+def _parse_one(text: str) -> int | None:
+    """One string of the common shape as epoch microseconds, None for anything else."""
+    m = _SHAPE.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    try:
+        # datetime checks the calendar and clock ranges (year >= 1, day of month, hour < 24)
+        at = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return None
+    frac = m.group(7)
+    us = (at - _EPOCH) // _ONE_US + (int(frac.ljust(6, "0")) if frac else 0)
+    if m.group(8) is not None:
+        hh, mm = int(m.group(9)), int(m.group(10))
+        if hh > 23 or mm > 59:
+            return None
+        us -= (1 if m.group(8) == "+" else -1) * (hh * 60 + mm) * 60 * _US_PER_S
+    return us
+
+
 def parse_rfc3339_us(texts: Sequence[str]) -> tuple[Int64Array, BoolArray]:
     """Parse timestamps of the common RFC 3339 shape (see the module docstring).
 
@@ -120,8 +154,12 @@ def parse_rfc3339_us(texts: Sequence[str]) -> tuple[Int64Array, BoolArray]:
         of a string not understood is meaningless and the caller must decide it otherwise.
     """
     n = len(texts)
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, bool)
+    if n < VECTOR_MIN_STRINGS:
+        parsed = [_parse_one(t) for t in texts]
+        return (
+            np.array([0 if v is None else v for v in parsed], dtype=np.int64),
+            np.array([v is not None for v in parsed], dtype=bool),
+        )
     arr = np.array(texts, dtype=str)
     width = arr.dtype.itemsize // 4
     codes: Codes = arr.view(np.uint32).reshape(n, width)

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from ingest.batch import ReadingBatch, epoch_us, from_epoch_us, reading_header
+from ingest.batch import ReadingBatch, encode_batch, epoch_us, from_epoch_us, reading_header
 from ingest.schemas import (
     MAX_BATCH_READINGS,
     MAX_FUTURE_SKEW,
@@ -49,6 +49,7 @@ from ingest.timestamps import parse_rfc3339_us
 from ingest.topics import DeviceRef, parse_data_topic
 
 __all__ = [
+    "VECTOR_MIN_READINGS",
     "AcceptedMessage",
     "RejectedMessage",
     "validate_message",
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 _EXCERPT_CHARS = 200
+# From this many readings in a pass on, the checks run as numpy expressions; below it plain
+# Python is faster (numpy's per-call overhead made a one-message pass cost ~200 us).
+VECTOR_MIN_READINGS = 64
 _DETAIL_CHARS = 1000
 _SKEW_US = MAX_FUTURE_SKEW // timedelta(microseconds=1)
 _KINDS = tuple(SourceKind)
@@ -71,9 +75,20 @@ _ALLOWED = np.array([[k in METRICS[m].kinds for m in _METRIC_NAMES] for k in _KI
 
 @dataclass(frozen=True, slots=True)
 class AcceptedMessage:
-    """A message that passed validation, ready to be produced to the readings topic."""
+    """A message that passed validation, ready to be produced to the readings topic.
 
-    batch: ReadingBatch
+    Attributes:
+        device_id: the sender, the record's Kafka key.
+        value: the record's value, a :class:`~ingest.batch.ReadingBatch` encoded.
+    """
+
+    device_id: str
+    value: bytes
+
+    @property
+    def batch(self) -> ReadingBatch:
+        """The readings as columns (decoded from :attr:`value`)."""
+        return ReadingBatch.decode(self.value)
 
     @property
     def record(self) -> ReadingRecord:
@@ -323,12 +338,15 @@ def validate_messages(
 
     # 2. Every lean message's timestamps in one pass; odd shapes go to the full models.
     texts = [t for p in lean for t in p.ts_text]
-    ts_all, understood = parse_rfc3339_us(texts)
+    ts_array, understood = parse_rfc3339_us(texts)
+    # plain ints for a small pass, where the checks run in Python; array slices otherwise
+    ts_all = ts_array if len(texts) >= VECTOR_MIN_READINGS else ts_array.tolist()
+    all_understood = bool(understood.all())
     ready: list[_Parsed] = []
     start = 0
     for p in lean:
         end = start + len(p.ts_text)
-        if understood[start:end].all():
+        if all_understood or understood[start:end].all():
             p.ts_us = ts_all[start:end]
             ready.append(p)
         else:
@@ -350,38 +368,84 @@ def validate_messages(
     return verdicts
 
 
+def _first_failures_np(
+    ready: list[_Parsed], starts: list[int], codes: Any, values: Any, ts_us: Any
+) -> dict[int, tuple[int, int]]:
+    """Per message with a failing reading: (first failing reading, first check it fails)."""
+    counts = np.array([len(p.metrics) for p in ready], dtype=np.int64)
+    kind = np.repeat(np.array([_KIND_CODE[p.device.kind] for p in ready]), counts)
+    limit = np.repeat(np.array([p.received_us for p in ready]) + _SKEW_US, counts)
+    known = codes >= 0
+    safe = np.where(known, codes, 0)
+    with np.errstate(invalid="ignore"):
+        out_of_range = known & ~((values >= _LO[safe]) & (values <= _HI[safe]))
+    failed = np.stack([~known, known & ~_ALLOWED[kind, safe], out_of_range, ts_us > limit])
+    bad_items = np.flatnonzero(failed.any(axis=0))
+    first: dict[int, tuple[int, int]] = {}
+    if len(bad_items):
+        owner = np.searchsorted(np.asarray(starts), bad_items, side="right") - 1
+        checks = np.argmax(failed[:, bad_items], axis=0)
+        for msg, item, check in zip(owner.tolist(), bad_items.tolist(), checks.tolist(),
+                                    strict=True):  # fmt: skip
+            first.setdefault(msg, (item, check))
+    return first
+
+
+def _first_failures_py(
+    ready: list[_Parsed], starts: list[int], codes: list[int], values: list[float], ts_us: Any
+) -> dict[int, tuple[int, int]]:
+    """:func:`_first_failures_np` for a few readings, where numpy's call overhead dominates."""
+    first: dict[int, tuple[int, int]] = {}
+    for k, p in enumerate(ready):
+        kind = _KIND_CODE[p.device.kind]
+        limit = p.received_us + _SKEW_US
+        for item in range(starts[k], starts[k] + len(p.metrics)):
+            code, value = codes[item], values[item]
+            if code < 0:
+                check = 0
+            elif not _ALLOWED[kind, code]:
+                check = 1
+            elif not _LO[code] <= value <= _HI[code]:  # NaN fails both comparisons
+                check = 2
+            elif ts_us[item] > limit:
+                check = 3
+            else:
+                continue
+            first[k] = (item, check)
+            break
+    return first
+
+
 def _check_and_build(
     ready: list[_Parsed],
     messages: Sequence[tuple[str, bytes, datetime]],
     results: list[AcceptedMessage | RejectedMessage | None],
 ) -> None:
     """Step 3: the per-reading checks over all readings at once, then the batches."""
-    counts = np.array([len(p.metrics) for p in ready], dtype=np.int64)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    codes = np.array([_METRIC_CODE.get(m, -1) for p in ready for m in p.metrics], dtype=np.int64)
-    values = np.array([v for p in ready for v in p.values], dtype=np.float64)
-    ts_us = np.concatenate([p.ts_us for p in ready])
-    kind = np.repeat(np.array([_KIND_CODE[p.device.kind] for p in ready]), counts)
-    limit = np.repeat(np.array([p.received_us for p in ready]) + _SKEW_US, counts)
-    known = codes >= 0
-    safe = np.where(known, codes, 0)
-    unknown = ~known
-    wrong_kind = known & ~_ALLOWED[kind, safe]
-    with np.errstate(invalid="ignore"):
-        out_of_range = known & ~((values >= _LO[safe]) & (values <= _HI[safe]))
-    future = ts_us > limit
-    failed = np.stack([unknown, wrong_kind, out_of_range, future])
-    bad_items = np.flatnonzero(failed.any(axis=0))
-    first_bad: dict[int, int] = {}
-    if len(bad_items):
-        owner = np.searchsorted(starts, bad_items, side="right") - 1
-        for msg, bad in zip(owner.tolist(), bad_items.tolist(), strict=True):
-            first_bad.setdefault(msg, bad)
+    starts: list[int] = []
+    total = 0
+    for p in ready:
+        starts.append(total)
+        total += len(p.metrics)
+    code_list = [_METRIC_CODE.get(m, -1) for p in ready for m in p.metrics]
+    value_list = [v for p in ready for v in p.values]
+    codes: Any
+    values: Any
+    ts_us: Any
+    if total >= VECTOR_MIN_READINGS:
+        codes = np.array(code_list, dtype=np.int64)
+        values = np.array(value_list, dtype=np.float64)
+        ts_us = np.concatenate([np.asarray(p.ts_us, dtype=np.int64) for p in ready])
+        first_bad = _first_failures_np(ready, starts, codes, values, ts_us)
+    else:
+        codes, values = code_list, value_list
+        ts_us = [int(t) for p in ready for t in p.ts_us]
+        first_bad = _first_failures_py(ready, starts, codes, values, ts_us)
     for k, p in enumerate(ready):
         topic, payload, received_at = messages[p.index]
-        if (item := first_bad.get(k)) is not None:
-            check = int(np.argmax(failed[:, item]))
-            local = item - int(starts[k])
+        if (bad := first_bad.get(k)) is not None:
+            item, check = bad
+            local = item - starts[k]
             reason, detail = _item_detail(
                 check, p.metrics[local], p.values[local], int(ts_us[item]), p.device, received_at
             )
@@ -394,23 +458,24 @@ def _check_and_build(
                 + ", ".join(m.value for m in MineLocation),
             )  # fmt: skip
             continue
-        s, e = int(starts[k]), int(starts[k] + counts[k])
-        batch = _batch(p, topic, codes[s:e], ts_us[s:e], values[s:e])
-        results[p.index] = AcceptedMessage(batch)
+        s, e = starts[k], starts[k] + len(p.metrics)
+        value = _encode(p, topic, codes[s:e], ts_us[s:e], values[s:e])
+        results[p.index] = AcceptedMessage(p.device.device_id, value)
 
 
-def _batch(p: _Parsed, topic: str, codes: Any, ts_us: Any, values: Any) -> ReadingBatch:
-    """The readings batch of an accepted message; its metric list names what it carries."""
+def _encode(p: _Parsed, topic: str, codes: Any, ts_us: Any, values: Any) -> bytes:
+    """The Kafka value of an accepted message; its metric list names what it carries."""
     first = p.metrics[0]
     local: Any
     if p.metrics.count(first) == len(p.metrics):
         names: tuple[str, ...] = (first,)
-        local = np.zeros(len(p.metrics), dtype=np.uint16)
+        local = [0] * len(p.metrics)
     else:
-        used, local = np.unique(codes, return_inverse=True)
+        used, inverse = np.unique(np.asarray(codes), return_inverse=True)
         names = tuple(_METRIC_NAMES[c] for c in used.tolist())
-    header = reading_header(p.device, topic, p.location, names)
-    return ReadingBatch.build(header, p.received_us, ts_us, local, values, p.flags.encode())
+        local = inverse if isinstance(ts_us, np.ndarray) else inverse.tolist()
+    _header, header_json = reading_header(p.device, topic, p.location, names)
+    return encode_batch(header_json, p.received_us, ts_us, local, values, p.flags.encode())
 
 
 def validate_message(

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from ingest import (
     AcceptedMessage,
@@ -16,6 +17,7 @@ from ingest import (
     validate_message,
     validate_messages,
 )
+from ingest import validate as validate_module
 
 ROOT = "ghg/v1"
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -62,8 +64,13 @@ def test_one_device_shares_one_cached_header() -> None:
     assert ReadingBatch.decode(a.encode()).header is ReadingBatch.decode(b.encode()).header
 
 
-def test_validating_together_gives_the_verdicts_of_one_at_a_time() -> None:
-    """Good and bad messages mixed in one receive batch get exactly their own verdicts."""
+@pytest.mark.parametrize("vector_min", [0, 10**6], ids=["numpy", "python"])
+def test_validating_together_gives_the_verdicts_of_one_at_a_time(
+    vector_min: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Good and bad messages mixed in one receive batch get exactly their own verdicts,
+    whether the pass's checks run as numpy expressions or, for a few readings, in Python."""
+    monkeypatch.setattr(validate_module, "VECTOR_MIN_READINGS", vector_min)
     bodies = [
         {"ts": "2026-11-25T07:00:00Z", "metric": "ch4_pct_vol", "value": 0.4, "location": "T1"},
         {"ts": "2026-11-25T07:00:00Z", "metric": "ch4_pct_vol", "value": 400, "location": "T1"},

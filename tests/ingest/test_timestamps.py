@@ -9,6 +9,7 @@ import pytest
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from ingest import epoch_us, parse_rfc3339_us
+from ingest.timestamps import VECTOR_MIN_STRINGS
 
 _AWARE: TypeAdapter[AwareDatetime] = TypeAdapter(AwareDatetime)
 
@@ -30,13 +31,25 @@ def _random_stamp(rng: random.Random) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + frac + zone
 
 
+def _both_paths(texts: list[str]) -> tuple[list[int], list[bool]]:
+    """Parse as one array and one string at a time; both paths must agree."""
+    values, ok = parse_rfc3339_us(texts)
+    assert len(texts) >= VECTOR_MIN_STRINGS
+    alone = [parse_rfc3339_us([t]) for t in texts]
+    assert [bool(a[1][0]) for a in alone] == ok.tolist()
+    assert [int(a[0][0]) for a, good in zip(alone, ok, strict=True) if good] == [
+        v for v, good in zip(values.tolist(), ok, strict=True) if good
+    ]
+    return values.tolist(), ok.tolist()
+
+
 def test_common_shapes_parse_to_the_instant_pydantic_gives() -> None:
     """Thousands of random RFC 3339 stamps: every one understood, every value exact."""
     rng = random.Random(7)
     texts = [_random_stamp(rng) for _ in range(3000)]
-    values, ok = parse_rfc3339_us(texts)
-    assert ok.all()
-    assert values.tolist() == [_pydantic_us(t) for t in texts]
+    values, ok = _both_paths(texts)
+    assert all(ok)
+    assert values == [_pydantic_us(t) for t in texts]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +77,8 @@ def test_other_shapes_are_left_to_pydantic(text: str) -> None:
     """A string the fast path does not understand is marked so, never given a value."""
     _, ok = parse_rfc3339_us([text, "2026-11-25T08:00:05Z"])
     assert ok.tolist() == [False, True]
+    _, ok = parse_rfc3339_us([text] + ["2026-11-25T08:00:05Z"] * VECTOR_MIN_STRINGS)
+    assert ok.tolist() == [False] + [True] * VECTOR_MIN_STRINGS
 
 
 def test_everything_understood_is_accepted_by_pydantic() -> None:
@@ -76,8 +91,8 @@ def test_everything_understood_is_accepted_by_pydantic() -> None:
         for _ in range(rng.randrange(1, 3)):
             chars[rng.randrange(len(chars))] = rng.choice(alphabet)
         texts.append("".join(chars))
-    values, ok = parse_rfc3339_us(texts)
-    assert ok.sum() > 100  # the mutations leave many valid stamps
-    for text, value, good in zip(texts, values.tolist(), ok.tolist(), strict=True):
+    values, ok = _both_paths(texts)
+    assert sum(ok) > 100  # the mutations leave many valid stamps
+    for text, value, good in zip(texts, values, ok, strict=True):
         if good:
             assert _pydantic_us(text) == value, text
