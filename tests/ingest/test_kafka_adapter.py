@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     ConsumerStoppedError,
     KafkaConnectionError,
@@ -20,6 +23,8 @@ from ghgwatch.errors import BrokerUnavailable, ConfigurationError, FatalError, G
 from ghgwatch.settings import KafkaSettings, Settings
 from ingest import (
     CachedKeyPartitioner,
+    RecordProducer,
+    ensure_topics,
     heartbeat_interval_ms,
     make_consumer,
     map_kafka_error,
@@ -106,3 +111,49 @@ async def test_a_started_consumer_is_stopped_when_the_block_ends(settings: Setti
         assert isinstance(await consumer.topics(), set)
     with pytest.raises(ConsumerStoppedError):
         await consumer.getmany(timeout_ms=0)
+
+
+async def test_grouped_sends_put_each_record_on_its_keys_partition_in_order(
+    settings: Settings,
+) -> None:
+    """One batch per partition still means keyed by device: every record lands where the
+    default partitioner puts its key, each device's records in the order they were sent."""
+    k = settings.kafka
+    await ensure_topics(k, settings.kafka_bootstrap(), [k.readings_topic])
+    keys = [f"ordos-coal/buertai/t1-{n:04d}".encode() for n in range(40)]
+    sent = [(k.readings_topic, keys[i % 40], f"{i}".encode()) for i in range(300)]
+    producer = RecordProducer(k, settings.kafka_bootstrap())
+    await producer.start()
+    try:
+        groups: list[tuple[object, list[int]]] = []
+        for offset, part in ((0, sent[:170]), (170, sent[170:])):
+            futures, error = await producer.send_grouped(part)
+            assert error is None
+            groups.extend((f, [offset + i for i in members]) for f, members in futures)
+            for future, _members in futures:
+                await asyncio.wait_for(future, 30)
+    finally:
+        await producer.stop(timeout_s=10)
+    assert sorted(i for _f, members in groups for i in members) == list(range(300))
+    assert len(groups) <= 2 * k.partitions  # one batch per partition per call
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap(), auto_offset_reset="earliest"
+    )
+    async with started_client(consumer, "consumer", start_timeout_s=30, stop_timeout_s=30):
+        tps = [TopicPartition(k.readings_topic, p) for p in range(k.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        got: list[tuple[int, bytes, int]] = []
+        async with asyncio.timeout(30):
+            while len(got) < 300:
+                batch = await consumer.getmany(timeout_ms=500)
+                got.extend((m.partition, m.key, int(m.value)) for ms in batch.values() for m in ms)
+    default = DefaultPartitioner()
+    partitions = list(range(k.partitions))
+    for partition, key, _value in got:
+        assert partition == default(key, partitions, partitions)
+    for key in keys:
+        values = [v for _p, kk, v in got if kk == key]
+        assert values == sorted(values)
+        assert len(values) == len([s for s in sent if s[1] == key])
