@@ -32,7 +32,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from ingest.schemas import Flag, MineLocation, ReadingHeader, ReadingRecord, WireReading
+from ingest.schemas import (
+    SENDER_FIELDS,
+    Flag,
+    MineLocation,
+    ReadingHeader,
+    ReadingRecord,
+    WireReading,
+)
 from ingest.topics import DeviceRef
 
 __all__ = [
@@ -193,16 +200,7 @@ class ReadingBatch:
         """The columns of a format-1 record (a :class:`~ingest.schemas.ReadingRecord`)."""
         index: dict[str, int] = {}
         metric = [index.setdefault(r.metric, len(index)) for r in record.readings]
-        header = ReadingHeader(
-            device_id=record.device_id,
-            kind=record.kind,
-            network=record.network,
-            site=record.site,
-            device=record.device,
-            location=record.location,
-            mqtt_topic=record.mqtt_topic,
-            metrics=tuple(index),
-        )
+        header = ReadingHeader(**record.model_dump(include=SENDER_FIELDS), metrics=tuple(index))
         return cls.build(
             (header, header.model_dump_json().encode()),
             epoch_us(record.received_at),
@@ -219,13 +217,7 @@ class ReadingBatch:
         names = h.metrics
         flags = bytes(self.flag).decode("ascii")
         return ReadingRecord(
-            device_id=h.device_id,
-            kind=h.kind,
-            network=h.network,
-            site=h.site,
-            device=h.device,
-            location=h.location,
-            mqtt_topic=h.mqtt_topic,
+            **h.model_dump(include=SENDER_FIELDS),
             received_at=self.received_at,
             readings=[
                 WireReading(ts=from_epoch_us(t), metric=names[m], value=v, flag=Flag(f))

@@ -42,6 +42,7 @@ __all__ = [
     "MAX_FUTURE_SKEW",
     "MAX_PAYLOAD_BYTES",
     "METRICS",
+    "SENDER_FIELDS",
     "BatchPayload",
     "DeadLetterRecord",
     "DeviceStatus",
@@ -218,10 +219,9 @@ class WireReading(_Wire):
     flag: Flag = Flag.NORMAL
 
 
-class ReadingRecord(_Wire):
-    """The Kafka value for one accepted MQTT message (key: ``device_id``)."""
+class _Sender(_Wire):
+    """Who sent a message's readings, and on which topic: common to both record formats."""
 
-    v: Literal[1] = 1
     device_id: str
     kind: SourceKind
     network: str
@@ -229,11 +229,22 @@ class ReadingRecord(_Wire):
     device: str
     location: MineLocation | None = None
     mqtt_topic: str
+
+
+SENDER_FIELDS: set[str] = set(_Sender.model_fields)
+
+
+class ReadingRecord(_Sender):
+    """Format 1 of the Kafka value for one accepted MQTT message (key: ``device_id``): JSON
+    with an object per reading. Bridges now produce format 2 (:mod:`ingest.batch`); consumers
+    still read this, and tools use it to show a batch."""
+
+    v: Literal[1] = 1
     received_at: datetime
     readings: list[WireReading]
 
 
-class ReadingHeader(_Wire):
+class ReadingHeader(_Sender):
     """The JSON header of a readings record (format 2, see :mod:`ingest.batch`): who sent
     the readings, on which topic, and the metric names the readings' indices point to.
 
@@ -242,13 +253,6 @@ class ReadingHeader(_Wire):
     """
 
     v: Literal[2] = 2
-    device_id: str
-    kind: SourceKind
-    network: str
-    site: str
-    device: str
-    location: MineLocation | None = None
-    mqtt_topic: str
     metrics: tuple[str, ...]
 
 
