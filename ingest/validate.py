@@ -1,17 +1,18 @@
 """Validation of MQTT messages against the wire contract, a whole receive batch at a time.
 
 :func:`validate_messages` turns (topic, payload, received time) triples into
-:class:`AcceptedMessage` (with the columnar :class:`~ingest.batch.ReadingBatch` to produce) or
+:class:`AcceptedMessage` (with its :class:`~ingest.batch.ReadingBatch`, encoded) or
 :class:`RejectedMessage` (with a reason code and a detail for the device). It never raises on
 bad input. The verdicts are those of the pydantic models in :mod:`ingest.schemas`; only the
 work is arranged for speed:
 
 1. Each payload is parsed by a lean pydantic schema that keeps ``ts`` as text. A payload the
    lean schema refuses is parsed again by the full models, whose error the device is told.
-2. All timestamps of the batch are parsed at once (:func:`ingest.timestamps.parse_rfc3339_us`);
+2. All timestamps of the pass are parsed at once (:func:`ingest.timestamps.parse_rfc3339_us`);
    a message with a timestamp of another shape goes through the full models instead.
 3. Metric, kind, range and clock checks run as numpy expressions over every reading of the
-   batch; a message is rejected for its first reading that fails, with the first check that
+   batch (in plain Python below :data:`VECTOR_MIN_READINGS` readings, where numpy's call
+   overhead outweighs the work); a message is rejected for its first reading that fails, with the first check that
    reading fails, in the order: unknown metric, metric of another kind, out of range, future
    time. Then mine sensors must have named their location.
 """
@@ -142,9 +143,7 @@ class _LeanBatch(TypedDict, total=False):
     flag: Flag
     location: Location | None
     seq: int | None
-    readings: Required[
-        Annotated[list[_LeanItem], Field(min_length=1, max_length=MAX_BATCH_READINGS)]
-    ]
+    readings: Required[_LeanItems]
 
 
 class _LeanSingle(TypedDict, total=False):
@@ -174,7 +173,7 @@ class _Parsed:
     flags: str
     location: MineLocation | None
     ts_text: list[str] = field(default_factory=list)
-    ts_us: Any = None  # Int64Array once known
+    ts_us: Any = None  # epoch microseconds once known: a list (small pass) or an array
 
 
 def _reject(
