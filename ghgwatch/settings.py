@@ -142,6 +142,13 @@ class ProcessorSettings(_Section):
 
     group_id: str = "ghgwatch-processor"
     batch_max: int = Field(default=20_000, ge=1, description="Kafka records per poll")
+    batch_max_readings: int = Field(
+        default=200_000,
+        ge=1,
+        description="About this many readings per write: polls take fewer records when"
+        " records carry many readings (a gateway's batches), so a backlog is stored in"
+        " transactions of bounded size and memory",
+    )
     poll_timeout_ms: int = Field(default=500, ge=1)
     commit_interval_s: float = Field(default=1.0, ge=0)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)

@@ -11,10 +11,10 @@ work is arranged for speed:
 2. All timestamps of the pass are parsed at once (:func:`ingest.timestamps.parse_rfc3339_us`);
    a message with a timestamp of another shape goes through the full models instead.
 3. Metric, kind, range and clock checks run as numpy expressions over every reading of the
-   batch (in plain Python below :data:`VECTOR_MIN_READINGS` readings, where numpy's call
-   overhead outweighs the work); a message is rejected for its first reading that fails, with the first check that
-   reading fails, in the order: unknown metric, metric of another kind, out of range, future
-   time. Then mine sensors must have named their location.
+   pass (in plain Python below :data:`VECTOR_MIN_READINGS` readings, where numpy's call
+   overhead outweighs the work). A message is rejected for its first reading that fails,
+   with the first check that reading fails, in the order: unknown metric, metric of another
+   kind, out of range, future time. Then mine sensors must have named their location.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 What a run guarantees, in order, for every polled batch:
 
-1. Decode (pure): a record that does not decode becomes a dead letter with reason
+1. Poll at most ``processor.batch_max`` records, fewer when the last batch's records carried
+   many readings, so a write holds about ``processor.batch_max_readings`` readings. Decode
+   (pure): a record that does not decode becomes a dead letter with reason
    ``undecodable_record``; nothing in the input can stop the loop.
 2. Write readings, device registry and dead letters in one database transaction
    (:class:`~processors.storage.ReadingStore`).
@@ -137,6 +139,8 @@ class Processor:
         self._checkpoint = Checkpoint(self._cfg.commit_interval_s)
         self._stats = ProcessorStats()
         self._failures = 0
+        # Readings per record in the last batch: sizes the next poll (processor.batch_max_readings).
+        self._per_record = 1.0
         self._consumer: AIOKafkaConsumer | None = None
         self._used = False
 
@@ -264,7 +268,7 @@ class Processor:
         with kafka_errors("poll"):
             async with asyncio.timeout(self._cfg.poll_timeout_ms / 1000 + GETMANY_SLACK_S):
                 batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
-                    timeout_ms=self._cfg.poll_timeout_ms, max_records=self._cfg.batch_max
+                    timeout_ms=self._cfg.poll_timeout_ms, max_records=self._poll_records()
                 )
         if not batch:
             await self._commit_if_due(consumer)
@@ -275,6 +279,8 @@ class Processor:
             readings_topic=self._settings.kafka.readings_topic,
             received_at=datetime.now(UTC),
         )
+        if decoded.readings:
+            self._per_record = sum(map(len, decoded.readings)) / len(decoded.readings)
         for item in decoded.undecodable:
             metrics.UNDECODABLE_RECORDS.labels(item.topic).inc()
             log.warning(
@@ -299,6 +305,11 @@ class Processor:
         await self._commit_if_due(consumer)
         self._account(batch, result, decoded.dead, len(decoded.undecodable))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    def _poll_records(self) -> int:
+        """Records to take in one poll: ``batch_max``, fewer when records carry many readings."""
+        by_readings = int(self._cfg.batch_max_readings / max(self._per_record, 1.0))
+        return max(1, min(self._cfg.batch_max, by_readings))
 
     def _account(
         self,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -27,6 +28,7 @@ from prometheus_client import REGISTRY
 from ghgwatch.settings import Settings
 from ingest import RejectReason
 from processors import Processor, SchemaMissing
+from processors.storage import migrate
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -96,6 +98,23 @@ async def test_all_kinds_dead_letters_and_garbage_are_stored_exactly_once(
     assert bytes(bad) == garbage[1]
     assert await fetch_val(dsn, "SELECT count(*) FROM dead_letters") == len(dead) + 1
     assert await committed_offsets(migrated) == ends
+
+
+async def test_records_of_many_readings_are_stored_in_bounded_writes(
+    proc_settings: Callable[..., Settings],
+) -> None:
+    """A backlog of gateway batches is stored in writes of about batch_max_readings readings,
+    not one transaction of whatever the poll could hold; still every reading once."""
+    settings = proc_settings(processor={"batch_max_readings": 40})
+    await migrate(settings.db_url(), settings.db)
+    records = mixed_records(devices_per_kind=2, steps=20)  # 160 messages, 2-3 readings each
+    await produce(settings, records)
+    n = total_readings(records)
+    stats = await Processor(settings).run(max_readings=n, timeout_s=25)
+    assert stats.inserted == n
+    assert await fetch_val(settings.db_url(), "SELECT count(*) FROM readings") == n
+    # the first poll takes up to 40 records (nothing known yet), then ~40 readings a write
+    assert stats.batches >= (n - 40 * 3) // 45
 
 
 async def test_processor_refuses_a_database_without_schema(proc_settings: object) -> None:
