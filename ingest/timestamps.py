@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["VECTOR_MIN_STRINGS", "parse_rfc3339_us"]
+__all__ = ["VECTOR_MIN_STRINGS", "parse_rfc3339_one", "parse_rfc3339_us"]
 
 # From this many strings on they are parsed as character arrays; fewer go one by one
 # (numpy's per-call overhead made a one-string parse cost ~150 us).
@@ -122,7 +122,7 @@ def _parse_group(codes: Codes) -> tuple[Int64Array, BoolArray]:
     return seconds * _US_PER_S + frac_us, ok
 
 
-def _parse_one(text: str) -> int | None:
+def parse_rfc3339_one(text: str) -> int | None:
     """One string of the common shape as epoch microseconds, None for anything else."""
     m = _SHAPE.fullmatch(text)
     if m is None:
@@ -155,7 +155,7 @@ def parse_rfc3339_us(texts: Sequence[str]) -> tuple[Int64Array, BoolArray]:
     """
     n = len(texts)
     if n < VECTOR_MIN_STRINGS:
-        parsed = [_parse_one(t) for t in texts]
+        parsed = [parse_rfc3339_one(t) for t in texts]
         return (
             np.array([0 if v is None else v for v in parsed], dtype=np.int64),
             np.array([v is not None for v in parsed], dtype=bool),

@@ -46,7 +46,7 @@ from ingest.schemas import (
     SinglePayload,
     SourceKind,
 )
-from ingest.timestamps import parse_rfc3339_us
+from ingest.timestamps import parse_rfc3339_one, parse_rfc3339_us
 from ingest.topics import DeviceRef, parse_data_topic
 
 __all__ = [
@@ -337,15 +337,25 @@ def validate_messages(
 
     # 2. Every lean message's timestamps in one pass; odd shapes go to the full models.
     texts = [t for p in lean for t in p.ts_text]
-    ts_array, understood = parse_rfc3339_us(texts)
-    # plain ints for a small pass, where the checks run in Python; array slices otherwise
-    ts_all = ts_array if len(texts) >= VECTOR_MIN_READINGS else ts_array.tolist()
-    all_understood = bool(understood.all())
+    ts_all: Any
+    if len(texts) >= VECTOR_MIN_READINGS:
+        ts_all, understood = parse_rfc3339_us(texts)
+        everything = bool(understood.all())
+
+        def all_read(start: int, end: int) -> bool:
+            return everything or bool(understood[start:end].all())
+    else:
+        # plain ints for a small pass, where the checks run in Python too
+        ts_all = [parse_rfc3339_one(t) for t in texts]
+
+        def all_read(start: int, end: int) -> bool:
+            return None not in ts_all[start:end]
+
     ready: list[_Parsed] = []
     start = 0
     for p in lean:
         end = start + len(p.ts_text)
-        if all_understood or understood[start:end].all():
+        if all_read(start, end):
             p.ts_us = ts_all[start:end]
             ready.append(p)
         else:
