@@ -3,7 +3,9 @@
 Two measurements, both with publishers in C (mosquitto_pub, one per device):
 
 - drain: N messages queued in the bridge's persistent session while it is offline, then the
-  bridge starts and drains them (validated, produced with acks=all, confirmed, PUBACKed);
+  bridge starts and drains them (validated, produced with acks=all, confirmed, PUBACKed).
+  Baseline in the same run: ``mosquitto_sub``, a C client, draining the same backlog from a
+  persistent session of its own (receive and PUBACK only: the broker's delivery rate);
 - live: the bridge runs while the publishers send N messages; from the first publish to the
   last ack (publisher, broker, bridge and tansu all share the machine).
 
@@ -80,7 +82,18 @@ async def main(messages: int, profile: bool) -> None:
         await asyncio.sleep(0.2)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        # 2. Prefill: the broker queues every message for the offline session.
+        # The baseline's persistent session, registered before the prefill so it queues too.
+        base_argv = ["mosquitto_sub", "-p", str(mosquitto.port), "-c", "-i", "bench-baseline",
+                     "-q", "1", "-t", "bench/v1/+/+/+/+/data"]  # fmt: skip
+        register = await asyncio.create_subprocess_exec(
+            *base_argv,
+            "-W",
+            "1",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await register.wait()
+        # 2. Prefill: the broker queues every message for the offline sessions.
         per_device = messages // DEVICES
         payloads = [_lines(d, per_device) for d in range(DEVICES)]
         t0 = time.perf_counter()
@@ -88,6 +101,13 @@ async def main(messages: int, profile: bool) -> None:
             proc.wait()
         total = per_device * DEVICES
         print(f"prefilled {total} messages in {time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        drain = await asyncio.create_subprocess_exec(
+            *base_argv, "-C", str(total), stdout=asyncio.subprocess.DEVNULL
+        )
+        assert await drain.wait() == 0
+        base_rate = total / (time.perf_counter() - t0)
+        print(f"baseline drain (mosquitto_sub, receive + PUBACK only): {base_rate:,.0f} msg/s")
         # 3. Drain through the bridge.
         bridge = Bridge(settings)
         profiler = None
@@ -107,7 +127,8 @@ async def main(messages: int, profile: bool) -> None:
             f"drain: received={stats.received} acked={stats.acked} produced={stats.produced} "
             f"errors={stats.produce_errors} in {elapsed:.2f} s "
             f"-> {stats.acked / elapsed:,.0f} msg/s; bridge CPU {cpu:.2f} s "
-            f"= {cpu / stats.acked * 1e6:.0f} us/msg = {stats.acked / cpu:,.0f} msg/s per core"
+            f"= {cpu / stats.acked * 1e6:.0f} us/msg = {stats.acked / cpu:,.0f} msg/s per core; "
+            f"{stats.acked / elapsed / base_rate:.2f}x the baseline drain"
         )
         # 4. Live: publishers and bridge at the same time.
         live = Bridge(settings)
