@@ -71,6 +71,7 @@ def test_validating_together_gives_the_verdicts_of_one_at_a_time(
     """Good and bad messages mixed in one receive batch get exactly their own verdicts,
     whether the pass's checks run as numpy expressions or, for a few readings, in Python."""
     monkeypatch.setattr(validate_module, "VECTOR_MIN_READINGS", vector_min)
+    monkeypatch.setattr(validate_module, "VECTOR_MIN_STRINGS", vector_min)
     bodies = [
         {"ts": "2026-11-25T07:00:00Z", "metric": "ch4_pct_vol", "value": 0.4, "location": "T1"},
         {"ts": "2026-11-25T07:00:00Z", "metric": "ch4_pct_vol", "value": 400, "location": "T1"},
