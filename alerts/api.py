@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from adapters.ports import port_is_free
 from alerts.exceptions import AlertNotFound, InvalidTransition
 from alerts.models import (
     AckRequest,
@@ -32,9 +33,8 @@ from alerts.models import (
     SilenceView,
 )
 from alerts.store import AlertStore
-from ghgwatch.embedded import port_is_free
-from ghgwatch.errors import ConfigurationError, TransientError
-from ghgwatch.settings import AlertsSettings, Settings
+from core.errors import ConfigurationError, TransientError
+from core.settings import AlertsSettings, Settings
 
 __all__ = ["AlertApi", "create_app"]
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from alerts.exceptions import AlertError
 from alerts.models import AlertDetail, AlertFilter, AlertView, SilenceView
 from alerts.store import AlertStore
-from ghgwatch.settings import Settings
+from core.settings import Settings
 
 __all__ = ["AlertConsole", "format_alert_line", "format_detail"]
 

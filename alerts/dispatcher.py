@@ -32,8 +32,8 @@ from alerts.exceptions import NotifyFailed, NotifyRejected
 from alerts.metrics import AlertMetrics
 from alerts.notifiers import Notifier
 from alerts.store import AlertStore, OutboxItem
-from ghgwatch.errors import TransientError
-from ghgwatch.settings import AlertsSettings
+from core.errors import TransientError
+from core.settings import AlertsSettings
 
 __all__ = ["DispatchStats", "Dispatcher", "backoff_s", "wait_any"]
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from ghgwatch.errors import GhgwatchError, TransientError
+from core.errors import GhgwatchError, TransientError
 
 __all__ = ["AlertError", "AlertNotFound", "InvalidTransition", "NotifyFailed", "NotifyRejected"]
 

@@ -19,7 +19,7 @@ from grafana_client.client import (
 from alerts.exceptions import NotifyFailed, NotifyRejected
 from alerts.messages import AlertMessage, render_text, render_title
 from alerts.notifiers import SendResult
-from ghgwatch.settings import AlertsSettings
+from core.settings import AlertsSettings
 
 __all__ = ["GrafanaAnnotator", "annotation_tags"]
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import MetricsSettings
-from ingest import MetricsServer
+from adapters import MetricsServer
+from core.errors import ConfigurationError
+from core.settings import MetricsSettings
 
 __all__ = ["NOTIFY_LATENCY_BUCKETS_S", "AlertMetrics"]
 

@@ -29,8 +29,8 @@ import structlog
 
 from alerts.exceptions import NotifyFailed, NotifyRejected
 from alerts.messages import AlertMessage, render_markdown, render_text, render_title
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import AlertsSettings, NotifierTarget
+from core.errors import ConfigurationError
+from core.settings import AlertsSettings, NotifierTarget
 
 __all__ = [
     "DingTalkNotifier",

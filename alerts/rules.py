@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ghgwatch.settings import AlertRoute, AlertRule
-from processors.events import DetectionRecord
+from core.settings import AlertRoute, AlertRule
+from wire.events import DetectionRecord
 
 __all__ = [
     "SEVERITY_RANK",

@@ -28,9 +28,9 @@ from alerts.metrics import AlertMetrics
 from alerts.notifiers import Notifier, build_notifiers
 from alerts.source import DetectionSource, RawRecord
 from alerts.store import AlertStore
-from ghgwatch.errors import BrokerUnavailable, StorageBackpressure, TransientError
-from ghgwatch.settings import Settings
-from processors.events import DetectionRecord
+from core.errors import BrokerUnavailable, StorageBackpressure, TransientError
+from core.settings import Settings
+from wire.events import DetectionRecord
 
 __all__ = ["AlertService", "ServiceStats", "decode_detections"]
 

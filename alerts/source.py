@@ -10,8 +10,8 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ghgwatch.settings import Settings
-from ingest import ensure_topics, kafka_errors, make_consumer, started_client
+from adapters import ensure_topics, kafka_errors, make_consumer, started_client
+from core.settings import Settings
 
 __all__ = ["DetectionSource", "RawRecord"]
 

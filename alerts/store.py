@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 import structlog
 
+from adapters import pg_errors
 from alerts.exceptions import AlertNotFound, InvalidTransition
 from alerts.messages import AlertMessage, grafana_link
 from alerts.models import (
@@ -31,10 +32,9 @@ from alerts.models import (
     SilenceView,
 )
 from alerts.rules import SEVERITY_RANK, classify, escalation_targets, route_targets
-from ghgwatch.errors import ConfigurationError, FatalError
-from ghgwatch.settings import AlertsSettings, DbSettings
-from processors.events import DetectionRecord, DetectionState
-from processors.storage import pg_errors
+from core.errors import ConfigurationError, FatalError
+from core.settings import AlertsSettings, DbSettings
+from wire.events import DetectionRecord, DetectionState
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy

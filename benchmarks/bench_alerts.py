@@ -33,11 +33,12 @@ import asyncpg
 import httpx
 import numpy as np
 
-from ghgwatch.embedded import free_port, start_tansu
-from ghgwatch.settings import DbSettings, KafkaSettings
-from ingest.kafka import ensure_topics, make_producer
-from processors.events import DetectionRecord, DetectionState, Severity, detection_id
+from adapters.kafka import ensure_topics, make_producer
+from adapters.ports import free_port
+from core.settings import DbSettings, KafkaSettings
+from ghgwatch.embedded import start_tansu
 from processors.storage import migrate
+from wire.events import DetectionRecord, DetectionState, Severity, detection_id
 
 PG_ADMIN = os.environ.get("GHGWATCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TARGET_P99_S = 1.0

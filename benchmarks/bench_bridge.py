@@ -23,8 +23,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from core.settings import Settings
 from ghgwatch.embedded import start_mosquitto, start_tansu
-from ghgwatch.settings import Settings
 from ingest import Bridge
 
 DEVICES = 20

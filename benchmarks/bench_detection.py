@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ghgwatch.settings import DetectionSettings
+from core.settings import DetectionSettings
 from processors.detection import DetectionEngine
 
 TARGET_PER_S = 1_000_000

@@ -20,11 +20,12 @@ from pathlib import Path
 import asyncpg
 from bench_writer import make_records
 
+from adapters import ensure_topics, make_producer
+from core.settings import Settings
 from ghgwatch.embedded import start_tansu
-from ghgwatch.settings import Settings
-from ingest import ReadingBatch, ensure_topics, make_producer
 from processors import Processor
 from processors.storage import migrate
+from wire import ReadingBatch
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "ghgw_bench_processor"

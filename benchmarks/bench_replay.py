@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ghgwatch.settings import DetectionSettings
+from core.settings import DetectionSettings
 from processors.replay import replay_csv
 
 TARGET_S = 60.0

@@ -4,7 +4,7 @@ Both sides turn MQTT payloads into Kafka values with the same verdicts:
 
 - ghgwatch: ``validate_messages`` over a receive pass (lean parse, timestamps and checks over
   the whole pass, values encoded straight to format-2 bytes);
-- baseline: each message alone through the full pydantic models of ``ingest.schemas``, a
+- baseline: each message alone through the full pydantic models of ``wire.schemas``, a
   Python check per reading, and the format-1 JSON record (how the bridge worked before).
 
 Two loads: gateway batches of 100 readings (passes of 50 messages) and single-reading
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from ingest import (
+from wire import (
     MAX_FUTURE_SKEW,
     METRICS,
     BatchPayload,

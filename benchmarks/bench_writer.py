@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from ghgwatch.settings import DbSettings
-from ingest import ReadingBatch, ReadingRecord, SourceKind, WireReading, epoch_us
+from core.settings import DbSettings
 from processors.consumer import GC_GEN0_THRESHOLD
 from processors.storage import KafkaValue, ReadingStore, decode_values, migrate
+from wire import ReadingBatch, ReadingRecord, SourceKind, WireReading, epoch_us
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "ghgw_bench_writer"

@@ -43,11 +43,11 @@ from typing import Any
 
 import asyncpg
 
+from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, start_mosquitto, start_tansu
-from ghgwatch.settings import Settings
-from ingest import SourceKind
-from processors import migrate
+from processors.storage import migrate
 from sensors_sim import SimulationConfig, run_simulation
+from wire import SourceKind
 
 ADMIN_DSN = os.environ.get("GHGWATCH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = "bench/v1"
@@ -304,8 +304,8 @@ async def _publish(
 
 async def _publisher_role(cfg_json: str) -> None:
     """Child process: publish one shard of a scenario and print its counts as JSON."""
-    from ghgwatch.logs import configure_logging
-    from ghgwatch.settings import load_settings
+    from core.logs import configure_logging
+    from core.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log)

@@ -1,25 +1,11 @@
-"""ghgwatch app shell: the ``ghgwatch`` CLI, the settings object and the error root."""
+"""ghgwatch app shell: the ``ghgwatch`` CLI, ``up`` with its embedded stand-ins, and status.
 
-from ghgwatch.errors import (
-    BrokerUnavailable,
-    ConfigurationError,
-    FatalError,
-    GhgwatchError,
-    RejectedReading,
-    StorageBackpressure,
-    TransientError,
-)
-from ghgwatch.settings import Settings, load_settings
+The top of the house: it builds the one :class:`core.Settings` object and starts the services
+below it. Nothing below imports it.
+"""
 
-__all__ = [
-    "BrokerUnavailable",
-    "ConfigurationError",
-    "FatalError",
-    "GhgwatchError",
-    "RejectedReading",
-    "Settings",
-    "StorageBackpressure",
-    "TransientError",
-    "load_settings",
-]
+from ghgwatch.status import collect_status, render_status
+from ghgwatch.up import UpOptions, run_up
+
+__all__ = ["UpOptions", "collect_status", "render_status", "run_up"]
 __version__ = "0.1.0"

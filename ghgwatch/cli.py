@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import signal
 from collections.abc import Awaitable, Callable
@@ -10,10 +11,23 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ghgwatch.errors import FatalError, GhgwatchError
-from ghgwatch.logs import configure_logging
-from ghgwatch.settings import Settings, load_settings
+from alerts import AlertApi, AlertConsole, AlertService
+from core.errors import FatalError, GhgwatchError
+from core.logs import configure_logging
+from core.settings import Settings, load_settings
+from ghgwatch.grafana import export_dashboards
+from ghgwatch.status import collect_status, render_status
+from ghgwatch.up import UpOptions, run_up
+from ingest import Bridge
+from processors import Processor
+from processors.detect_service import DetectionService
+from processors.replay import replay_csv
+from processors.storage import migrate
+from sensors_sim import SimulationConfig, run_simulation
+from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
 
 __all__ = ["app", "main"]
 
@@ -87,7 +101,6 @@ def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Create or upgrade the schema (idempotent; uses TimescaleDB features when present)."""
-    from processors.storage import migrate
 
     settings = _settings()
 
@@ -105,7 +118,6 @@ def bridge(
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
 ) -> None:
     """Run the MQTT -> Kafka bridge (validate, produce, dead-letter, tell devices)."""
-    from ingest import Bridge
 
     settings = _settings()
 
@@ -121,7 +133,6 @@ def processor(
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
 ) -> None:
     """Run the Kafka -> database processor (exactly-once storage of readings, dead letters)."""
-    from processors import Processor
 
     settings = _settings()
 
@@ -148,7 +159,6 @@ def simulate(
     progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
 ) -> None:
     """Publish realistic readings for city stations, CEMS units and mine sensors."""
-    from sensors_sim import SimulationConfig, run_simulation
 
     settings = _settings()
     cfg = SimulationConfig.from_cli(
@@ -185,7 +195,6 @@ def up(
     ] = "auto",
 ) -> None:
     """Bring the whole pipeline up; embedded stand-ins for services with no URL configured."""
-    from ghgwatch.up import UpOptions, run_up
 
     settings = _settings()
     opts = UpOptions(
@@ -207,7 +216,6 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Readings per source kind, last-seen per device, dead letters by reason, consumer lag."""
-    from ghgwatch.status import collect_status, render_status
 
     settings = _settings()
 
@@ -232,7 +240,6 @@ def grafana_export(
     ] = Path("deploy/grafana/dashboards"),
 ) -> None:
     """Write the dashboards (city, CEMS, mine, completeness, pipeline) as Grafana JSON."""
-    from ghgwatch.grafana import export_dashboards
 
     for path in export_dashboards(out_dir, _settings().detection):
         typer.echo(f"wrote {path}")
@@ -244,7 +251,6 @@ def alert_service(
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
 ) -> None:
     """Run the alert service (detections -> alerts -> notifications, escalation, resolve)."""
-    from alerts import AlertService
 
     settings = _settings()
 
@@ -262,7 +268,6 @@ def api(
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
 ) -> None:
     """Serve the on-call HTTP API (OpenAPI docs at /docs; bearer tokens: alerts.api_tokens)."""
-    from alerts import AlertApi
 
     settings = _settings()
 
@@ -278,9 +283,6 @@ _JSON_OPT = typer.Option("--json", help="Machine-readable output.")
 
 
 def _alerts(action: str, as_json: bool, **kw: object) -> None:
-    import getpass
-
-    from alerts import AlertConsole
 
     settings = _settings()
     if "by" in kw and kw["by"] is None:
@@ -364,7 +366,6 @@ def detector(
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
 ) -> None:
     """Run the detection service (readings topic -> detections table and topic)."""
-    from processors.detect_service import DetectionService
 
     settings = _settings()
 
@@ -387,12 +388,9 @@ def replay(
     ] = None,
 ) -> None:
     """Run the streaming detectors over a CSV in time order (backtest, tuning)."""
-    from processors.replay import replay_csv
 
     if not readings.is_file():
         raise typer.BadParameter(f"no such file: {readings}", param_hint="READINGS")
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     console = Console(stderr=True)  # stdout keeps only the summary, for scripts
@@ -428,7 +426,6 @@ def scenarios(
     hours: Annotated[float, typer.Option(help="Length of the scenario.")] = 48.0,
 ) -> None:
     """Write a labelled scenario set (releases, outbursts, plumes, CEMS faults, sensor faults)."""
-    from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
 
     summary = generate_scenarios(out, seed, ScenarioConfig(hours=hours))
     typer.echo(f"{summary.readings} readings, {summary.labels} labels -> {out}")

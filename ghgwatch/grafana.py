@@ -32,7 +32,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_m
 from grafana_foundation_sdk.models import dashboard as dash_m
 
-from ghgwatch.settings import DetectionSettings
+from core.settings import DetectionSettings
 
 __all__ = [
     "DASHBOARD_UIDS",

@@ -1,7 +1,7 @@
 """Adapter for ``ghgwatch status``: read-only database queries and Kafka offset look-ups.
 
 The only ghgwatch-shell module that imports asyncpg and aiokafka; their errors are mapped onto
-:mod:`ghgwatch.errors` here (``raise ... from exc``), once per driver.
+:mod:`core.errors` here (``raise ... from exc``), once per driver.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from ghgwatch.errors import BrokerUnavailable, StorageBackpressure
+from core.errors import BrokerUnavailable, StorageBackpressure
 
 __all__ = [
     "PROBE_TIMEOUT_S",

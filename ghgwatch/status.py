@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
-from ghgwatch.embedded import pid_alive
-from ghgwatch.errors import GhgwatchError, TransientError
+from adapters import client_options
+from adapters.ports import pid_alive
+from core.errors import GhgwatchError, TransientError
+from core.settings import Settings
 from ghgwatch.probes import DbSnapshot, PartitionOffsets, fetch_db_snapshot, fetch_group_offsets
-from ghgwatch.settings import Settings
 from ghgwatch.up import read_endpoints
 
 __all__ = [
@@ -200,7 +201,6 @@ async def collect_status(settings: Settings, *, device_limit: int = DEVICE_LIMIT
             each unreachable service and where it was looked for).
         ConfigurationError: ``kafka.sasl_mechanism`` is set without username and password.
     """
-    from ingest import client_options  # the bridge's dependencies load only when asked for
 
     resolved, source = _resolve(settings)
     bootstrap = resolved.kafka_bootstrap()

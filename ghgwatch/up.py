@@ -39,18 +39,23 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
 
+from adapters.ports import free_port, pid_alive
+from alerts import AlertApi, AlertService
+from core.errors import ConfigurationError, FatalError, GhgwatchError
+from core.settings import Settings
 from ghgwatch.embedded import (
     ManagedProcess,
-    free_port,
     mosquitto_binary,
-    pid_alive,
     start_amqtt,
     start_mosquitto,
     start_postgres,
     start_tansu,
 )
-from ghgwatch.errors import ConfigurationError, FatalError, GhgwatchError
-from ghgwatch.settings import Settings
+from ingest import Bridge
+from processors import Processor
+from processors.detect_service import DetectionService
+from processors.storage import migrate
+from sensors_sim import SimulationConfig, run_simulation
 
 __all__ = [
     "ENDPOINTS_FILE",
@@ -369,8 +374,6 @@ def _redact(url: str) -> str:
 
 
 async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
-    from ingest import Bridge
-    from processors import Processor
 
     services: list[_Service] = []
 
@@ -385,21 +388,14 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
     # it sent can still be bridged, stored and detected before those services stop).
     spawn("processor", lambda ev: Processor(settings).run(stop=ev), False)
     if opts.alerts:
-        from alerts import AlertService
-
         spawn("alert-service", lambda ev: AlertService(settings).run(stop=ev), False)
-        from alerts import AlertApi
 
         spawn("alerts-api", lambda ev: AlertApi(settings).run(stop=ev), False)
     if opts.detect:
-        from processors.detect_service import DetectionService
-
         spawn("detector", lambda ev: DetectionService(settings).run(stop=ev), False)
     bridge = Bridge(settings)
     spawn("bridge", lambda ev: bridge.run(stop=ev), False)
     if opts.simulate:
-        from sensors_sim import SimulationConfig, run_simulation
-
         # Until the bridge first subscribes, the broker has no session to keep readings in.
         try:
             await bridge.wait_connected(BRIDGE_CONNECT_TIMEOUT_S)
@@ -498,7 +494,6 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
         ConfigurationError: a stand-in could not start.
         GhgwatchError: a service failed; the others were stopped first.
     """
-    from processors.storage import migrate
 
     console = Console()
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ import signal
 import sys
 from pathlib import Path
 
-from ghgwatch.errors import FatalError, GhgwatchError
-from ghgwatch.logs import configure_logging
-from ghgwatch.settings import load_settings
+from core.errors import FatalError, GhgwatchError
+from core.logs import configure_logging
+from core.settings import load_settings
 from ingest.bridge import Bridge
 
 EXIT_ERROR = 1

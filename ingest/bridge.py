@@ -4,12 +4,12 @@ What a message goes through, in order:
 
 1. The MQTT session hands it over (at most ``mqtt.receive_maximum`` are unacknowledged at
    once: the broker holds the rest, which is the bridge's only buffer).
-2. :func:`ingest.validate.validate_messages` accepts or rejects it, together with the other
+2. :func:`wire.validate.validate_messages` accepts or rejects it, together with the other
    messages taken in the same pass; it never raises.
-3. Accepted: its :class:`~ingest.batch.ReadingBatch` is produced to ``kafka.readings_topic``
-   keyed by ``device_id``. Rejected: a :class:`~ingest.schemas.DeadLetterRecord` is produced to
+3. Accepted: its :class:`~wire.batch.ReadingBatch` is produced to ``kafka.readings_topic``
+   keyed by ``device_id``. Rejected: a :class:`~wire.schemas.DeadLetterRecord` is produced to
    ``kafka.deadletter_topic`` and, when the topic names a device, a retained
-   :class:`~ingest.schemas.DeviceStatus` is published on its status topic.
+   :class:`~wire.schemas.DeviceStatus` is published on its status topic.
 4. Records are produced (``acks=all``) as one Kafka batch per partition per pass; a failed
    batch is retried with backoff until it succeeds or the bridge stops, never dropped.
 5. Only when Kafka confirmed (and the status was handed to the broker) is the message
@@ -34,14 +34,15 @@ from typing import Any
 
 import structlog
 
-from ghgwatch.errors import BrokerUnavailable, FatalError, GhgwatchError
-from ghgwatch.settings import Settings
+from adapters.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
+from adapters.metrics import MetricsServer
+from core.errors import BrokerUnavailable, FatalError, GhgwatchError
+from core.settings import Settings
 from ingest.exceptions import MqttUnavailable, SessionClosed
-from ingest.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
-from ingest.metrics import BridgeMetrics, BridgeStats, MetricsServer
+from ingest.metrics import BridgeMetrics, BridgeStats
 from ingest.mqtt import InboundMessage, MqttSession, Subscription
-from ingest.topics import data_subscription
-from ingest.validate import AcceptedMessage, RejectedMessage, validate_messages
+from wire.topics import data_subscription
+from wire.validate import AcceptedMessage, RejectedMessage, validate_messages
 
 __all__ = [
     "DRAIN_TIMEOUT_S",

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from ghgwatch.errors import BrokerUnavailable, FatalError
+from core.errors import BrokerUnavailable, FatalError
 
 __all__ = ["CredentialsRefused", "MqttUnavailable", "SessionClosed"]
 

@@ -8,12 +8,10 @@ several bridges can run in one process (tests, shared-subscription groups).
 from __future__ import annotations
 
 import bisect
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -21,7 +19,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-__all__ = ["ACK_LATENCY_BUCKETS_S", "BridgeMetrics", "BridgeStats", "MetricsServer"]
+__all__ = ["ACK_LATENCY_BUCKETS_S", "BridgeMetrics", "BridgeStats"]
 
 # From "fast" (a produce round trip on a local broker) to "Kafka was down for a minute".
 ACK_LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -174,19 +172,3 @@ class BridgeMetrics:
         )
         histogram.add_metric([], buckets, sum_value=self._latency_sum_s)
         yield histogram
-
-
-class MetricsServer:
-    """The HTTP endpoint serving one registry; :meth:`close` stops it."""
-
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        result: Any = start_http_server(port, addr=host, registry=registry)
-        self._server, self._thread = result
-        self.port: int = int(self._server.server_port)
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        with contextlib.suppress(OSError):
-            self._server.shutdown()
-            self._server.server_close()
-        self._thread.join(timeout=1.0)

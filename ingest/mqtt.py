@@ -1,7 +1,7 @@
 """MQTT session adapter: persistent session, manual in-order acks, resubscribe and reconnect.
 
 The only module that imports ``aiomqtt`` / ``paho``; their errors are mapped onto
-:mod:`ghgwatch.errors` by :func:`mqtt_errors` and nowhere else.
+:mod:`core.errors` by :func:`mqtt_errors` and nowhere else.
 
 How the session keeps QoS 1 readings safe:
 
@@ -55,8 +55,8 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ghgwatch.errors import ConfigurationError, FatalError, GhgwatchError
-from ghgwatch.settings import MqttSettings
+from core.errors import ConfigurationError, FatalError, GhgwatchError
+from core.settings import MqttSettings
 from ingest.exceptions import CredentialsRefused, MqttUnavailable, SessionClosed
 
 __all__ = [

@@ -12,7 +12,7 @@ What a run guarantees, in order, for every polled batch:
 4. Commit offsets to Kafka when ``processor.commit_interval_s`` has passed, on revoke (for
    the partitions that move) and once more, forced, on stop.
 
-If the database pushes back (:class:`~ghgwatch.errors.StorageBackpressure`), the batch is not
+If the database pushes back (:class:`~core.errors.StorageBackpressure`), the batch is not
 advanced: the assigned partitions are paused, rewound to the first offset that is not
 durable, and resumed after ``retry_after`` (doubling while it keeps failing, capped at
 ``BACKPRESSURE_MAX_PAUSE_S``, interrupted by stop). A crash anywhere means Kafka delivers
@@ -35,11 +35,11 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ghgwatch.errors import BrokerUnavailable, GhgwatchError, StorageBackpressure
-from ghgwatch.settings import Settings
-from ingest import ensure_topics, kafka_errors, make_consumer, started_client
+from adapters import ensure_topics, kafka_errors, make_consumer, started_client
+from adapters.checkpoint import Checkpoint, CommitOnRevoke
+from core.errors import BrokerUnavailable, GhgwatchError, StorageBackpressure
+from core.settings import Settings
 from processors import metrics
-from processors.checkpoint import Checkpoint, CommitOnRevoke
 from processors.storage import ReadingStore, WriteResult, decode_values
 
 __all__ = [

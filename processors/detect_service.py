@@ -40,18 +40,17 @@ import numpy as np
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ghgwatch.errors import FatalError, TransientError
-from ghgwatch.settings import Settings
-from ingest import (
-    ReadingBatch,
-    ReadingFrame,
+from adapters import (
     ensure_topics,
     kafka_errors,
     make_consumer,
     make_producer,
+    pg_errors,
     started_client,
 )
-from processors.checkpoint import Checkpoint, CommitOnRevoke
+from adapters.checkpoint import Checkpoint, CommitOnRevoke
+from core.errors import FatalError, TransientError
+from core.settings import Settings
 from processors.detection import (
     DerivedTable,
     DetectionEngine,
@@ -60,8 +59,8 @@ from processors.detection import (
     to_records,
 )
 from processors.detector_metrics import DetectorMetrics
-from processors.events import DetectionRecord
-from processors.storage import pg_errors
+from wire import ReadingBatch, ReadingFrame
+from wire.events import DetectionRecord
 
 __all__ = ["DetectionService", "DetectionStats"]
 

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import MetricsSettings
-from ingest import MetricsServer
-from processors.events import DetectionRecord
+from adapters import MetricsServer
+from core.errors import ConfigurationError
+from core.settings import MetricsSettings
+from wire.events import DetectionRecord
 
 __all__ = ["DETECTOR_BATCH_BUCKETS_S", "DetectorMetrics"]
 

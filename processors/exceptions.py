@@ -15,7 +15,7 @@ Undecodable Kafka records are not errors: they become dead letters with reason
 
 from __future__ import annotations
 
-from ghgwatch.errors import BrokerUnavailable, FatalError, StorageBackpressure
+from core.errors import BrokerUnavailable, FatalError, StorageBackpressure
 
 __all__ = ["BrokerUnavailable", "SchemaMissing", "StorageBackpressure"]
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import MetricsSettings
+from core.errors import ConfigurationError
+from core.settings import MetricsSettings
 
 __all__ = [
     "BACKPRESSURE_PAUSES",

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ghgwatch.errors import GhgwatchError
-from ghgwatch.settings import DetectionSettings
+from core.errors import GhgwatchError
+from core.settings import DetectionSettings
 from processors.detection import DetectionEngine, flag_codes, parse_kind, to_records
-from processors.events import DetectionRecord, DetectionState
+from wire.events import DetectionRecord, DetectionState
 
 __all__ = [
     "LabelScore",

@@ -1,6 +1,6 @@
 """Wire encoding of simulated readings: valid JSON payloads and realistically malformed ones.
 
-Valid payloads follow :mod:`ingest.schemas` exactly (single readings, or a batch carrying a
+Valid payloads follow :mod:`wire.schemas` exactly (single readings, or a batch carrying a
 device's channels and optionally several consecutive samples). :func:`malform` turns a valid
 message into one of the mistakes real devices make, each with the reject reason the bridge
 must give it, so tests and benchmarks know what to expect.
@@ -16,9 +16,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ingest.schemas import Flag, RejectReason, SourceKind
 from sensors_sim.arrays import BoolArray, FloatArray, Int64Array, IntArray
 from sensors_sim.profiles import Fleet
+from wire.schemas import Flag, RejectReason, SourceKind
 
 __all__ = [
     "EXPECTED_REASON",

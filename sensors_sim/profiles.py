@@ -1,8 +1,8 @@
 """The simulated device fleets: who exists, where they sit in the topic scheme, and their constants.
 
 A :class:`Fleet` is every simulated device of one source kind. It is built once from a seeded
-generator and then only read: names and topics follow :mod:`ingest.topics`, channels follow the
-``METRICS`` catalogue of :mod:`ingest.schemas`, and each device gets fixed per-device
+generator and then only read: names and topics follow :mod:`wire.topics`, channels follow the
+``METRICS`` catalogue of :mod:`wire.schemas`, and each device gets fixed per-device
 parameters (station altitude and urban enhancement, unit capacity class and its coal-consumption
 benchmark, mine sensor location class and baseline...) as numpy arrays indexed by device.
 
@@ -18,9 +18,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ingest.schemas import MineLocation, SourceKind
-from ingest.topics import DeviceRef
 from sensors_sim.arrays import FloatArray
+from wire.schemas import MineLocation, SourceKind
+from wire.topics import DeviceRef
 
 __all__ = [
     "CALIBRATED_CHANNELS",

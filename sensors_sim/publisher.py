@@ -5,7 +5,7 @@ messages overwrites its own entries and stalls for good; :class:`MqttPublisher` 
 waits for acknowledgements once ``max_inflight`` messages are out (DOMAIN.md, "Known
 pitfalls"). paho runs on the caller's event loop (socket readiness callbacks), not in a thread,
 so acknowledgements are counted without locks. paho errors and socket errors are translated
-onto :mod:`ghgwatch.errors` here and nowhere else.
+onto :mod:`core.errors` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ghgwatch.errors import BrokerUnavailable, ConfigurationError, FatalError
-from ghgwatch.settings import MqttSettings
+from core.errors import BrokerUnavailable, ConfigurationError, FatalError
+from core.settings import MqttSettings
 
 __all__ = ["DEFAULT_MAX_INFLIGHT", "MqttPublisher", "parse_mqtt_url"]
 

@@ -8,7 +8,7 @@ import time
 
 import structlog
 
-from ghgwatch.settings import Settings
+from core.settings import Settings
 from sensors_sim.display import progress_display
 from sensors_sim.publisher import MqttPublisher
 from sensors_sim.simulator import SimulationConfig, SimulationStats, Simulator

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.schemas import SourceKind
 from sensors_sim.arrays import BoolArray, FloatArray, IntArray
 from sensors_sim.profiles import Fleet, pressure_at_altitude_hpa
+from wire.schemas import SourceKind
 
 __all__ = [
     "CO2_MG_M3_PER_PPM",

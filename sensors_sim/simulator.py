@@ -16,8 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ghgwatch.errors import ConfigurationError
-from ingest.schemas import RejectReason, SourceKind
+from core.errors import ConfigurationError
 from sensors_sim.arrays import IntArray
 from sensors_sim.payloads import (
     SimMessage,
@@ -27,6 +26,7 @@ from sensors_sim.payloads import (
 )
 from sensors_sim.profiles import Fleet, build_fleet
 from sensors_sim.signals import SignalModel
+from wire.schemas import RejectReason, SourceKind
 
 __all__ = [
     "KindCounts",

@@ -21,8 +21,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, start_mosquitto, start_tansu
-from ghgwatch.settings import Settings
 
 TEST_MQTT_URL = os.environ.get("GHGWATCH_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 TEST_PG_URL = os.environ.get(

@@ -11,6 +11,9 @@ from types import ModuleType
 import pytest
 
 PACKAGES = [
+    "core",
+    "wire",
+    "adapters",
     "ghgwatch",
     "ingest",
     "processors",
@@ -31,7 +34,7 @@ def _isort_key(name: str) -> tuple[int, str]:
 
 
 def _public_members(pkg: ModuleType) -> set[str]:
-    """Names a user sees on the package, leaving out its submodules (``ghgwatch.settings``
+    """Names a user sees on the package, leaving out its submodules (``core.settings``
     is an attribute once imported, but it is reached as a module, not exported)."""
     return {
         name

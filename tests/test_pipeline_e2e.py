@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 import asyncpg
 
-from ghgwatch.settings import Settings
+from core.settings import Settings
 from ingest import Bridge
 from processors import Processor
 from processors.storage import migrate

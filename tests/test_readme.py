@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ghgwatch.settings import load_settings
+from core.settings import load_settings
 
 
 def test_readme_toml_example_is_a_valid_configuration(repo_root: Path, tmp_path: Path) -> None:

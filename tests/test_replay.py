@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from core.settings import DetectionSettings
 from ghgwatch.cli import app
-from ghgwatch.settings import DetectionSettings
 from processors.replay import ReplayError, parse_times_ns, replay_csv
 from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
 

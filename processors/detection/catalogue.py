@@ -61,7 +61,7 @@ class Detector(IntEnum):
 
 DETECTOR_NAMES: dict[Detector, str] = {d: d.name.lower() for d in Detector}
 
-# Values of processors.events.Severity; faults are maintenance tickets, never pages.
+# Values of wire.events.Severity; faults are maintenance tickets, never pages.
 DETECTOR_SEVERITY: dict[Detector, str] = {
     Detector.THRESHOLD_ALARM: "critical",
     Detector.POWER_CUT: "critical",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ghgwatch.settings import DetectionSettings
+from core.settings import DetectionSettings
 from processors.detection.catalogue import CEMS_PARAMS, Detector
 from processors.detection.tables import (
     NEVER_NS,

@@ -65,7 +65,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ghgwatch.settings import DetectionSettings
+from core.settings import DetectionSettings
 from processors.detection.catalogue import Detector, Kind
 from processors.detection.cems import CemsAggregator
 from processors.detection.neighbours import NeighbourCheck

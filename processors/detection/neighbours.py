@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ghgwatch.settings import DetectionSettings
+from core.settings import DetectionSettings
 from processors.detection.tables import NEVER_NS
 
 __all__ = ["NeighbourCheck", "NeighbourEvents"]

@@ -15,7 +15,7 @@ from processors.detection.catalogue import (
 )
 from processors.detection.streams import StreamTable
 from processors.detection.tables import NEVER_NS, EventTable
-from processors.events import DetectionRecord, DetectionState, Severity, detection_id
+from wire.events import DetectionRecord, DetectionState, Severity, detection_id
 
 __all__ = ["ns_to_datetime", "to_records"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ghgwatch.settings import DetectionSettings, MethaneLevels
+from core.settings import DetectionSettings, MethaneLevels
 from processors.detection.catalogue import Detector, Kind, infer_kind, infer_location
 
 __all__ = ["StreamInfo", "StreamTable", "TrendMode"]

@@ -17,7 +17,6 @@ from processors.storage.migrate import (
     migrate,
     timescale_available,
 )
-from processors.storage.pgerrors import map_pg_error, pg_errors
 from processors.storage.writer import REQUIRED_TABLES, ReadingStore, WriteResult
 
 __all__ = [
@@ -35,8 +34,6 @@ __all__ = [
     "WriteResult",
     "decode_values",
     "discover_migrations",
-    "map_pg_error",
     "migrate",
-    "pg_errors",
     "timescale_available",
 ]

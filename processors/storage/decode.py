@@ -10,7 +10,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from ingest import DeadLetterRecord, ReadingBatch
+from wire import DeadLetterRecord, ReadingBatch
 
 __all__ = [
     "UNDECODABLE_REASON",
@@ -31,7 +31,7 @@ _DETAIL_CHARS = 1000
 class DeadLetter:
     """A dead letter as stored: the raw bytes, where they came from and why they were refused.
 
-    :class:`~ingest.schemas.DeadLetterRecord` (the bridge's rejects) converts to this with
+    :class:`~wire.schemas.DeadLetterRecord` (the bridge's rejects) converts to this with
     :meth:`from_record`; the processor makes them directly for Kafka records it cannot decode.
     """
 

@@ -33,7 +33,7 @@ Migration folders, applied together in version order:
 
 To add migrations for a package, put ``NNN_name.sql`` files in ``<package>/migrations/``
 (listed in :data:`MIGRATION_PACKAGES`), using a version range of your own; a version used
-twice is a :class:`~ghgwatch.errors.ConfigurationError`. Never edit an applied file: add a
+twice is a :class:`~core.errors.ConfigurationError`. Never edit an applied file: add a
 new one. Files are plain SQL run as one transaction; statements that cannot run in a
 transaction (``CREATE INDEX CONCURRENTLY``) do not belong there.
 """
@@ -51,9 +51,9 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import DbSettings
-from processors.storage.pgerrors import pg_errors
+from adapters.pgerrors import pg_errors
+from core.errors import ConfigurationError
+from core.settings import DbSettings
 
 __all__ = [
     "MIGRATE_LOCK_KEY",

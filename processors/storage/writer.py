@@ -35,12 +35,12 @@ import numpy.typing as npt
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from ghgwatch.settings import DbSettings
-from ingest import DeadLetterRecord, ReadingBatch, ReadingFrame, epoch_us, from_epoch_us
+from adapters.pgerrors import DEFAULT_RETRY_AFTER_S, pg_errors
+from core.settings import DbSettings
 from processors.exceptions import SchemaMissing
 from processors.storage.decode import DeadLetter
 from processors.storage.pgcopy import COPY_COLUMNS, pair_blob, readings_copy_data
-from processors.storage.pgerrors import DEFAULT_RETRY_AFTER_S, pg_errors
+from wire import DeadLetterRecord, ReadingBatch, ReadingFrame, epoch_us, from_epoch_us
 
 __all__ = ["REQUIRED_TABLES", "ReadingStore", "WriteResult"]
 
@@ -271,7 +271,7 @@ class ReadingStore:
     """Stores batches of readings and dead letters in PostgreSQL / TimescaleDB.
 
     Use as an async context manager (or call :meth:`start` and :meth:`close`). Every
-    database error is translated in :func:`~processors.storage.pgerrors.pg_errors`.
+    database error is translated in :func:`~adapters.pgerrors.pg_errors`.
 
     Args:
         dsn: the PostgreSQL URL.

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from ghgwatch.embedded import free_port
-from ghgwatch.settings import DbSettings, Settings
-from processors.events import DetectionRecord, DetectionState, Severity, detection_id
+from adapters.ports import free_port
+from core.settings import DbSettings, Settings
 from processors.storage import migrate
+from wire.events import DetectionRecord, DetectionState, Severity, detection_id
 
 WAIT_S = 20.0
 POLL_S = 0.02
@@ -231,7 +231,7 @@ def alert_settings(
 
 async def produce(settings: Settings, records: list[DetectionRecord]) -> None:
     """Publish detections to the test's detections topic (key: device id), acks=all."""
-    from ingest.kafka import ensure_topics, make_producer
+    from adapters.kafka import ensure_topics, make_producer
 
     await ensure_topics(
         settings.kafka, settings.kafka_bootstrap(), [settings.kafka.detections_topic]

@@ -7,7 +7,7 @@ import pytest
 
 import alerts
 from alerts import db_errors
-from ghgwatch.errors import FatalError, GhgwatchError, StorageBackpressure, TransientError
+from core.errors import FatalError, GhgwatchError, StorageBackpressure, TransientError
 
 
 def test_alert_errors_sit_on_the_one_tree() -> None:
@@ -58,7 +58,7 @@ async def test_store_on_an_unmigrated_database_is_fatal(pg_url: str) -> None:
     """A database without the alert tables stops the service (run `ghgwatch db migrate`)."""
     from datetime import UTC, datetime
 
-    from ghgwatch.settings import AlertsSettings
+    from core.settings import AlertsSettings
     from tests.alerts.conftest import det
 
     async with alerts.AlertStore(pg_url, AlertsSettings()) as store:

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from alerts import AlertService
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import Settings
+from core.errors import ConfigurationError
+from core.settings import Settings
 from tests.alerts.conftest import Receiver, cleared, det, produce, wait_until
 
 HTTP_TIMEOUT_S = 5.0

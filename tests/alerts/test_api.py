@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.ports import free_port
 from alerts import AlertApi, AlertStore
-from ghgwatch.embedded import free_port
-from ghgwatch.settings import Settings
-from processors.events import Severity
+from core.settings import Settings
 from tests.alerts.conftest import det
+from wire.events import Severity
 
 TOKEN = "s3cret-token-for-zhang"
 
@@ -199,7 +199,7 @@ async def test_api_on_a_taken_port_is_a_configuration_error(
     """Starting the API on a port already in use fails with a clear ConfigurationError."""
     import socket
 
-    from ghgwatch.errors import ConfigurationError
+    from core.errors import ConfigurationError
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from alerts import AlertStore
-from ghgwatch.settings import Settings
+from core.settings import Settings
 from tests.alerts.conftest import det
 
 CLI = str(Path(sys.executable).parent / "ghgwatch")

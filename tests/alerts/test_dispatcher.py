@@ -21,7 +21,7 @@ from alerts import (
     backoff_s,
     build_notifiers,
 )
-from ghgwatch.settings import Settings
+from core.settings import Settings
 from tests.alerts.conftest import Captured, Receiver, cleared, det, wait_until
 
 

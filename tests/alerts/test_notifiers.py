@@ -29,8 +29,8 @@ from alerts import (
     dingtalk_sign,
     render_markdown,
 )
+from core.settings import AlertsSettings, NotifierTarget
 from ghgwatch.embedded import ManagedProcess
-from ghgwatch.settings import AlertsSettings, NotifierTarget
 from tests.alerts.conftest import Captured, Mailbox, Receiver, wait_until
 
 MSG = AlertMessage(

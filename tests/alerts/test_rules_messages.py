@@ -14,9 +14,9 @@ from alerts import (
     render_title,
     route_targets,
 )
-from ghgwatch.settings import AlertRoute, AlertsSettings
-from processors.events import Severity
+from core.settings import AlertRoute, AlertsSettings
 from tests.alerts.conftest import det
+from wire.events import Severity
 
 RULES = AlertsSettings().rules
 

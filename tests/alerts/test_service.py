@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from alerts import AlertFilter, AlertService, AlertStore
-from ghgwatch.settings import Settings
+from core.settings import Settings
 from tests.alerts.conftest import Receiver, cleared, det, produce, wait_until
 
 
@@ -97,7 +97,7 @@ async def test_undecodable_record_is_skipped_and_the_stream_goes_on(
     running: Callable[..., asyncio.Task[Any]],
 ) -> None:
     """A garbage record on the detections topic is logged and skipped; later ones are handled."""
-    from ingest.kafka import ensure_topics, make_producer
+    from adapters.kafka import ensure_topics, make_producer
 
     s = alert_settings(**webhook_alerts(receiver))
     await ensure_topics(s.kafka, s.kafka_bootstrap(), [s.kafka.detections_topic])

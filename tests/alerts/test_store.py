@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 
 from alerts import AlertFilter, AlertNotFound, AlertStore, InvalidTransition
-from ghgwatch.settings import Settings
-from processors.events import Severity
+from core.settings import Settings
 from tests.alerts.conftest import cleared, det
+from wire.events import Severity
 
 T0 = datetime(2026, 11, 25, 2, 31, tzinfo=UTC)
 

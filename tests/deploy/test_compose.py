@@ -13,8 +13,9 @@ import aiomqtt
 import pytest
 import yaml
 
-from ghgwatch.embedded import ManagedProcess, free_port, mosquitto_binary
-from ghgwatch.settings import Settings
+from adapters.ports import free_port
+from core.settings import Settings
+from ghgwatch.embedded import ManagedProcess, mosquitto_binary
 
 _SUBST = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
 

@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from core.settings import DbSettings
 from ghgwatch.grafana import DASHBOARD_UIDS, build_dashboards, dashboard_json
-from ghgwatch.settings import DbSettings
 from processors.storage import migrate
 
 INTERVAL = "1m"

@@ -12,14 +12,8 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ghgwatch.embedded import (
-    ManagedProcess,
-    free_port,
-    port_is_free,
-    start_amqtt,
-    start_postgres,
-    start_tansu,
-)
+from adapters.ports import free_port, port_is_free
+from ghgwatch.embedded import ManagedProcess, start_amqtt, start_postgres, start_tansu
 
 
 async def test_tansu_answers_kafka_metadata_and_stops(tmp_path: Path) -> None:

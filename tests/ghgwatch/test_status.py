@@ -11,11 +11,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 
-from ghgwatch.embedded import free_port
-from ghgwatch.settings import DbSettings, Settings
+from adapters import ensure_topics
+from adapters.ports import free_port
+from core.settings import DbSettings, Settings
 from ghgwatch.status import ServicesUnreachable, collect_status, render_status
 from ghgwatch.up import ENDPOINTS_FILE, Endpoints
-from ingest import ensure_topics
 from processors.storage import migrate
 
 

@@ -16,8 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
-from ghgwatch.embedded import port_is_free
-from ghgwatch.settings import Settings
+from adapters.ports import port_is_free
+from core.settings import Settings
 
 DEADLINE_S = 60.0
 STOP_DEADLINE_S = 45.0
@@ -246,7 +246,7 @@ async def test_up_with_nothing_configured_starts_stand_ins_and_frees_them_on_sig
 async def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     """While an `up` (a live pid in endpoints.json) owns the data dir, another refuses to
     start, before touching any service."""
-    from ghgwatch.errors import ConfigurationError
+    from core.errors import ConfigurationError
     from ghgwatch.up import ENDPOINTS_FILE, Endpoints, UpOptions, run_up
 
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -366,7 +366,7 @@ async def test_mqtt_broker_choice_with_a_configured_mqtt_url_is_refused(
 ) -> None:
     """Choosing an MQTT stand-in while mqtt.url is set is a configuration error, raised
     before any service starts."""
-    from ghgwatch.errors import ConfigurationError
+    from core.errors import ConfigurationError
     from ghgwatch.up import UpOptions, run_up
 
     with pytest.raises(ConfigurationError, match="GHGWATCH_MQTT__URL is set"):

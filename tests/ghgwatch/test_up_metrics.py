@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from ghgwatch.settings import Settings
+from core.settings import Settings
 from ghgwatch.up import UpOptions, _metrics_ports
 
 PORT_FIELDS = ("bridge_port", "processor_port", "detector_port", "alerts_port")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ghgwatch.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import aiomqtt
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from ghgwatch.settings import Settings
-from ingest import BATCH_MAGIC, Bridge, ReadingBatch
+from core.settings import Settings
+from ingest import Bridge
+from wire import BATCH_MAGIC, ReadingBatch
 
 DEADLINE_S = 30.0
 PUBLISH_WINDOW = 500

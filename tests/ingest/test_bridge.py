@@ -21,9 +21,9 @@ from ingest_helpers import (
     running_bridge,
 )
 
+from core.errors import FatalError
+from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess
-from ghgwatch.errors import FatalError
-from ghgwatch.settings import Settings
 from ingest import Bridge, CredentialsRefused, SessionClosed
 
 

@@ -25,8 +25,8 @@ from ingest_helpers import (
     reading_keys,
 )
 
+from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess
-from ghgwatch.settings import Settings
 
 READINGS = 6000
 # 3.1.1 runs the same scenario with fewer readings: it tests the session flags, not volume.

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from ingest_helpers import DEADLINE_S, city_readings, mqtt_host_port, publish_many
 from prometheus_client import generate_latest
 
-from ghgwatch.settings import Settings
-from ingest import Bridge, BridgeMetrics, MetricsServer
+from adapters import MetricsServer
+from core.settings import Settings
+from ingest import Bridge, BridgeMetrics
 
 
 def test_exposition_carries_counters_labels_gauge_and_histogram() -> None:

@@ -12,8 +12,8 @@ import aiomqtt
 import pytest
 from ingest_helpers import DEADLINE_S, at_least, read_topic, reading_keys, running_bridge
 
+from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, start_amqtt
-from ghgwatch.settings import Settings
 
 
 @pytest.fixture

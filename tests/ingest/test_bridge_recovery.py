@@ -18,9 +18,10 @@ from ingest_helpers import (
     running_bridge,
 )
 
+from adapters import ensure_topics
+from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, start_tansu
-from ghgwatch.settings import Settings
-from ingest import Bridge, ensure_topics
+from ingest import Bridge
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:

@@ -13,8 +13,8 @@ from ingest_helpers import DEADLINE_S, mqtt_host_port
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ghgwatch.errors import ConfigurationError, GhgwatchError, RejectedReading
-from ghgwatch.settings import Settings
+from core.errors import ConfigurationError, GhgwatchError, RejectedReading
+from core.settings import Settings
 from ingest import (
     CredentialsRefused,
     InboundMessage,

@@ -13,16 +13,15 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ghgwatch.settings import Settings
-from ingest import (
+from adapters import ensure_topics, make_producer
+from core.settings import Settings
+from wire import (
     DeadLetterRecord,
     ReadingBatch,
     ReadingRecord,
     RejectReason,
     SourceKind,
     WireReading,
-    ensure_topics,
-    make_producer,
 )
 
 WAIT_S = 25.0

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from proc_helpers import dead_letter, mixed_records
 
-from ingest import ReadingBatch
 from processors.storage import UNDECODABLE_REASON, KafkaValue, decode_values
+from wire import ReadingBatch
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 

@@ -13,16 +13,11 @@ import asyncpg
 import pytest
 from proc_helpers import T0, as_batches, mixed_records, reading_record
 
-from ghgwatch.embedded import free_port
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import DbSettings
-from ingest import SourceKind
-from processors.storage import (
-    MIGRATIONS_DIR,
-    ReadingStore,
-    discover_migrations,
-    migrate,
-)
+from adapters.ports import free_port
+from core.errors import ConfigurationError
+from core.settings import DbSettings
+from processors.storage import MIGRATIONS_DIR, ReadingStore, discover_migrations, migrate
+from wire import SourceKind
 
 AGG_COLUMNS = ["bucket", "device_id", "metric", "avg", "min", "max", "count", "n_all"]
 

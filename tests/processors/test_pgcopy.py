@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import asyncpg
 import numpy as np
 
-from ingest import epoch_us, from_epoch_us
 from processors.storage.pgcopy import COPY_COLUMNS, pair_blob, readings_copy_data
+from wire import epoch_us, from_epoch_us
 
 
 async def _source(data: bytes) -> AsyncIterator[bytes]:

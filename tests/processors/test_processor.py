@@ -25,10 +25,10 @@ from proc_helpers import (
 )
 from prometheus_client import REGISTRY
 
-from ghgwatch.settings import Settings
-from ingest import RejectReason
+from core.settings import Settings
 from processors import Processor, SchemaMissing
 from processors.storage import migrate
+from wire import RejectReason
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from ghgwatch.embedded import free_port
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import MetricsSettings
+from adapters.ports import free_port
+from core.errors import ConfigurationError
+from core.settings import MetricsSettings
 from processors.metrics import start_metrics_server
 
 

@@ -8,11 +8,11 @@ import asyncpg
 import pytest
 from proc_helpers import as_batches, dead_letter, mixed_records, reading_record, total_readings
 
-from ghgwatch.errors import StorageBackpressure
-from ghgwatch.settings import DbSettings, Settings
-from ingest import RejectReason, SourceKind
+from core.errors import StorageBackpressure
+from core.settings import DbSettings, Settings
 from processors import SchemaMissing
 from processors.storage import DeadLetter, ReadingStore
+from wire import RejectReason, SourceKind
 
 
 async def test_same_batch_twice_is_stored_once_with_exact_device_counts(

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ghgwatch.settings import Settings
+from core.settings import Settings
 
 SIM_TEST_MQTT_URL = os.environ.get("GHGWATCH_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 

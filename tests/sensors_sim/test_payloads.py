@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest import AcceptedMessage, Flag, RejectedMessage, SourceKind, validate_message
 from sensors_sim import EXPECTED_REASON, Malformation, SimulationConfig, Simulator, malform
+from wire import AcceptedMessage, Flag, RejectedMessage, SourceKind, validate_message
 
 ROOT = "ghg/v1"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest.schemas import METRICS, MineLocation, SourceKind
-from ingest.topics import parse_data_topic
 from sensors_sim import build_fleet
+from wire.schemas import METRICS, MineLocation, SourceKind
+from wire.topics import parse_data_topic
 
 
 @pytest.mark.parametrize("kind", list(SourceKind))

@@ -11,12 +11,13 @@ from collections.abc import Awaitable, Callable
 import aiomqtt
 import pytest
 
-from ghgwatch.embedded import ManagedProcess, free_port
-from ghgwatch.errors import BrokerUnavailable
-from ghgwatch.settings import Settings
-from ingest.schemas import SourceKind
+from adapters.ports import free_port
+from core.errors import BrokerUnavailable
+from core.settings import Settings
+from ghgwatch.embedded import ManagedProcess
 from sensors_sim import SimulationConfig, run_simulation
 from sensors_sim.publisher import parse_mqtt_url
+from wire.schemas import SourceKind
 
 RECEIVE_DEADLINE_S = 20.0
 
@@ -145,7 +146,7 @@ async def test_unreachable_broker_is_broker_unavailable() -> None:
 
 def test_cli_options_build_the_config() -> None:
     """The CLI's comma list of kinds and options become a config; unknown kinds are refused."""
-    from ghgwatch.errors import ConfigurationError
+    from core.errors import ConfigurationError
 
     cfg = SimulationConfig.from_cli(
         kinds="mine, cems",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ghgwatch.settings import DetectionSettings
-from ingest import METRICS, SourceKind
+from core.settings import DetectionSettings
 from processors.detection import (
     CEMS_PARAMS,
     DETECTOR_NAMES,
@@ -16,6 +15,7 @@ from processors.detection import (
     co2_mass_rate_t_h,
     dry_standard_flow_m3_h,
 )
+from wire import METRICS, SourceKind
 
 NS = 1_000_000_000
 UNIT = "beifang/dalate/unit-1"

@@ -14,21 +14,14 @@ import asyncpg
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
-from ghgwatch.settings import Settings
-from ingest import (
-    MineLocation,
-    ReadingRecord,
-    SourceKind,
-    WireReading,
-    client_options,
-    ensure_topics,
-    make_producer,
-)
+from adapters import client_options, ensure_topics, make_producer
+from core.settings import Settings
 from processors.detect_service import DetectionService
-from processors.events import DetectionRecord
 from processors.replay import iter_csv_blocks, parse_times_ns, replay_csv
 from processors.storage import migrate
 from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
+from wire import MineLocation, ReadingRecord, SourceKind, WireReading
+from wire.events import DetectionRecord
 
 WAIT_S = 25.0
 T0 = datetime(2026, 11, 20, tzinfo=UTC)

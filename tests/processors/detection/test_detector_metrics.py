@@ -15,11 +15,11 @@ from proc_helpers import produce, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from ghgwatch.errors import ConfigurationError
-from ghgwatch.settings import Settings
-from ingest import MineLocation, ReadingRecord, SourceKind, WireReading
+from core.errors import ConfigurationError
+from core.settings import Settings
 from processors.detect_service import DetectionService
 from processors.storage import migrate
+from wire import MineLocation, ReadingRecord, SourceKind, WireReading
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 DEVICE = "ordos/buertai/t1-0101"

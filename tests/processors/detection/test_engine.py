@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ghgwatch.settings import DetectionSettings
+from core.settings import DetectionSettings
 from processors.detection import (
     DETECTOR_NAMES,
     NEVER_NS,

@@ -23,8 +23,8 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-from ghgwatch.errors import BrokerUnavailable, ConfigurationError, FatalError, GhgwatchError
-from ghgwatch.settings import KafkaSettings
+from core.errors import BrokerUnavailable, ConfigurationError, FatalError, GhgwatchError
+from core.settings import KafkaSettings
 
 __all__ = [
     "CachedKeyPartitioner",

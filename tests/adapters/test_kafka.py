@@ -18,10 +18,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from ghgwatch.embedded import free_port
-from ghgwatch.errors import BrokerUnavailable, ConfigurationError, FatalError, GhgwatchError
-from ghgwatch.settings import KafkaSettings, Settings
-from ingest import (
+from adapters import (
     CachedKeyPartitioner,
     RecordProducer,
     ensure_topics,
@@ -30,6 +27,9 @@ from ingest import (
     map_kafka_error,
     started_client,
 )
+from adapters.ports import free_port
+from core.errors import BrokerUnavailable, ConfigurationError, FatalError, GhgwatchError
+from core.settings import KafkaSettings, Settings
 
 
 @pytest.mark.parametrize(

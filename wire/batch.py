@@ -9,13 +9,13 @@ On the readings topic a batch is one record (key: ``device_id``) in format 2, li
     b"GHGR" | version u8 (2) | header length H u32 | readings n u32 | received_at i64 (us)
     | header: H bytes of JSON | ts_us: n x i64 | value: n x f64 | metric: n x u16 | flag: n x u8
 
-The JSON header is a :class:`~ingest.schemas.ReadingHeader` (device, kind, network, site,
+The JSON header is a :class:`~wire.schemas.ReadingHeader` (device, kind, network, site,
 device, location, MQTT topic and the distinct ``metrics`` of the message). ``metric`` holds
 indices into ``metrics``, ``flag`` the HJ 212 flag letter as an ASCII byte, ``ts_us`` the
 device time and ``received_at`` the bridge's receive time, both in microseconds since the
 Unix epoch (UTC). A device's header rarely changes, so both ends cache it.
 
-:meth:`ReadingBatch.decode` also reads format 1 (a :class:`~ingest.schemas.ReadingRecord` as
+:meth:`ReadingBatch.decode` also reads format 1 (a :class:`~wire.schemas.ReadingRecord` as
 JSON, what bridges before format 2 produced), so a rolling upgrade loses nothing.
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from ingest.schemas import (
+from wire.schemas import (
     SENDER_FIELDS,
     Flag,
     MineLocation,
@@ -40,7 +40,7 @@ from ingest.schemas import (
     ReadingRecord,
     WireReading,
 )
-from ingest.topics import DeviceRef
+from wire.topics import DeviceRef
 
 __all__ = [
     "BATCH_MAGIC",
@@ -197,7 +197,7 @@ class ReadingBatch:
 
     @classmethod
     def from_record(cls, record: ReadingRecord) -> ReadingBatch:
-        """The columns of a format-1 record (a :class:`~ingest.schemas.ReadingRecord`)."""
+        """The columns of a format-1 record (a :class:`~wire.schemas.ReadingRecord`)."""
         index: dict[str, int] = {}
         metric = [index.setdefault(r.metric, len(index)) for r in record.readings]
         header = ReadingHeader(**record.model_dump(include=SENDER_FIELDS), metrics=tuple(index))
@@ -211,7 +211,7 @@ class ReadingBatch:
         )
 
     def to_record(self) -> ReadingRecord:
-        """The same readings as a format-1 :class:`~ingest.schemas.ReadingRecord` (one object
+        """The same readings as a format-1 :class:`~wire.schemas.ReadingRecord` (one object
         per reading: for tools and tests, not the hot path)."""
         h = self.header
         names = h.metrics

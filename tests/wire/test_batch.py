@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from ingest import (
+from wire import (
     AcceptedMessage,
     ReadingBatch,
     ReadingFrame,
@@ -17,7 +17,7 @@ from ingest import (
     validate_message,
     validate_messages,
 )
-from ingest import validate as validate_module
+from wire import validate as validate_module
 
 ROOT = "ghg/v1"
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from ingest import epoch_us, parse_rfc3339_us
-from ingest.timestamps import VECTOR_MIN_STRINGS, parse_timestamp_us
+from wire import epoch_us, parse_rfc3339_us
+from wire.timestamps import VECTOR_MIN_STRINGS, parse_timestamp_us
 
 _AWARE: TypeAdapter[AwareDatetime] = TypeAdapter(AwareDatetime)
 

@@ -1,14 +1,14 @@
 """Validation of MQTT messages against the wire contract, a whole receive batch at a time.
 
 :func:`validate_messages` turns (topic, payload, received time) triples into
-:class:`AcceptedMessage` (with its :class:`~ingest.batch.ReadingBatch`, encoded) or
+:class:`AcceptedMessage` (with its :class:`~wire.batch.ReadingBatch`, encoded) or
 :class:`RejectedMessage` (with a reason code and a detail for the device). It never raises on
-bad input. The verdicts are those of the pydantic models in :mod:`ingest.schemas`; only the
+bad input. The verdicts are those of the pydantic models in :mod:`wire.schemas`; only the
 work is arranged for speed:
 
 1. Each payload is parsed by a lean pydantic schema that keeps ``ts`` as text. A payload the
    lean schema refuses is parsed again by the full models, whose error the device is told.
-2. All timestamps of the pass are parsed at once (:func:`ingest.timestamps.parse_rfc3339_us`;
+2. All timestamps of the pass are parsed at once (:func:`wire.timestamps.parse_rfc3339_us`;
    a small pass one by one by pydantic's own datetime rules); a message with a timestamp the
    array parser does not understand goes through the full models instead.
 3. Metric, kind, range and clock checks run as numpy expressions over every reading of the
@@ -30,8 +30,8 @@ import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from ingest.batch import ReadingBatch, encode_batch, epoch_us, from_epoch_us, reading_header
-from ingest.schemas import (
+from wire.batch import ReadingBatch, encode_batch, epoch_us, from_epoch_us, reading_header
+from wire.schemas import (
     MAX_BATCH_READINGS,
     MAX_FUTURE_SKEW,
     MAX_PAYLOAD_BYTES,
@@ -47,8 +47,8 @@ from ingest.schemas import (
     SinglePayload,
     SourceKind,
 )
-from ingest.timestamps import VECTOR_MIN_STRINGS, parse_rfc3339_us, parse_timestamp_us
-from ingest.topics import DeviceRef, parse_data_topic
+from wire.timestamps import VECTOR_MIN_STRINGS, parse_rfc3339_us, parse_timestamp_us
+from wire.topics import DeviceRef, parse_data_topic
 
 __all__ = [
     "VECTOR_MIN_READINGS",
@@ -82,7 +82,7 @@ class AcceptedMessage:
 
     Attributes:
         device_id: the sender, the record's Kafka key.
-        value: the record's value, a :class:`~ingest.batch.ReadingBatch` encoded.
+        value: the record's value, a :class:`~wire.batch.ReadingBatch` encoded.
     """
 
     device_id: str
@@ -118,7 +118,7 @@ class RejectedMessage:
         )
 
 
-# -- the lean schemas: the models of ingest.schemas with ``ts`` kept as text ------------------
+# -- the lean schemas: the models of wire.schemas with ``ts`` kept as text ------------------
 # Anything these refuse is parsed again by the full models, so only their acceptance matters:
 # every field but ``ts`` has exactly the type and constraints of the full model.
 
@@ -244,7 +244,7 @@ def _lean(index: int, device: DeviceRef, payload: bytes, received_us: int) -> _P
 def _full(
     index: int, device: DeviceRef, topic: str, payload: bytes, received_at: datetime
 ) -> _Parsed | RejectedMessage:
-    """Parse with the full models of :mod:`ingest.schemas` (their verdict is the contract)."""
+    """Parse with the full models of :mod:`wire.schemas` (their verdict is the contract)."""
     try:
         parsed: SinglePayload | BatchPayload
         if b'"readings"' in payload:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingest.schemas import METRICS, RejectReason
+from wire.schemas import METRICS, RejectReason
 
 
 def _metrics_table_rows(doc: str) -> list[str]:
@@ -15,7 +15,7 @@ def _metrics_table_rows(doc: str) -> list[str]:
 
 
 def test_metric_table_matches_the_catalogue(repo_root: Path) -> None:
-    """Every metric in ingest.schemas.METRICS appears in the doc with its unit, kinds and range."""
+    """Every metric in wire.schemas.METRICS appears in the doc with its unit, kinds and range."""
     doc = (repo_root / "docs" / "wire-contract.md").read_text()
     expected = [
         f"| `{m}` | {s.unit} | {', '.join(sorted(k.value for k in s.kinds))} | "

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from ghgwatch.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 
 
 def test_environment_variables_use_the_prefix_and_double_underscore_nesting(

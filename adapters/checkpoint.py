@@ -33,8 +33,8 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import OffsetAndMetadata
 
-from ghgwatch.errors import GhgwatchError
-from ingest import kafka_errors
+from adapters.kafka import kafka_errors
+from core.errors import GhgwatchError
 
 __all__ = [
     "COMMIT_TIMEOUT_S",

@@ -1,6 +1,6 @@
 """The wire contract: MQTT payloads devices send, and the records ghgwatch puts on Kafka.
 
-A device publishes JSON on its data topic (see :mod:`ingest.topics`), either one reading::
+A device publishes JSON on its data topic (see :mod:`wire.topics`), either one reading::
 
     {"ts": "2026-11-25T08:00:05+08:00", "metric": "co2_ppm", "value": 431.2, "flag": "N"}
 
@@ -16,8 +16,8 @@ HJ 212-2017 data flag (N normal, F stopped, M maintenance, S manual, D fault, C 
 T over limit, B communication fault); flagged readings are stored but kept out of detection.
 Mine sensors also name their ``location`` class, which sets their alarm thresholds.
 
-The models here are the contract; :mod:`ingest.validate` applies them to messages, and
-:mod:`ingest.batch` is the columnar form accepted readings take on Kafka.
+The models here are the contract; :mod:`wire.validate` applies them to messages, and
+:mod:`wire.batch` is the columnar form accepted readings take on Kafka.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ SENDER_FIELDS: set[str] = set(_Sender.model_fields)
 
 class ReadingRecord(_Sender):
     """Format 1 of the Kafka value for one accepted MQTT message (key: ``device_id``): JSON
-    with an object per reading. Bridges now produce format 2 (:mod:`ingest.batch`); consumers
+    with an object per reading. Bridges now produce format 2 (:mod:`wire.batch`); consumers
     still read this, and tools use it to show a batch."""
 
     v: Literal[1] = 1
@@ -245,7 +245,7 @@ class ReadingRecord(_Sender):
 
 
 class ReadingHeader(_Sender):
-    """The JSON header of a readings record (format 2, see :mod:`ingest.batch`): who sent
+    """The JSON header of a readings record (format 2, see :mod:`wire.batch`): who sent
     the readings, on which topic, and the metric names the readings' indices point to.
 
     It changes only when a device's topic, location or set of metrics does, so encoders and

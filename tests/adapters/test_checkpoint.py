@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
-from processors import Checkpoint
+from adapters import Checkpoint
 
 P0, P1 = TopicPartition("t", 0), TopicPartition("t", 1)
 

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from ghgwatch.settings import LogSettings
+from core.settings import LogSettings
 
 __all__ = ["configure_logging"]
 

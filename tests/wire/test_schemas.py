@@ -7,13 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingest import (
-    AcceptedMessage,
-    ReadingRecord,
-    RejectedMessage,
-    RejectReason,
-    validate_message,
-)
+from wire import AcceptedMessage, ReadingRecord, RejectedMessage, RejectReason, validate_message
 
 ROOT = "ghg/v1"
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import asyncpg
 import structlog
 
-from ghgwatch.errors import FatalError, StorageBackpressure
+from core.errors import FatalError, StorageBackpressure
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_S",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest import DeviceRef, SourceKind, data_subscription, parse_data_topic
+from wire import DeviceRef, SourceKind, data_subscription, parse_data_topic
 
 
 def test_a_device_data_topic_parses_into_its_device() -> None:

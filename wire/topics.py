@@ -5,7 +5,7 @@
     {root}/{kind}/{network}/{site}/{device}/data     device → ghgwatch (readings)
     {root}/{kind}/{network}/{site}/{device}/status   ghgwatch → device (rejections, retained)
 
-``root`` defaults to ``ghg/v1``; ``kind`` is one of :class:`~ingest.schemas.SourceKind`
+``root`` defaults to ``ghg/v1``; ``kind`` is one of :class:`~wire.schemas.SourceKind`
 (``city``, ``cems``, ``mine``, ``leak``). Examples::
 
     ghg/v1/city/baotou/kundulun/picarro-01/data      a Baotou city station's analyser
@@ -23,7 +23,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from ingest.schemas import SourceKind
+from wire.schemas import SourceKind
 
 __all__ = [
     "DATA_CHANNEL",

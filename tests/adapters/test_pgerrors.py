@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from ghgwatch.errors import FatalError, StorageBackpressure
-from processors.storage import map_pg_error, pg_errors
+from adapters import map_pg_error, pg_errors
+from core.errors import FatalError, StorageBackpressure
 
 TRANSIENT: list[BaseException] = [
     asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),

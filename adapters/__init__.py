@@ -1,0 +1,49 @@
+"""adapters: the shared edges to Kafka, PostgreSQL, Prometheus and the local machine.
+
+The Kafka adapter and its error mapping (:mod:`adapters.kafka`), the offset checkpoint
+(:mod:`adapters.checkpoint`), PostgreSQL error mapping (:mod:`adapters.pgerrors`), the metrics
+endpoint (:mod:`adapters.metrics`) and local ports (:mod:`adapters.ports`). Driver errors are
+translated onto :mod:`core.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from adapters.checkpoint import Checkpoint, CommitOnRevoke
+from adapters.kafka import (
+    CachedKeyPartitioner,
+    OutgoingRecord,
+    RecordProducer,
+    client_options,
+    ensure_topics,
+    heartbeat_interval_ms,
+    kafka_errors,
+    make_consumer,
+    make_producer,
+    map_kafka_error,
+    started_client,
+)
+from adapters.metrics import MetricsServer
+from adapters.pgerrors import map_pg_error, pg_errors
+from adapters.ports import free_port, pid_alive, port_is_free
+
+__all__ = [
+    "CachedKeyPartitioner",
+    "Checkpoint",
+    "CommitOnRevoke",
+    "MetricsServer",
+    "OutgoingRecord",
+    "RecordProducer",
+    "client_options",
+    "ensure_topics",
+    "free_port",
+    "heartbeat_interval_ms",
+    "kafka_errors",
+    "make_consumer",
+    "make_producer",
+    "map_kafka_error",
+    "map_pg_error",
+    "pg_errors",
+    "pid_alive",
+    "port_is_free",
+    "started_client",
+]

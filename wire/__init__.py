@@ -1,0 +1,90 @@
+"""wire: the contracts every service shares, pure data and no I/O.
+
+The MQTT wire schemas and their validation (:mod:`wire.schemas`, :mod:`wire.validate`), the
+topic scheme (:mod:`wire.topics`), the columnar Kafka record of readings (:mod:`wire.batch`),
+timestamp parsing (:mod:`wire.timestamps`) and the detection events (:mod:`wire.events`).
+Importing it loads pydantic and numpy, never a broker or database driver.
+"""
+
+from __future__ import annotations
+
+from wire.batch import (
+    BATCH_MAGIC,
+    BATCH_VERSION,
+    ReadingBatch,
+    ReadingFrame,
+    epoch_us,
+    from_epoch_us,
+)
+from wire.events import DetectionRecord, DetectionState, Severity, detection_id
+from wire.schemas import (
+    MAX_FUTURE_SKEW,
+    MAX_PAYLOAD_BYTES,
+    METRICS,
+    BatchPayload,
+    DeadLetterRecord,
+    DeviceStatus,
+    Flag,
+    MetricSpec,
+    MineLocation,
+    ReadingHeader,
+    ReadingItem,
+    ReadingRecord,
+    RejectReason,
+    SinglePayload,
+    SourceKind,
+    WireReading,
+)
+from wire.timestamps import parse_rfc3339_us
+from wire.topics import (
+    DATA_CHANNEL,
+    STATUS_CHANNEL,
+    DeviceRef,
+    data_subscription,
+    parse_data_topic,
+)
+from wire.validate import (
+    AcceptedMessage,
+    RejectedMessage,
+    validate_message,
+    validate_messages,
+)
+
+__all__ = [
+    "BATCH_MAGIC",
+    "BATCH_VERSION",
+    "DATA_CHANNEL",
+    "MAX_FUTURE_SKEW",
+    "MAX_PAYLOAD_BYTES",
+    "METRICS",
+    "STATUS_CHANNEL",
+    "AcceptedMessage",
+    "BatchPayload",
+    "DeadLetterRecord",
+    "DetectionRecord",
+    "DetectionState",
+    "DeviceRef",
+    "DeviceStatus",
+    "Flag",
+    "MetricSpec",
+    "MineLocation",
+    "ReadingBatch",
+    "ReadingFrame",
+    "ReadingHeader",
+    "ReadingItem",
+    "ReadingRecord",
+    "RejectReason",
+    "RejectedMessage",
+    "Severity",
+    "SinglePayload",
+    "SourceKind",
+    "WireReading",
+    "data_subscription",
+    "detection_id",
+    "epoch_us",
+    "from_epoch_us",
+    "parse_data_topic",
+    "parse_rfc3339_us",
+    "validate_message",
+    "validate_messages",
+]
