@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from core.errors import ConfigurationError
 
 __all__ = [
     "AlertRoute",
@@ -36,8 +39,11 @@ __all__ = [
     "NotifierTarget",
     "ProcessorSettings",
     "Settings",
+    "describe_validation_error",
     "load_settings",
 ]
+
+_PG_PREFIXES = ("postgresql://", "postgres://")
 
 LOCAL_MQTT_URL = "mqtt://127.0.0.1:1883"
 LOCAL_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
@@ -122,6 +128,35 @@ class DbSettings(_Section):
     url: SecretStr | None = Field(
         default=None, description="postgresql://user:pass@host:port/db; None: embedded/local"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_a_postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
+        """Refuse what asyncpg would misread (and then echo, password included, in an error).
+
+        A URL without a scheme is taken as a DSN whose parts land in the database name; a
+        ``/`` or ``@`` in an unencoded password splits the URL elsewhere. The messages name
+        the problem, never the URL.
+        """
+        if url is None:
+            return None
+        text = url.get_secret_value()
+        parts = urlsplit(text)
+        if not text.startswith(_PG_PREFIXES):
+            raise ValueError("must start with postgresql:// (or postgres://)")
+        if "@" in parts.path or "@" in parts.query:
+            raise ValueError(
+                "the user name or password contains a reserved character (/ @ : ? #):"
+                " percent-encode it, e.g. / as %2F"
+            )
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(
+                "the port is not a number (or the password holds a reserved character:"
+                " percent-encode it, e.g. / as %2F)"
+            ) from None
+        return url
     pool_min: int = Field(default=1, ge=1)
     pool_max: int = Field(default=4, ge=1)
     command_timeout_s: float = Field(default=30.0, gt=0)
@@ -605,5 +640,22 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     _TOML_FILE["path"] = config_file
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
     finally:
         _TOML_FILE["path"] = None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The settings' validation errors as lines of ``field: problem``, never the input values.
+
+    pydantic's own text repeats each refused input (``input_value=[...]``), which for a
+    token or a URL is the secret itself; ``from None`` at the caller keeps it out of
+    tracebacks too.
+    """
+    lines = [
+        f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: "
+        + err["msg"].removeprefix("Value error, ")
+        for err in exc.errors(include_input=False, include_url=False, include_context=False)
+    ]
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from alerts import AlertApi, AlertConsole, AlertService
-from core.errors import FatalError, GhgwatchError
+from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from ghgwatch.grafana import export_dashboards
@@ -38,6 +38,8 @@ app = typer.Typer(
     help="Streaming greenhouse-gas monitoring: MQTT -> Kafka -> TimescaleDB.",
     no_args_is_help=True,
     add_completion=False,
+    # typer's rich tracebacks print every local variable by default: settings, tokens, URLs.
+    pretty_exceptions_show_locals=False,
 )
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -57,7 +59,11 @@ def _root(
     """Load settings once; every command below receives them."""
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"no such file: {config}", param_hint="--config")
-    settings = load_settings(config)
+    try:
+        settings = load_settings(config)
+    except ConfigurationError as exc:
+        typer.secho(f"fatal: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     if log_level or log_format:
         log = settings.log.model_copy(
             update={k: v for k, v in {"level": log_level, "format": log_format}.items() if v}
