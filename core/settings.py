@@ -157,6 +157,7 @@ class DbSettings(_Section):
                 " percent-encode it, e.g. / as %2F)"
             ) from None
         return url
+
     pool_min: int = Field(default=1, ge=1)
     pool_max: int = Field(default=4, ge=1)
     command_timeout_s: float = Field(default=30.0, gt=0)

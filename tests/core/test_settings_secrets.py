@@ -1,4 +1,4 @@
-"""Secrets never appear in a settings error, a CLI error or a traceback (issue: secrets in errors)."""
+"""Secrets never appear in a settings error, a CLI error or a traceback."""
 
 from __future__ import annotations
 
