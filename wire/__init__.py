@@ -46,6 +46,7 @@ from wire.topics import (
     parse_data_topic,
 )
 from wire.validate import (
+    MAX_DEAD_TOPIC_CHARS,
     AcceptedMessage,
     RejectedMessage,
     validate_message,
@@ -56,6 +57,7 @@ __all__ = [
     "BATCH_MAGIC",
     "BATCH_VERSION",
     "DATA_CHANNEL",
+    "MAX_DEAD_TOPIC_CHARS",
     "MAX_FUTURE_SKEW",
     "MAX_PAYLOAD_BYTES",
     "METRICS",

@@ -288,7 +288,7 @@ class ReadingHeader(_Sender):
     """
 
     v: Literal[2] = 2
-    metrics: tuple[str, ...]
+    metrics: tuple[_CleanText, ...]
 
 
 class DeadLetterRecord(_Wire):
