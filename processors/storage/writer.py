@@ -22,12 +22,13 @@ One :meth:`ReadingStore.write` call is one transaction:
 
 A record the database cannot take never stops the stream (quarantine):
 
-1. Before the transaction, a batch whose header text holds NUL or a lone surrogate, or
-   whose times lie outside what a ``datetime`` can hold, is not written as readings but as a
-   dead letter with reason :data:`QUARANTINE_REASON`; dead letters' own text is escaped
-   (:func:`~wire.safe_text`) and their topic cut to :data:`~wire.MAX_DEAD_TOPIC_CHARS`.
-2. If the database still refuses the write for its data (SQLSTATE classes 22 data, 23
-   integrity, 54 limits, or a value asyncpg cannot encode), the write is split in halves,
+1. Before the transaction, a batch whose header text holds NUL or a lone surrogate is not
+   written as readings but as a dead letter with reason :data:`QUARANTINE_REASON` (checked
+   once per distinct header); dead letters' own text is escaped (:func:`~wire.safe_text`)
+   and their topic cut to :data:`~wire.MAX_DEAD_TOPIC_CHARS`.
+2. If the write still cannot be stored for its data (SQLSTATE classes 22 data, 23
+   integrity, 54 limits, a value asyncpg cannot encode, or a time outside what a
+   ``datetime`` holds, checked in one numpy pass), the write is split in halves,
    each half its own transaction, down to the single records it refuses; those become
    quarantine dead letters naming the Kafka topic, partition and offset (when the batches
    came from :func:`~processors.storage.decode_values`), and the rest is stored. Each
@@ -232,6 +233,9 @@ def _layout(batches: Sequence[ReadingBatch]) -> _Batch:
     step is a numpy operation over the whole write.
     """
     frame = ReadingFrame.of(batches)
+    received = np.fromiter((b.received_us for b in batches), dtype=np.int64, count=len(batches))
+    if not _times_storable(frame.ts_us, received):
+        raise ValueError("a time is outside the storable years 1-9999")
     pair_index: dict[tuple[str, str], int] = {}
     blobs: list[bytes] = []
 
@@ -244,7 +248,6 @@ def _layout(batches: Sequence[ReadingBatch]) -> _Batch:
         return pid
 
     pair = frame.ids(pair_of)
-    received = np.fromiter((b.received_us for b in batches), dtype=np.int64, count=len(batches))
     data = readings_copy_data(
         frame.ts_us, pair, blobs, frame.value, frame.flag, frame.per_reading(received)
     )
@@ -451,10 +454,9 @@ class ReadingStore:
         origins: Sequence[KafkaRecordLike | None] = (
             batches.records if isinstance(batches, KafkaBatches) else [None] * len(batches)
         )
-        keep, quarantine = _screen(batches, origins)
-        units: list[_Unit] = [*keep, *((d, None) for d in dead)]
+        keep, keep_origins, quarantine = _screen(batches, origins)
         try:
-            tally = await self._write_atomic(pool, units)
+            tally = await self._write_atomic(pool, keep, dead)
         except _Refused as exc:
             log.warning(
                 "database refused a write: storing it in parts to find the records",
@@ -462,20 +464,25 @@ class ReadingStore:
                 batches=len(keep),
                 dead_letters=len(dead),
             )
+            units: list[_Unit] = [*zip(keep, keep_origins, strict=True), *((d, None) for d in dead)]
             tally, more = await self._salvage(pool, units)
             quarantine.extend(more)
         if quarantine:
             tally = tally.plus(await self._store_quarantine(pool, quarantine))
         return tally
 
-    async def _write_atomic(self, pool: asyncpg.Pool, units: Sequence[_Unit]) -> WriteResult:
+    async def _write_atomic(
+        self,
+        pool: asyncpg.Pool,
+        batches: Sequence[ReadingBatch],
+        dead: Sequence[DeadLetterRecord | DeadLetter],
+    ) -> WriteResult:
         """One transaction of readings and dead letters (the module docstring's steps 1-5).
 
         Raises:
-            _Refused: the database (or asyncpg's encoder) refused the data.
+            _Refused: the database (or asyncpg's encoder, or a time no datetime holds)
+                refused the data.
         """
-        batches = [u for u, _ in units if isinstance(u, ReadingBatch)]
-        dead = [u for u, _ in units if not isinstance(u, ReadingBatch)]
         try:
             laid = _layout(batches) if batches else None
         except (ValueError, OverflowError) as exc:  # text or times _screen did not foresee
@@ -539,8 +546,10 @@ class ReadingStore:
         pending = [list(units)]
         while pending:
             part = pending.pop()
+            part_batches = [u for u, _ in part if isinstance(u, ReadingBatch)]
+            part_dead = [u for u, _ in part if not isinstance(u, ReadingBatch)]
             try:
-                tally = tally.plus(await self._write_atomic(pool, part))
+                tally = tally.plus(await self._write_atomic(pool, part_batches, part_dead))
             except _Refused as exc:
                 if len(part) == 1:
                     item, origin = part[0]
@@ -616,40 +625,32 @@ def _header_storable(batch: ReadingBatch) -> bool:
     return ok
 
 
-def _times_storable(batches: Sequence[ReadingBatch]) -> bool:
-    """Do all times of all batches fit a datetime? (one numpy pass over the whole write)"""
-    if not batches:
-        return True
-    received = np.fromiter((b.received_us for b in batches), dtype=np.int64, count=len(batches))
-    ts = np.concatenate([b.ts_us for b in batches])
-    lo = min(int(received.min()), int(ts.min()) if len(ts) else _MIN_STORABLE_US)
-    hi = max(int(received.max()), int(ts.max()) if len(ts) else _MAX_STORABLE_US)
+def _times_storable(ts_us: Int64Array, received_us: Int64Array) -> bool:
+    """Do all these times fit a datetime? (one numpy pass over the whole write)"""
+    lo = min(int(received_us.min()), int(ts_us.min()) if len(ts_us) else _MIN_STORABLE_US)
+    hi = max(int(received_us.max()), int(ts_us.max()) if len(ts_us) else _MAX_STORABLE_US)
     return lo >= _MIN_STORABLE_US and hi <= _MAX_STORABLE_US
-
-
-def _unstorable_why(batch: ReadingBatch, check_times: bool) -> str | None:
-    """Why ``batch`` cannot be stored as readings, or None when it can."""
-    if not _header_storable(batch):
-        return "header text holds NUL or a lone surrogate"
-    if check_times and not _times_storable([batch]):
-        return "a time is outside the storable years 1-9999"
-    return None
 
 
 def _screen(
     batches: Sequence[ReadingBatch], origins: Sequence[KafkaRecordLike | None]
-) -> tuple[list[_Unit], list[DeadLetter]]:
-    """Split off the batches that cannot be stored (quarantine step 1)."""
-    check_times = not _times_storable(batches)  # batch by batch only when some time is off
-    keep: list[_Unit] = []
-    out: list[DeadLetter] = []
-    for batch, origin in zip(batches, origins, strict=True):
-        why = _unstorable_why(batch, check_times)
-        if why is None:
-            keep.append((batch, origin))
-        else:
-            out.append(_quarantine_letter(batch, origin, why))
-    return keep, out
+) -> tuple[Sequence[ReadingBatch], Sequence[KafkaRecordLike | None], list[DeadLetter]]:
+    """Split off the batches whose header text cannot be stored (quarantine step 1).
+
+    Times are checked over the whole write in :func:`_layout`; a write with a bad one is
+    split down to it like any other refused write.
+    """
+    checked = _header_checked
+    bad = [
+        i for i, b in enumerate(batches) if not (checked.get(b.header_json) or _header_storable(b))
+    ]
+    if not bad:
+        return batches, origins, []
+    why = "header text holds NUL or a lone surrogate"
+    out = [_quarantine_letter(batches[i], origins[i], why) for i in bad]
+    skip = set(bad)
+    keep = [i for i in range(len(batches)) if i not in skip]
+    return [batches[i] for i in keep], [origins[i] for i in keep], out
 
 
 def _quarantine_letter(
