@@ -194,6 +194,7 @@ _BRIDGE_PASSWORD_BYTES = 24
 # a device why its message was rejected, so no device can fake another one's status.
 MOSQUITTO_ACL = """# Written by ghgwatch for `up`. Anonymous clients: devices.
 topic read #
+topic read $SYS/#
 {device_writes}
 
 user {bridge_user}

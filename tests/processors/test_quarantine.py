@@ -22,12 +22,13 @@ from processors import Processor
 from processors.storage import (
     QUARANTINE_REASON,
     UNDECODABLE_REASON,
+    DeadLetter,
     KafkaValue,
     ReadingStore,
     decode_values,
     migrate,
 )
-from wire import ReadingBatch, ReadingHeader
+from wire import MAX_DEAD_TOPIC_CHARS, ReadingBatch, ReadingHeader
 from wire.batch import encode_batch
 
 DEADLINE_S = 60.0
@@ -146,6 +147,32 @@ async def test_raw_kafka_records_with_nul_or_lone_surrogates_in_header_fields_ar
         dsn, "SELECT array_agg(detail) FROM dead_letters WHERE reason = $1", QUARANTINE_REASON
     )
     assert sorted("offset 14" in d or "offset 15" in d for d in details) == [True, True]
+
+
+async def test_dead_letters_made_in_process_are_stored_escaped_and_cut(
+    migrated: Settings,
+) -> None:
+    """A DeadLetter built by any code (not through the wire model) with NUL and lone
+    surrogates in its text and a 70,000-character topic is stored, escaped and cut."""
+    letter = DeadLetter(
+        mqtt_topic="kafka:\x00" + "t" * 70_000,
+        device_id="dev\ud800",
+        reason="undecodable_record\x00",
+        detail="bad \x00 \udfff",
+        payload=b"\x00raw",
+        received_at=datetime.now(UTC),
+    )
+    async with ReadingStore(migrated.db_url(), migrated.db) as store:
+        result = await store.write([], [letter])
+    assert (result.dead_letters, result.quarantined) == (1, 0)
+    row = await fetch_val(
+        migrated.db_url(), "SELECT row(mqtt_topic, device_id, detail, payload) FROM dead_letters"
+    )
+    topic, device_id, detail, payload = row
+    assert topic.startswith("kafka:\\x00t")
+    assert len(topic) <= MAX_DEAD_TOPIC_CHARS
+    assert (device_id, detail) == ("dev\\ud800", "bad \\x00 \\udfff")
+    assert bytes(payload) == b"\x00raw"  # bytes are bytea: kept exactly
 
 
 async def test_the_processor_stores_everything_around_poison_records_from_kafka(
