@@ -12,6 +12,9 @@ address (see :meth:`Settings.resolved`).
 
 from __future__ import annotations
 
+import hashlib
+import socket
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -54,6 +57,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Files holding the random id systemd / dbus give an OS installation when it is set up.
+_MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+_CLIENT_ID_PREFIX = "ghgwatch-bridge-"
+_CLIENT_ID_HEX = 20  # 80 bits of the digest: not guessable, short enough for any broker
+
+
+def _installation_client_id() -> str:
+    """The bridge's default MQTT client id: stable per installation, not guessable.
+
+    A constant default (it was ``ghgwatch-bridge-1``, printed in the README) lets anyone
+    with a device credential connect under it and take over the bridge's persistent
+    session on a broker that does not bind ids to usernames. This one is a digest of the
+    machine's random installation id (``/etc/machine-id``) and host name, so the same host
+    gets the same id at every start (the broker keeps its session) and no device can guess
+    it. Without a machine id the host name and MAC address are used. Two bridges on one host
+    must still set ``mqtt.client_id`` each.
+    """
+    secret = b""
+    for path in _MACHINE_ID_FILES:
+        try:
+            secret = path.read_bytes().strip()
+        except OSError:
+            continue
+        if secret:
+            break
+    if not secret:
+        secret = uuid.getnode().to_bytes(8, "big")
+    digest = hashlib.sha256(b"ghgwatch-bridge\0" + secret + b"\0" + socket.gethostname().encode())
+    return _CLIENT_ID_PREFIX + digest.hexdigest()[:_CLIENT_ID_HEX]
+
+
 class MqttSettings(_Section):
     """MQTT broker connection and the bridge's subscription."""
 
@@ -63,8 +97,9 @@ class MqttSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     client_id: str = Field(
-        default="ghgwatch-bridge-1",
-        description="Fixed per bridge process so the broker keeps its persistent session",
+        default_factory=_installation_client_id,
+        description="Fixed per bridge process so the broker keeps its persistent session;"
+        " default: derived from this installation's machine id (stable, not guessable)",
     )
     share_group: str = Field(
         default="ghgwatch-bridge",

@@ -8,11 +8,14 @@ takes its standard port when free and any free port otherwise.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -29,11 +32,13 @@ from adapters.ports import free_port, pid_alive, port_is_free
 from core.errors import ConfigurationError
 
 __all__ = [
+    "EMBEDDED_BRIDGE_USER",
     "PG_DATABASE",
     "PG_SYSTEM_USER",
     "ManagedProcess",
     "free_port",
     "mosquitto_binary",
+    "mosquitto_password_line",
     "pid_alive",
     "port_is_free",
     "postgres_bin_dir",
@@ -81,6 +86,8 @@ class ManagedProcess:
     _log_file: IO[bytes] | None = field(default=None, repr=False)
     url: str | None = None
     """How clients reach it (``mqtt://...``, ``host:port``, ``postgresql://...``)."""
+    login: tuple[str, str] | None = field(default=None, repr=False)
+    """(username, password) of the one privileged client of a stand-in broker (the bridge)."""
     user: str | None = None
     """Run the child as this system user (PostgreSQL refuses to run as root)."""
     stop_signal: int = signal.SIGTERM
@@ -171,8 +178,47 @@ max_queued_bytes 0
 max_inflight_messages 0
 sys_interval 5
 user root
+{auth}
 {extra}
 """
+
+# The bridge's user on ``up``'s Mosquitto; its password is new at every start.
+EMBEDDED_BRIDGE_USER = "ghgwatch-bridge"
+# Mosquitto 2.0's password hash ($7$): PBKDF2-HMAC-SHA512, as mosquitto_passwd writes it.
+_MOSQUITTO_PBKDF2_ITERATIONS = 101
+_MOSQUITTO_SALT_BYTES = 12
+_BRIDGE_PASSWORD_BYTES = 24
+
+# Anonymous clients (devices, the simulator) may publish readings on any data topic (roots
+# of one to four levels) and read anything, but not publish a status: only the bridge tells
+# a device why its message was rejected, so no device can fake another one's status.
+MOSQUITTO_ACL = """# Written by ghgwatch for `up`. Anonymous clients: devices.
+topic read #
+topic read $SYS/#
+{device_writes}
+
+user {bridge_user}
+topic readwrite #
+"""
+_DATA_FILTERS = "\n".join(
+    "topic write " + "+/" * (root_levels + 4) + "data" for root_levels in range(1, 5)
+)
+
+
+def mosquitto_password_line(username: str, password: str) -> str:
+    """One line of a Mosquitto 2.0 password file (``username:$7$...``), no tool needed."""
+    salt = secrets.token_bytes(_MOSQUITTO_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _MOSQUITTO_PBKDF2_ITERATIONS)
+    b64 = base64.b64encode
+    return (
+        f"{username}:$7${_MOSQUITTO_PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 async def start_mosquitto(
@@ -182,6 +228,7 @@ async def start_mosquitto(
     persistence: bool = True,
     max_queued_messages: int = 1_000_000,
     extra_conf: str = "",
+    protect_status: bool = False,
 ) -> ManagedProcess:
     """Start a private Mosquitto from a generated config on 1883 or a free port.
 
@@ -191,6 +238,9 @@ async def start_mosquitto(
         persistence: keep sessions and queued messages across restarts on disk.
         max_queued_messages: QoS 1 messages queued per offline session before dropping.
         extra_conf: lines appended to the config (auth, ACL, more listeners).
+        protect_status: anonymous clients may publish data but no status; the bridge logs in
+            as :data:`EMBEDDED_BRIDGE_USER` with a new random password, returned in the
+            process's ``login`` (``up`` does this).
     """
     binary = mosquitto_binary()
     if binary is None:
@@ -198,12 +248,24 @@ async def start_mosquitto(
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port(1883 if port is None else port)
     conf = data_dir / "mosquitto.conf"
+    auth = ""
+    login: tuple[str, str] | None = None
+    if protect_status:
+        login = (EMBEDDED_BRIDGE_USER, secrets.token_urlsafe(_BRIDGE_PASSWORD_BYTES))
+        passwd, acl = data_dir.resolve() / "mosquitto.passwd", data_dir.resolve() / "acl"
+        _write_private(passwd, mosquitto_password_line(*login) + "\n")
+        _write_private(
+            acl,
+            MOSQUITTO_ACL.format(device_writes=_DATA_FILTERS, bridge_user=EMBEDDED_BRIDGE_USER),
+        )
+        auth = f"password_file {passwd}\nacl_file {acl}"
     conf.write_text(
         MOSQUITTO_CONF.format(
             port=port,
             persistence="true" if persistence else "false",
             data_dir=data_dir.resolve(),
             max_queued=max_queued_messages,
+            auth=auth,
             extra=extra_conf,
         )
     )
@@ -215,6 +277,7 @@ async def start_mosquitto(
         port,
         data_dir / "mosquitto.log",
         url=f"mqtt://127.0.0.1:{port}",
+        login=login,
     ).start()
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from rich.console import Console
 
 from adapters.ports import free_port, pid_alive
@@ -220,7 +220,7 @@ def _mqtt_starter(
         )
     if broker == "amqtt":
         return lambda: start_amqtt(data_dir), True
-    return lambda: start_mosquitto(data_dir), False
+    return lambda: start_mosquitto(data_dir, protect_status=True), False
 
 
 def _on_mqtt_311(settings: Settings) -> Settings:
@@ -283,6 +283,12 @@ async def _start_embedded(
                 " (apt-get install mosquitto) or set GHGWATCH_MQTT__URL."
             )
     resolved = settings.with_endpoints(mqtt_url=mqtt_url, kafka_bootstrap=kafka, db_url=db_url)
+    mqtt_login = procs["mqtt"].login if "mqtt" in procs else None
+    if mqtt_login is not None:
+        # Only this login may publish statuses on the stand-in; the simulator shares it.
+        user, password = mqtt_login
+        login = {"username": user, "password": SecretStr(password)}
+        resolved = resolved.model_copy(update={"mqtt": resolved.mqtt.model_copy(update=login)})
     if on_amqtt:
         resolved = _on_mqtt_311(resolved)
     return resolved, embedded, notes

@@ -21,6 +21,7 @@ from wire.schemas import (
     MAX_FUTURE_SKEW,
     MAX_PAYLOAD_BYTES,
     METRICS,
+    MIN_TIMESTAMP,
     BatchPayload,
     DeadLetterRecord,
     DeviceStatus,
@@ -34,6 +35,7 @@ from wire.schemas import (
     SinglePayload,
     SourceKind,
     WireReading,
+    safe_text,
 )
 from wire.timestamps import parse_rfc3339_us
 from wire.topics import (
@@ -44,6 +46,7 @@ from wire.topics import (
     parse_data_topic,
 )
 from wire.validate import (
+    MAX_DEAD_TOPIC_CHARS,
     AcceptedMessage,
     RejectedMessage,
     validate_message,
@@ -54,9 +57,11 @@ __all__ = [
     "BATCH_MAGIC",
     "BATCH_VERSION",
     "DATA_CHANNEL",
+    "MAX_DEAD_TOPIC_CHARS",
     "MAX_FUTURE_SKEW",
     "MAX_PAYLOAD_BYTES",
     "METRICS",
+    "MIN_TIMESTAMP",
     "STATUS_CHANNEL",
     "AcceptedMessage",
     "BatchPayload",
@@ -85,6 +90,7 @@ __all__ = [
     "from_epoch_us",
     "parse_data_topic",
     "parse_rfc3339_us",
+    "safe_text",
     "validate_message",
     "validate_messages",
 ]

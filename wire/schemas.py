@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
     model_validator,
 )
 
@@ -42,6 +45,7 @@ __all__ = [
     "MAX_FUTURE_SKEW",
     "MAX_PAYLOAD_BYTES",
     "METRICS",
+    "MIN_TIMESTAMP",
     "SENDER_FIELDS",
     "BatchPayload",
     "DeadLetterRecord",
@@ -56,11 +60,16 @@ __all__ = [
     "SinglePayload",
     "SourceKind",
     "WireReading",
+    "safe_text",
 ]
 
 MAX_PAYLOAD_BYTES = 256 * 1024
-# A device clock this far ahead of ours is wrong; late data of any age is accepted.
+# A device clock this far ahead of ours is wrong; late data back to MIN_TIMESTAMP is accepted.
 MAX_FUTURE_SKEW = timedelta(minutes=10)
+# Readings older than this are a device clock that lost its setting (year 1, 1900, epoch 0 or
+# -1 after a battery or RTC failure), not late data: no ghgwatch device measured before 2000,
+# and storing them would put readings decades outside every dashboard and retention window.
+MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_BATCH_READINGS = 10_000
 
 
@@ -110,6 +119,7 @@ class RejectReason(StrEnum):
     WRONG_KIND = "metric_not_for_kind"
     OUT_OF_RANGE = "out_of_range"
     FUTURE_TIMESTAMP = "future_timestamp"
+    ANCIENT_TIMESTAMP = "ancient_timestamp"
     MISSING_LOCATION = "missing_location"
 
 
@@ -158,6 +168,31 @@ METRICS: dict[str, MetricSpec] = {
 _LOCATION_BY_NAME = {m.name.lower(): m.value for m in MineLocation}
 
 
+def safe_text(text: str) -> str:
+    """``text`` with what PostgreSQL's ``text`` cannot hold written as escapes.
+
+    PostgreSQL refuses NUL (U+0000) in text, and a lone surrogate (U+D800-U+DFFF, which a
+    Python string can hold after lenient decoding) has no UTF-8 form at all, so either one in
+    a stored string fails the whole write. They become ``\\x00`` and ``\\udXXX``; a backslash
+    already there stays as it is, so the escape is for people reading it, not reversible.
+    """
+    if text.isascii():
+        return text.replace("\x00", "\\x00") if "\x00" in text else text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _refuse_unsafe(text: str) -> str:
+    if safe_text(text) != text:
+        raise ValueError("text holds NUL or a lone surrogate")
+    return text
+
+
+# Text from a device that ghgwatch stores for people to read: escaped, never refused.
+_SafeText = Annotated[str, AfterValidator(safe_text)]
+# Text ghgwatch made itself (from a valid topic): anything unstorable means a corrupt record.
+_CleanText = Annotated[str, AfterValidator(_refuse_unsafe)]
+
+
 def _normalise_location(value: object) -> object:
     """Accept ``t1``/``T1``/``working_face`` alike."""
     if isinstance(value, str):
@@ -177,7 +212,7 @@ class ReadingItem(_Wire):
     """One channel inside a batch payload."""
 
     metric: str = Field(min_length=1, max_length=64)
-    value: float
+    value: StrictFloat
     ts: AwareDatetime | None = None
     flag: Flag | None = None
     location: Location | None = None
@@ -188,10 +223,10 @@ class SinglePayload(_Wire):
 
     ts: AwareDatetime
     metric: str = Field(min_length=1, max_length=64)
-    value: float
+    value: StrictFloat
     flag: Flag = Flag.NORMAL
     location: Location | None = None
-    seq: int | None = Field(default=None, description="Optional device sequence number")
+    seq: StrictInt | None = Field(default=None, description="Optional device sequence number")
 
 
 class BatchPayload(_Wire):
@@ -200,7 +235,7 @@ class BatchPayload(_Wire):
     ts: AwareDatetime | None = None
     flag: Flag = Flag.NORMAL
     location: Location | None = None
-    seq: int | None = None
+    seq: StrictInt | None = None
     readings: list[ReadingItem] = Field(min_length=1, max_length=MAX_BATCH_READINGS)
 
     @model_validator(mode="after")
@@ -222,13 +257,13 @@ class WireReading(_Wire):
 class _Sender(_Wire):
     """Who sent a message's readings, and on which topic: common to both record formats."""
 
-    device_id: str
+    device_id: _CleanText
     kind: SourceKind
-    network: str
-    site: str
-    device: str
+    network: _CleanText
+    site: _CleanText
+    device: _CleanText
     location: MineLocation | None = None
-    mqtt_topic: str
+    mqtt_topic: _CleanText
 
 
 SENDER_FIELDS: set[str] = set(_Sender.model_fields)
@@ -253,17 +288,17 @@ class ReadingHeader(_Sender):
     """
 
     v: Literal[2] = 2
-    metrics: tuple[str, ...]
+    metrics: tuple[_CleanText, ...]
 
 
 class DeadLetterRecord(_Wire):
     """The Kafka value for one rejected MQTT message, with everything needed to replay it."""
 
     v: Literal[1] = 1
-    mqtt_topic: str
-    device_id: str | None
+    mqtt_topic: _SafeText
+    device_id: _SafeText | None
     reason: RejectReason
-    detail: str
+    detail: _SafeText
     received_at: datetime
     payload_b64: str
 

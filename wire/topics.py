@@ -35,7 +35,8 @@ __all__ = [
 
 DATA_CHANNEL = "data"
 STATUS_CHANNEL = "status"
-_SEGMENT = re.compile(r"^[a-z0-9_-]{1,64}$")
+# Matched with fullmatch: ``$`` alone also matches before a final newline.
+_SEGMENT = re.compile(r"[a-z0-9_-]{1,64}")
 _KINDS = {k.value for k in SourceKind}
 
 
@@ -87,6 +88,6 @@ def parse_data_topic(topic: str, root: str) -> DeviceRef | None:
     if len(parts) != 5 or parts[4] != DATA_CHANNEL:
         return None
     kind, network, site, device = parts[:4]
-    if kind not in _KINDS or not all(_SEGMENT.match(p) for p in (network, site, device)):
+    if kind not in _KINDS or not all(_SEGMENT.fullmatch(p) for p in (network, site, device)):
         return None
     return DeviceRef(SourceKind(kind), network, site, device)

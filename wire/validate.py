@@ -15,19 +15,27 @@ work is arranged for speed:
    pass (in plain Python below :data:`VECTOR_MIN_READINGS` readings, where numpy's call
    overhead outweighs the work). A message is rejected for its first reading that fails,
    with the first check that reading fails, in the order: unknown metric, metric of another
-   kind, out of range, future time. Then mine sensors must have named their location.
+   kind, out of range, future time, time before :data:`~wire.schemas.MIN_TIMESTAMP`. Then mine
+   sensors must have named their location.
+
+Nothing a device sends reaches a dead letter unescaped: its topic and the detail (which may
+quote its JSON keys) go through :func:`~wire.schemas.safe_text`, a topic is cut to
+:data:`MAX_DEAD_TOPIC_CHARS`, and a payload above the size limit is kept as its first
+:data:`TOO_LARGE_EXCERPT_BYTES` with its size and SHA-256, so no dead-letter record comes near
+Kafka's default 1 MB record limit.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Required
 
 import numpy as np
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from wire.batch import ReadingBatch, encode_batch, epoch_us, from_epoch_us, reading_header
@@ -36,6 +44,7 @@ from wire.schemas import (
     MAX_FUTURE_SKEW,
     MAX_PAYLOAD_BYTES,
     METRICS,
+    MIN_TIMESTAMP,
     BatchPayload,
     DeadLetterRecord,
     DeviceStatus,
@@ -46,11 +55,14 @@ from wire.schemas import (
     RejectReason,
     SinglePayload,
     SourceKind,
+    safe_text,
 )
 from wire.timestamps import VECTOR_MIN_STRINGS, parse_rfc3339_us, parse_timestamp_us
 from wire.topics import DeviceRef, parse_data_topic
 
 __all__ = [
+    "MAX_DEAD_TOPIC_CHARS",
+    "TOO_LARGE_EXCERPT_BYTES",
     "VECTOR_MIN_READINGS",
     "AcceptedMessage",
     "RejectedMessage",
@@ -64,7 +76,16 @@ _EXCERPT_CHARS = 200
 # passes of 200 single readings Python checks gave 125k messages/s against 109k).
 VECTOR_MIN_READINGS = 256
 _DETAIL_CHARS = 1000
+# Of a payload above MAX_PAYLOAD_BYTES the dead letter keeps this much (base64: ~87 KB), with
+# the size and SHA-256 of the whole: enough to see what the device sent, and a dead-letter
+# record stays far below Kafka's default 1 MB limit (whole 10 MB payloads made 13 MB records
+# that Apache Kafka refuses, which would stop the bridge).
+TOO_LARGE_EXCERPT_BYTES = 64 * 1024
+# A topic is stored in the dead letters' unique index, whose entries PostgreSQL caps at
+# ~2.7 kB; MQTT allows 65,535-byte topics. 512 characters are at most 2 kB of UTF-8.
+MAX_DEAD_TOPIC_CHARS = 512
 _SKEW_US = MAX_FUTURE_SKEW // timedelta(microseconds=1)
+_MIN_US = epoch_us(MIN_TIMESTAMP)
 _KINDS = tuple(SourceKind)
 _KIND_CODE = {k: i for i, k in enumerate(_KINDS)}
 # The metric catalogue as arrays, indexed by a metric's position in METRICS.
@@ -129,7 +150,7 @@ class _LeanItem(TypedDict, total=False):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     metric: Required[_Metric]
-    value: Required[float]
+    value: Required[StrictFloat]
     ts: str | None
     flag: Flag | None
     location: Location | None
@@ -144,7 +165,7 @@ class _LeanBatch(TypedDict, total=False):
     ts: str | None
     flag: Flag
     location: Location | None
-    seq: int | None
+    seq: StrictInt | None
     readings: Required[_LeanItems]
 
 
@@ -153,10 +174,10 @@ class _LeanSingle(TypedDict, total=False):
 
     ts: Required[str]
     metric: Required[_Metric]
-    value: Required[float]
+    value: Required[StrictFloat]
     flag: Flag
     location: Location | None
-    seq: int | None
+    seq: StrictInt | None
 
 
 _LEAN_BATCH: TypeAdapter[_LeanBatch] = TypeAdapter(_LeanBatch)
@@ -186,11 +207,22 @@ def _reject(
     reason: RejectReason,
     detail: str,
 ) -> RejectedMessage:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        # Whatever the reason (a bad topic is found before the size), keep a bounded excerpt.
+        detail = (
+            f"{detail}; sha256 {hashlib.sha256(payload).hexdigest()} of {len(payload)} bytes,"
+            f" the first {TOO_LARGE_EXCERPT_BYTES} kept"
+        )
+        payload = payload[:TOO_LARGE_EXCERPT_BYTES]
+    stored_topic = safe_text(topic)
+    if len(stored_topic) > MAX_DEAD_TOPIC_CHARS:
+        detail = f"{detail} (topic of {len(topic)} characters, first {MAX_DEAD_TOPIC_CHARS} kept)"
+        stored_topic = stored_topic[:MAX_DEAD_TOPIC_CHARS]
     record = DeadLetterRecord(
-        mqtt_topic=topic,
+        mqtt_topic=stored_topic,
         device_id=device.device_id if device else None,
         reason=reason,
-        detail=detail[:_DETAIL_CHARS],
+        detail=safe_text(detail)[:_DETAIL_CHARS],
         received_at=received_at,
         payload_b64=base64.b64encode(payload).decode("ascii"),
     )
@@ -292,9 +324,14 @@ def _item_detail(
             f"{metric}={value} is outside the possible range "
             f"[{spec.min_value:g}, {spec.max_value:g}] {spec.unit}"
         )
-    return RejectReason.FUTURE_TIMESTAMP, (
-        f"ts {from_epoch_us(ts_us).isoformat()} is more than {MAX_FUTURE_SKEW} ahead of the "
-        f"receive time {received_at.isoformat()}; check the device clock"
+    if code == 3:
+        return RejectReason.FUTURE_TIMESTAMP, (
+            f"ts {from_epoch_us(ts_us).isoformat()} is more than {MAX_FUTURE_SKEW} ahead of the "
+            f"receive time {received_at.isoformat()}; check the device clock"
+        )
+    return RejectReason.ANCIENT_TIMESTAMP, (
+        f"ts {from_epoch_us(ts_us).isoformat()} is before {MIN_TIMESTAMP.isoformat()}; the device"
+        " clock has lost its setting"
     )
 
 
@@ -390,7 +427,9 @@ def _first_failures_np(
     safe = np.where(known, codes, 0)
     with np.errstate(invalid="ignore"):
         out_of_range = known & ~((values >= _LO[safe]) & (values <= _HI[safe]))
-    failed = np.stack([~known, known & ~_ALLOWED[kind, safe], out_of_range, ts_us > limit])
+    failed = np.stack(
+        [~known, known & ~_ALLOWED[kind, safe], out_of_range, ts_us > limit, ts_us < _MIN_US]
+    )
     bad_items = np.flatnonzero(failed.any(axis=0))
     first: dict[int, tuple[int, int]] = {}
     if len(bad_items):
@@ -420,6 +459,8 @@ def _first_failures_py(
                 check = 2
             elif ts_us[item] > limit:
                 check = 3
+            elif ts_us[item] < _MIN_US:
+                check = 4
             else:
                 continue
             first[k] = (item, check)

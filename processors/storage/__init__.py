@@ -4,6 +4,7 @@ from processors.storage.decode import (
     UNDECODABLE_REASON,
     DeadLetter,
     DecodedBatch,
+    KafkaBatches,
     KafkaRecordLike,
     KafkaValue,
     decode_values,
@@ -17,15 +18,22 @@ from processors.storage.migrate import (
     migrate,
     timescale_available,
 )
-from processors.storage.writer import REQUIRED_TABLES, ReadingStore, WriteResult
+from processors.storage.writer import (
+    QUARANTINE_REASON,
+    REQUIRED_TABLES,
+    ReadingStore,
+    WriteResult,
+)
 
 __all__ = [
     "MIGRATIONS_DIR",
     "MIGRATION_PACKAGES",
+    "QUARANTINE_REASON",
     "REQUIRED_TABLES",
     "UNDECODABLE_REASON",
     "DeadLetter",
     "DecodedBatch",
+    "KafkaBatches",
     "KafkaRecordLike",
     "KafkaValue",
     "Migration",

@@ -1,4 +1,11 @@
-"""Pure decoding of Kafka record values into storable records; bad bytes never raise."""
+"""Pure decoding of Kafka record values into storable records; bad bytes never raise.
+
+Decoded records remember where they came from (:class:`KafkaBatches` for readings,
+:attr:`DeadLetter.origin` for dead letters), so a record the database refuses later can be
+quarantined with its Kafka topic, partition and offset (see :mod:`processors.storage.writer`).
+Text taken from a record for a dead letter (its key, an error message) is escaped with
+:func:`~wire.safe_text`: PostgreSQL refuses NUL and lone surrogates.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,13 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from wire import DeadLetterRecord, ReadingBatch
+from wire import DeadLetterRecord, ReadingBatch, safe_text
 
 __all__ = [
     "UNDECODABLE_REASON",
     "DeadLetter",
     "DecodedBatch",
+    "KafkaBatches",
     "KafkaRecordLike",
     "KafkaValue",
     "decode_values",
@@ -25,6 +33,7 @@ UNDECODABLE_REASON = "undecodable_record"
 # Prefix of the pseudo MQTT topic under which undecodable Kafka records are dead-lettered.
 KAFKA_TOPIC_PREFIX = "kafka:"
 _DETAIL_CHARS = 1000
+_DEVICE_ID_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +50,13 @@ class DeadLetter:
     detail: str
     payload: bytes
     received_at: datetime
+    origin: KafkaRecordLike | None = field(default=None, compare=False, repr=False)
+    """The Kafka record it was read from, when it was (not stored; names a quarantine)."""
 
     @classmethod
-    def from_record(cls, record: DeadLetterRecord) -> DeadLetter:
+    def from_record(
+        cls, record: DeadLetterRecord, origin: KafkaRecordLike | None = None
+    ) -> DeadLetter:
         """The stored form of a bridge dead-letter record."""
         return cls(
             mqtt_topic=record.mqtt_topic,
@@ -52,6 +65,7 @@ class DeadLetter:
             detail=record.detail,
             payload=record.payload,
             received_at=record.received_at,
+            origin=origin,
         )
 
     @property
@@ -87,11 +101,31 @@ class KafkaRecordLike(Protocol):
     def value(self) -> bytes | None: ...
 
 
+class KafkaBatches(list[ReadingBatch]):
+    """Decoded readings batches that remember the Kafka record each came from.
+
+    To every caller a plain list; :meth:`ReadingStore.write
+    <processors.storage.ReadingStore.write>` reads :attr:`records` (same order) to name the
+    topic, partition and offset of a batch it must quarantine.
+    """
+
+    __slots__ = ("records",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[KafkaRecordLike] = []
+
+    def add(self, batch: ReadingBatch, record: KafkaRecordLike) -> None:
+        """Append ``batch``, read from ``record``."""
+        self.append(batch)
+        self.records.append(record)
+
+
 @dataclass(slots=True)
 class DecodedBatch:
     """The result of :func:`decode_values`: readings, dead letters and undecodable records."""
 
-    readings: list[ReadingBatch] = field(default_factory=list)
+    readings: KafkaBatches = field(default_factory=KafkaBatches)
     dead: list[DeadLetter] = field(default_factory=list)
     undecodable: list[KafkaRecordLike] = field(default_factory=list)
 
@@ -100,16 +134,17 @@ def _undecodable(item: KafkaRecordLike, received_at: datetime, why: str) -> Dead
     device_id: str | None = None
     if item.key:
         try:
-            device_id = item.key.decode("utf-8")[:200]
+            device_id = safe_text(item.key.decode("utf-8"))[:_DEVICE_ID_CHARS]
         except UnicodeDecodeError:
             device_id = None
     return DeadLetter(
-        mqtt_topic=f"{KAFKA_TOPIC_PREFIX}{item.topic}",
+        mqtt_topic=safe_text(f"{KAFKA_TOPIC_PREFIX}{item.topic}"),
         device_id=device_id,
         reason=UNDECODABLE_REASON,
-        detail=f"partition {item.partition} offset {item.offset}: {why}"[:_DETAIL_CHARS],
+        detail=safe_text(f"partition {item.partition} offset {item.offset}: {why}")[:_DETAIL_CHARS],
         payload=item.value or b"",
         received_at=received_at,
+        origin=item,
     )
 
 
@@ -137,9 +172,10 @@ def decode_values(
             continue
         try:
             if item.topic == readings_topic:
-                out.readings.append(ReadingBatch.decode(raw))
+                out.readings.add(ReadingBatch.decode(raw), item)
             else:
-                out.dead.append(DeadLetter.from_record(DeadLetterRecord.model_validate_json(raw)))
+                record = DeadLetterRecord.model_validate_json(raw)
+                out.dead.append(DeadLetter.from_record(record, item))
         except (ValidationError, ValueError) as exc:
             out.dead.append(_undecodable(item, received_at, str(exc)))
             out.undecodable.append(item)

@@ -19,6 +19,26 @@ One :meth:`ReadingStore.write` call is one transaction:
    same topic are one row whose ``occurrences`` grows with every delivery, redeliveries
    included.
 5. Commit. Nothing is visible (and the caller must not commit Kafka offsets) before that.
+
+A record the database cannot take never stops the stream (quarantine):
+
+1. Before the transaction, a batch whose header text holds NUL or a lone surrogate is not
+   written as readings but as a dead letter with reason :data:`QUARANTINE_REASON` (checked
+   once per distinct header); dead letters' own text is escaped (:func:`~wire.safe_text`)
+   and their topic cut to :data:`~wire.MAX_DEAD_TOPIC_CHARS`.
+2. If the write still cannot be stored for its data (SQLSTATE classes 22 data, 23
+   integrity, 54 limits, a value asyncpg cannot encode, or a time outside what a
+   ``datetime`` holds, checked in one numpy pass), the write is split in halves,
+   each half its own transaction, down to the single records it refuses; those become
+   quarantine dead letters naming the Kafka topic, partition and offset (when the batches
+   came from :func:`~processors.storage.decode_values`), and the rest is stored. Each
+   quarantined record is logged and counted in
+   ``ghgwatch_processor_records_quarantined_total``.
+
+On that split path the write is no longer one transaction: a crash in the middle means the
+parts already committed are delivered again, readings are skipped as duplicates and dead
+letters count one more occurrence. Connection errors are never split: they stay
+:class:`~core.errors.StorageBackpressure` for the caller to retry.
 """
 
 from __future__ import annotations
@@ -34,15 +54,35 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 from asyncpg.pool import PoolConnectionProxy
+from prometheus_client import Counter
 
 from adapters.pgerrors import DEFAULT_RETRY_AFTER_S, pg_errors
 from core.settings import DbSettings
 from processors.exceptions import SchemaMissing
-from processors.storage.decode import DeadLetter
+from processors.storage.decode import (
+    KAFKA_TOPIC_PREFIX,
+    DeadLetter,
+    KafkaBatches,
+    KafkaRecordLike,
+)
 from processors.storage.pgcopy import COPY_COLUMNS, pair_blob, readings_copy_data
-from wire import DeadLetterRecord, ReadingBatch, ReadingFrame, epoch_us, from_epoch_us
+from wire import (
+    MAX_DEAD_TOPIC_CHARS,
+    DeadLetterRecord,
+    ReadingBatch,
+    ReadingFrame,
+    epoch_us,
+    from_epoch_us,
+    safe_text,
+)
 
-__all__ = ["REQUIRED_TABLES", "ReadingStore", "WriteResult"]
+__all__ = [
+    "QUARANTINED_RECORDS",
+    "QUARANTINE_REASON",
+    "REQUIRED_TABLES",
+    "ReadingStore",
+    "WriteResult",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +91,21 @@ CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 10.0
 _STAGE = "_ghgw_stage_readings"
 Int64Array = npt.NDArray[np.int64]
+
+QUARANTINE_REASON = "unstorable_record"
+QUARANTINED_RECORDS = Counter(
+    "ghgwatch_processor_records_quarantined_total",
+    "Kafka records the database could not store, kept as unstorable_record dead letters.",
+)
+# SQLSTATE classes that mean "this data", not "this connection": data exception, integrity
+# constraint violation, program limit exceeded (e.g. an index entry too large).
+_DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+# The times a reading may carry: what a Python datetime holds (PostgreSQL holds more).
+_MIN_STORABLE_US = epoch_us(datetime(1, 1, 2, tzinfo=UTC))
+_MAX_STORABLE_US = epoch_us(datetime(9999, 12, 30, tzinfo=UTC))
+_QUARANTINE_DETAIL_CHARS = 1000
+_DEVICE_ID_CHARS = 200
+_LOG_CHARS = 200
 
 _CREATE_STAGE = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
@@ -130,15 +185,29 @@ class WriteResult:
     Attributes:
         inserted: readings newly stored.
         duplicates: readings skipped because they were already stored (redelivery).
-        dead_letters: dead-letter deliveries recorded (new rows plus repeat occurrences).
+        dead_letters: dead-letter deliveries recorded (new rows plus repeat occurrences),
+            quarantined records included.
         latencies_s: for each newly stored message, seconds from the bridge receiving it to
             the storing transaction (``stored_at - received_at``).
+        quarantined: records the database could not store, stored as dead letters with
+            reason :data:`QUARANTINE_REASON` instead.
     """
 
     inserted: int
     duplicates: int
     dead_letters: int
     latencies_s: tuple[float, ...] = field(default=(), repr=False)
+    quarantined: int = 0
+
+    def plus(self, other: WriteResult) -> WriteResult:
+        """Both results added up (a write stored in parts)."""
+        return WriteResult(
+            inserted=self.inserted + other.inserted,
+            duplicates=self.duplicates + other.duplicates,
+            dead_letters=self.dead_letters + other.dead_letters,
+            latencies_s=self.latencies_s + other.latencies_s,
+            quarantined=self.quarantined + other.quarantined,
+        )
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -164,6 +233,9 @@ def _layout(batches: Sequence[ReadingBatch]) -> _Batch:
     step is a numpy operation over the whole write.
     """
     frame = ReadingFrame.of(batches)
+    received = np.fromiter((b.received_us for b in batches), dtype=np.int64, count=len(batches))
+    if not _times_storable(frame.ts_us, received):
+        raise ValueError("a time is outside the storable years 1-9999")
     pair_index: dict[tuple[str, str], int] = {}
     blobs: list[bytes] = []
 
@@ -176,7 +248,6 @@ def _layout(batches: Sequence[ReadingBatch]) -> _Batch:
         return pid
 
     pair = frame.ids(pair_of)
-    received = np.fromiter((b.received_us for b in batches), dtype=np.int64, count=len(batches))
     data = readings_copy_data(
         frame.ts_us, pair, blobs, frame.value, frame.flag, frame.per_reading(received)
     )
@@ -227,13 +298,16 @@ def _dead_arrays(dead: Sequence[DeadLetterRecord | DeadLetter]) -> list[list[Any
     for item in dead:
         d = DeadLetter.from_record(item) if isinstance(item, DeadLetterRecord) else item
         sha = d.payload_sha256
-        row = merged.get((d.mqtt_topic, sha))
+        # Escaped and cut here too, whoever made the dead letter: PostgreSQL refuses NUL and
+        # lone surrogates, and the (topic, sha) index refuses entries above ~2.7 kB.
+        topic = safe_text(d.mqtt_topic)[:MAX_DEAD_TOPIC_CHARS]
+        row = merged.get((topic, sha))
         if row is None:
-            merged[(d.mqtt_topic, sha)] = [
-                d.mqtt_topic,
-                d.device_id,
-                d.reason,
-                d.detail,
+            merged[(topic, sha)] = [
+                topic,
+                None if d.device_id is None else safe_text(d.device_id),
+                safe_text(d.reason),
+                safe_text(d.detail),
                 d.payload,
                 sha,
                 d.received_at,
@@ -358,54 +432,254 @@ class ReadingStore:
     ) -> WriteResult:
         """Store readings and dead letters atomically (see the module docstring for the steps).
 
+        A record the database cannot store is quarantined as a dead letter instead (see the
+        module docstring); bad data never raises from here.
+
         Args:
-            batches: accepted messages from the readings topic.
+            batches: accepted messages from the readings topic (a
+                :class:`~processors.storage.KafkaBatches` names their Kafka records).
             dead: dead letters (bridge rejects, or records the processor could not decode).
 
         Returns:
             How many readings were inserted, how many were already stored, how many
-            dead-letter deliveries were recorded.
+            dead-letter deliveries were recorded and how many records were quarantined.
 
         Raises:
             StorageBackpressure: connection lost or refused, too many connections, timeout:
                 nothing was stored; retry later.
-            FatalError: the database refused the data or the schema (a bug); chained.
+            FatalError: the database refused the schema (a missing table, refused
+                credentials); chained.
         """
         pool = self._require_pool()
-        laid = _layout(batches) if batches else None
+        origins: Sequence[KafkaRecordLike | None] = (
+            batches.records if isinstance(batches, KafkaBatches) else [None] * len(batches)
+        )
+        keep, keep_origins, quarantine = _screen(batches, origins)
+        try:
+            tally = await self._write_atomic(pool, keep, dead)
+        except _Refused as exc:
+            log.warning(
+                "database refused a write: storing it in parts to find the records",
+                error=exc.why[:_LOG_CHARS],
+                batches=len(keep),
+                dead_letters=len(dead),
+            )
+            units: list[_Unit] = [*zip(keep, keep_origins, strict=True), *((d, None) for d in dead)]
+            tally, more = await self._salvage(pool, units)
+            quarantine.extend(more)
+        if quarantine:
+            tally = tally.plus(await self._store_quarantine(pool, quarantine))
+        return tally
+
+    async def _write_atomic(
+        self,
+        pool: asyncpg.Pool,
+        batches: Sequence[ReadingBatch],
+        dead: Sequence[DeadLetterRecord | DeadLetter],
+    ) -> WriteResult:
+        """One transaction of readings and dead letters (the module docstring's steps 1-5).
+
+        Raises:
+            _Refused: the database (or asyncpg's encoder, or a time no datetime holds)
+                refused the data.
+        """
+        try:
+            laid = _layout(batches) if batches else None
+        except (ValueError, OverflowError) as exc:  # text or times _screen did not foresee
+            raise _Refused(f"{type(exc).__name__}: {exc}") from exc
         rows = laid.rows if laid is not None else 0
         dead_cols = _dead_arrays(dead) if dead else None
         inserted = 0
         latencies: tuple[float, ...] = ()
         with pg_errors("write batch", retry_after=self._retry_after_s):
-            async with (
-                asyncio.timeout(self._cfg.command_timeout_s + CONNECT_TIMEOUT_S),
-                pool.acquire() as conn,
-                conn.transaction(),
-            ):
-                fast = rows > 0 and laid is not None and await _copy_new_rows(conn, laid.copy_data)
-                if fast and laid is not None:
-                    await conn.execute(_UPSERT_DEVICES, *laid.devices, laid.last_ts, laid.counts)
-                    inserted = rows
-                    now_us = epoch_us(datetime.now(UTC))
-                    latencies = tuple(((now_us - laid.received_us) / 1e6).tolist())
-                elif laid is not None:
-                    if rows:
-                        await conn.copy_to_table(
-                            _STAGE,
-                            source=_stream(laid.copy_data),
-                            columns=COPY_COLUMNS,
-                            format="binary",
+            try:
+                async with (
+                    asyncio.timeout(self._cfg.command_timeout_s + CONNECT_TIMEOUT_S),
+                    pool.acquire() as conn,
+                    conn.transaction(),
+                ):
+                    fast = (
+                        rows > 0 and laid is not None and await _copy_new_rows(conn, laid.copy_data)
+                    )
+                    if fast and laid is not None:
+                        await conn.execute(
+                            _UPSERT_DEVICES, *laid.devices, laid.last_ts, laid.counts
                         )
-                    result = await conn.fetchrow(_INSERT_READINGS, *laid.devices)
-                    assert result is not None
-                    inserted = int(result["inserted"])
-                    latencies = tuple(result["latencies"] or ())
-                if dead_cols is not None:
-                    await conn.execute(_UPSERT_DEAD, *dead_cols)
+                        inserted = rows
+                        now_us = epoch_us(datetime.now(UTC))
+                        latencies = tuple(((now_us - laid.received_us) / 1e6).tolist())
+                    elif laid is not None:
+                        if rows:
+                            await conn.copy_to_table(
+                                _STAGE,
+                                source=_stream(laid.copy_data),
+                                columns=COPY_COLUMNS,
+                                format="binary",
+                            )
+                        result = await conn.fetchrow(_INSERT_READINGS, *laid.devices)
+                        assert result is not None
+                        inserted = int(result["inserted"])
+                        latencies = tuple(result["latencies"] or ())
+                    if dead_cols is not None:
+                        await conn.execute(_UPSERT_DEAD, *dead_cols)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if _is_data_error(exc):
+                    raise _Refused(f"{type(exc).__name__}: {exc}") from exc
+                raise
         return WriteResult(
             inserted=inserted,
             duplicates=rows - inserted,
             dead_letters=len(dead),
             latencies_s=latencies,
         )
+
+    async def _salvage(
+        self, pool: asyncpg.Pool, units: Sequence[_Unit]
+    ) -> tuple[WriteResult, list[DeadLetter]]:
+        """Write ``units`` in halves, each its own transaction, down to the refused records.
+
+        Returns:
+            What was stored, and a quarantine dead letter for every record refused alone.
+        """
+        tally = WriteResult(0, 0, 0)
+        refused: list[DeadLetter] = []
+        pending = [list(units)]
+        while pending:
+            part = pending.pop()
+            part_batches = [u for u, _ in part if isinstance(u, ReadingBatch)]
+            part_dead = [u for u, _ in part if not isinstance(u, ReadingBatch)]
+            try:
+                tally = tally.plus(await self._write_atomic(pool, part_batches, part_dead))
+            except _Refused as exc:
+                if len(part) == 1:
+                    item, origin = part[0]
+                    refused.append(_quarantine_letter(item, origin, exc.why))
+                    continue
+                mid = len(part) // 2
+                pending.extend((part[mid:], part[:mid]))  # the first half is written first
+        return tally, refused
+
+    async def _store_quarantine(
+        self, pool: asyncpg.Pool, letters: Sequence[DeadLetter]
+    ) -> WriteResult:
+        """Store quarantine dead letters; one the database refuses even so is logged, dropped."""
+        for letter in letters:
+            QUARANTINED_RECORDS.inc()
+            log.error(
+                "record quarantined: the database cannot store it",
+                topic=letter.mqtt_topic,
+                device_id=letter.device_id,
+                detail=letter.detail[:_LOG_CHARS],
+            )
+        stored, dropped = await self._salvage(pool, [(d, None) for d in letters])
+        for letter in dropped:
+            log.error(
+                "quarantine dead letter refused too: dropped", detail=letter.detail[:_LOG_CHARS]
+            )
+        return WriteResult(
+            inserted=stored.inserted,
+            duplicates=stored.duplicates,
+            dead_letters=stored.dead_letters,
+            quarantined=len(letters),
+        )
+
+
+class _Refused(Exception):
+    """The database (or asyncpg's encoder) refused the data of a write, not the connection."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+# One record of a write: a readings batch or a dead letter, and the Kafka record it came from.
+_Unit = tuple[ReadingBatch | DeadLetterRecord | DeadLetter, KafkaRecordLike | None]
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """Is this a refusal of the data (quarantine it), not of the connection or schema?"""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in _DATA_SQLSTATE_CLASSES
+    # asyncpg's client-side DataError ("invalid input for query argument", e.g. a string
+    # that cannot be encoded) is both an InterfaceError and a ValueError.
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
+
+
+# Header JSON -> may its text be stored as it is. Headers repeat per device, so the check runs
+# once per header; the dict is emptied when it reaches HEADER_CHECK_CACHE entries.
+HEADER_CHECK_CACHE = 65_536
+_header_checked: dict[bytes, bool] = {}
+
+
+def _header_storable(batch: ReadingBatch) -> bool:
+    """Can every text of this batch's header go into PostgreSQL as it is?"""
+    known = _header_checked.get(batch.header_json)
+    if known is not None:
+        return known
+    h = batch.header
+    texts = (h.device_id, h.network, h.site, h.device, h.mqtt_topic, *h.metrics)
+    ok = all(safe_text(t) == t for t in texts)
+    if len(_header_checked) >= HEADER_CHECK_CACHE:
+        _header_checked.clear()
+    _header_checked[batch.header_json] = ok
+    return ok
+
+
+def _times_storable(ts_us: Int64Array, received_us: Int64Array) -> bool:
+    """Do all these times fit a datetime? (one numpy pass over the whole write)"""
+    lo = min(int(received_us.min()), int(ts_us.min()) if len(ts_us) else _MIN_STORABLE_US)
+    hi = max(int(received_us.max()), int(ts_us.max()) if len(ts_us) else _MAX_STORABLE_US)
+    return lo >= _MIN_STORABLE_US and hi <= _MAX_STORABLE_US
+
+
+def _screen(
+    batches: Sequence[ReadingBatch], origins: Sequence[KafkaRecordLike | None]
+) -> tuple[Sequence[ReadingBatch], Sequence[KafkaRecordLike | None], list[DeadLetter]]:
+    """Split off the batches whose header text cannot be stored (quarantine step 1).
+
+    Times are checked over the whole write in :func:`_layout`; a write with a bad one is
+    split down to it like any other refused write.
+    """
+    checked = _header_checked
+    bad = [
+        i for i, b in enumerate(batches) if not (checked.get(b.header_json) or _header_storable(b))
+    ]
+    if not bad:
+        return batches, origins, []
+    why = "header text holds NUL or a lone surrogate"
+    out = [_quarantine_letter(batches[i], origins[i], why) for i in bad]
+    skip = set(bad)
+    keep = [i for i in range(len(batches)) if i not in skip]
+    return [batches[i] for i in keep], [origins[i] for i in keep], out
+
+
+def _quarantine_letter(
+    item: ReadingBatch | DeadLetterRecord | DeadLetter, origin: KafkaRecordLike | None, why: str
+) -> DeadLetter:
+    """The dead letter that keeps a record the database cannot store, with where it was."""
+    if isinstance(item, DeadLetterRecord):
+        item = DeadLetter.from_record(item)
+    if isinstance(item, DeadLetter):
+        origin = origin or item.origin
+        device_id = item.device_id
+        payload = item.payload
+    else:
+        device_id = item.header.device_id
+        payload = origin.value if origin is not None and origin.value is not None else b""
+        payload = payload or item.encode()
+    if origin is not None:
+        topic = f"{KAFKA_TOPIC_PREFIX}{origin.topic}"
+        where = f"partition {origin.partition} offset {origin.offset}"
+    else:
+        topic, where = f"{KAFKA_TOPIC_PREFIX}?", "kafka position unknown"
+    return DeadLetter(
+        mqtt_topic=safe_text(topic)[:MAX_DEAD_TOPIC_CHARS],
+        device_id=None if device_id is None else safe_text(device_id)[:_DEVICE_ID_CHARS],
+        reason=QUARANTINE_REASON,
+        detail=safe_text(f"{where}: the database cannot store it: {why}")[
+            :_QUARANTINE_DETAIL_CHARS
+        ],
+        payload=payload,
+        received_at=datetime.now(UTC),
+        origin=origin,
+    )

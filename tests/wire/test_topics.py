@@ -25,6 +25,8 @@ def test_a_device_data_topic_parses_into_its_device() -> None:
         "ghg/v1/city/a/b/data",  # a segment missing
         "ghg/v2/city/a/b/c/data",  # another root
         "ghg/v1/city/a/b/c d/data",  # a space
+        "ghg/v1/city/a\n/b/c/data",  # a newline ending a segment (`$` matches before it)
+        "ghg/v1/city/a/b/c\n/data",
     ],
 )
 def test_topics_outside_the_scheme_name_no_device(topic: str) -> None:
