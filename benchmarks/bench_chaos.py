@@ -49,7 +49,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from adapters.ports import free_port
-from ghgwatch.embedded import ManagedProcess, start_mosquitto, start_postgres, start_tansu
+from ghgwatch.embedded import (
+    ManagedProcess,
+    mosquitto_password_line,
+    start_mosquitto,
+    start_postgres,
+    start_tansu,
+)
 
 _CLI = "from ghgwatch.cli import main; main()"
 DEVICES = 50
@@ -59,6 +65,7 @@ SETTLE_S = 4.0
 WARMUP_DEADLINE_S = 90.0
 SERVICES = ("bridge", "processor", "detector", "alert-service")
 POISON = b'{"ts":"%s","metric":"co2_ppm","value":1,"a\\u0000b":1}'
+PASSWORD = "chaos-" + uuid.uuid4().hex  # one run's broker logins
 
 
 # ----------------------------------------------------------------------------- the stack
@@ -75,6 +82,7 @@ class Stack:
     mqtt_port: int
     kafka_port: int
     pg_port: int
+    mqtt_conf: str
 
     @property
     def admin_url(self) -> str:
@@ -84,7 +92,9 @@ class Stack:
         if kill:
             self.mosquitto.kill()
         await self.mosquitto.stop()
-        self.mosquitto = await start_mosquitto(self.work / "mosquitto", port=self.mqtt_port)
+        self.mosquitto = await start_mosquitto(
+            self.work / "mosquitto", port=self.mqtt_port, extra_conf=self.mqtt_conf
+        )
 
     async def restart_postgres(self, down_s: float) -> None:
         await self.postgres.stop()
@@ -101,12 +111,20 @@ class Stack:
                 await proc.stop()
 
 
-async def start_stack(work: Path) -> Stack:
+async def start_stack(work: Path, tags: list[str]) -> Stack:
+    """Brokers and database; Mosquitto with the shipped identity rules (deploy/mosquitto):
+    no anonymous clients and client ids bound to usernames, one login per bridge."""
     mqtt_port, kafka_port, pg_port = free_port(), free_port(), free_port()
-    mosq = await start_mosquitto(work / "mosquitto", port=mqtt_port)
+    (work / "mosquitto").mkdir(parents=True, exist_ok=True)
+    passwd = (work / "mosquitto" / "chaos.passwd").resolve()
+    users = [f"bridge-{tag}" for tag in tags] + [f"pub-{tag}" for tag in tags] + ["device-7"]
+    passwd.write_text("".join(mosquitto_password_line(u, PASSWORD) + "\n" for u in users))
+    passwd.chmod(0o600)
+    conf = f"allow_anonymous false\npassword_file {passwd}\nuse_username_as_clientid true"
+    mosq = await start_mosquitto(work / "mosquitto", port=mqtt_port, extra_conf=conf)
     tansu = await start_tansu(work / "tansu", port=kafka_port)
     pg = await start_postgres(work / "postgres", port=pg_port)
-    return Stack(work, mosq, tansu, pg, mqtt_port, kafka_port, pg_port)
+    return Stack(work, mosq, tansu, pg, mqtt_port, kafka_port, pg_port, conf)
 
 
 # ------------------------------------------------------------------------- the services
@@ -177,6 +195,8 @@ def service_env(stack: Stack, row: str, db: str, hook_url: str) -> dict[str, str
             "GHGWATCH_MQTT__URL": f"mqtt://127.0.0.1:{stack.mqtt_port}",
             "GHGWATCH_MQTT__TOPIC_ROOT": f"{row}/v1",
             "GHGWATCH_MQTT__CLIENT_ID": f"bridge-{row}",
+            "GHGWATCH_MQTT__USERNAME": f"bridge-{row}",
+            "GHGWATCH_MQTT__PASSWORD": PASSWORD,
             "GHGWATCH_MQTT__SHARE_GROUP": f"g{row}",
             "GHGWATCH_KAFKA__BOOTSTRAP": f"127.0.0.1:{stack.kafka_port}",
             "GHGWATCH_KAFKA__READINGS_TOPIC": f"readings-{row}",
@@ -214,6 +234,7 @@ class Publisher:
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)
+        self.client.username_pw_set(client_id, PASSWORD)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
@@ -271,7 +292,7 @@ def run_load(
             value = round(0.30 + rng.uniform(-0.005, 0.005), 4)
             pub.publish_reading(root, net, f"s{dev % 10}", f"d{dev}", value)
             n += 1
-        if page_sites and not paged and elapsed > duration_s / 2:
+        if page_sites and not paged and elapsed > duration_s / 3:
             for site in range(page_sites):
                 for value in (1.8, 1.9, 2.0):
                     pub.publish_reading(root, f"{net}p", f"p{site}", "t1-0001", value)
@@ -346,10 +367,13 @@ class Row:
 Fault = Callable[[Stack, dict[str, Service], Publisher, str], Awaitable[str]]
 
 
-def _kill(name: str) -> Fault:
+def _kill(name: str, times: int = 1) -> Fault:
     async def fault(_s: Stack, services: dict[str, Service], _p: Publisher, _r: str) -> str:
-        await services[name].kill_and_restart()
-        return f"SIGKILL {name}, restarted after 1 s"
+        for _ in range(times):
+            await services[name].kill_and_restart(down_s=1.0 if times == 1 else 0.3)
+            if times > 1:
+                await asyncio.sleep(0.7)
+        return f"SIGKILL {name}" + (f" {times} times, 1 s apart" if times > 1 else ", 1 s down")
 
     return fault
 
@@ -397,7 +421,7 @@ async def _takeover(stack: Stack, _sv: dict[str, Service], _p: Publisher, root: 
             thief.disconnect()
             thief.loop_stop()
         await asyncio.sleep(0.5)
-    return "8 half-second takeovers of the bridge's client id (no credentials on this broker)"
+    return "8 half-second takeovers of the bridge's client id with a device login"
 
 
 async def _none(*_a: Any) -> str:
@@ -409,7 +433,7 @@ FAULTS: dict[str, tuple[Fault, bool]] = {
     "kill-bridge": (_kill("bridge"), False),
     "kill-processor": (_kill("processor"), False),
     "kill-detector": (_kill("detector"), True),
-    "kill-alert-service": (_kill("alert-service"), True),
+    "kill-alert-service": (_kill("alert-service", times=8), True),
     "restart-mosquitto": (_restart_mosquitto, False),
     "kill-mosquitto": (_kill_mosquitto, False),
     "restart-postgres": (_restart_postgres, False),
@@ -427,7 +451,7 @@ async def _stored_keys(conn: asyncpg.Connection, net: str) -> tuple[set[tuple[st
     rows = await conn.fetch(
         "SELECT device_id, (extract(epoch FROM ts) * 1000000)::bigint AS us FROM readings"
         " WHERE device_id LIKE $1",
-        f"{net}/%",
+        f"{net}%/%",  # the row's devices and its paging sites ({net}p)
     )
     return {(r["device_id"], int(r["us"])) for r in rows}, len(rows)
 
@@ -444,11 +468,15 @@ async def _connect(url: str) -> asyncpg.Connection:
 
 
 async def run_row(
-    stack: Stack, receiver: Receiver, fault_name: str, args: argparse.Namespace, work: Path
+    stack: Stack,
+    receiver: Receiver,
+    fault_name: str,
+    tag: str,
+    args: argparse.Namespace,
+    work: Path,
 ) -> Row:
     fault, pages = FAULTS[fault_name]
     pages = pages and not args.no_pages
-    tag = "c" + uuid.uuid4().hex[:8]
     root, net, db = f"{tag}/v1", f"n{tag}", f"chaos_{tag}"
     row = Row(fault=fault_name, pages=pages)
     admin = await _connect(stack.admin_url)
@@ -478,7 +506,7 @@ async def run_row(
         while not await conn.fetchval("SELECT count(*) FROM readings"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{fault_name}: nothing stored within the warm-up")
-            pub.publish_reading(root, f"{net}w", "s0", "d0", 0.3)
+            pub.publish_reading(root, f"w{tag}", "s0", "d0", 0.3)
             await asyncio.sleep(0.5)
         await conn.close()
         pub.sent.clear()  # the warm-up trickle is not part of the row
@@ -495,7 +523,7 @@ async def run_row(
                 PAGE_SITES if pages else 0,
             )
         )
-        await asyncio.sleep(args.duration / 3)
+        await asyncio.sleep(args.duration / 3 + 0.2)  # just after the page burst
         row.note = await fault(stack, services, pub, root)
         await load
         # Drain: acked readings stored, and the count no longer moving.
@@ -513,10 +541,18 @@ async def run_row(
                 last, still_since = len(keys), time.monotonic()
             done = acked <= keys and time.monotonic() - still_since > SETTLE_S
             if pages:
-                pending = await conn.fetchval(
-                    "SELECT count(*) FROM alert_outbox WHERE status IN ('pending', 'sending')"
+                # Every paging site has its alert queued, nothing is left to send, and the
+                # webhook has heard of every alert.
+                queued, pending = await conn.fetchrow(
+                    "SELECT count(*), count(*) FILTER (WHERE status IN ('pending', 'sending'))"
+                    " FROM alert_outbox"
                 )
-                done = done and pending == 0
+                done = (
+                    done
+                    and queued >= PAGE_SITES
+                    and pending == 0
+                    and len(receiver.deliveries) >= queued
+                )
             if done or time.monotonic() - t_end > DRAIN_DEADLINE_S:
                 row.stalled = not done
                 break
@@ -532,7 +568,7 @@ async def run_row(
             print("\n  lost, first 5:", sorted(acked - keys)[:5])
         counted = await conn.fetchval(
             "SELECT coalesce(sum(readings_count), 0) FROM devices WHERE device_id LIKE $1",
-            f"{net}/%",
+            f"{net}%/%",
         )
         row.doubled = (rows_n - len(keys)) + max(0, int(counted) - rows_n)
         dl = await conn.fetchrow(
@@ -594,14 +630,15 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
     work = Path(args.work or f"/tmp/ghgwatch-chaos-{uuid.uuid4().hex[:6]}")
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder (service logs): {work}", flush=True)
-    stack = await start_stack(work)
+    tags = ["c" + uuid.uuid4().hex[:8] for _ in names]
+    stack = await start_stack(work, tags)
     receiver = Receiver()
     await receiver.start()
     rows: list[Row] = []
     try:
-        for i, name in enumerate(names, 1):
+        for i, (name, tag) in enumerate(zip(names, tags, strict=True), 1):
             print(f"[{i}/{len(names)}] {name} ...", end="", flush=True)
-            row = await run_row(stack, receiver, name, args, work)
+            row = await run_row(stack, receiver, name, tag, args, work)
             rows.append(row)
             print(
                 f" acked {row.acked:,}, lost {row.lost}, doubled {row.doubled}"
