@@ -32,6 +32,9 @@ GRAFANA_TARGET = "grafana"
 # The Grafana annotation is the alert's record on the dashboard, not a page: kept under silences.
 _GRAFANA_EVENTS = ("opened", "resolved")
 
+# The alert's own facts (what, where, reading, resolution), copied into each message.
+_ALERT_FACTS = set(AlertMessage.model_fields) & set(AlertView.model_fields)
+
 AlertEvent = Literal["opened", "severity_raised", "escalated", "resolved"]
 
 
@@ -117,24 +120,10 @@ def alert_message(
         The message.
     """
     return AlertMessage(
-        alert_id=alert.alert_id,
+        **alert.model_dump(include=_ALERT_FACTS),
         event=event,
         level=level,
-        severity=alert.severity,
-        rule=alert.rule,
-        network=alert.network,
-        site=alert.site,
-        kind=alert.kind,
-        device_id=alert.device_id,
-        metric=alert.metric,
-        detector=alert.detector,
-        value=alert.value,
-        threshold=alert.threshold,
-        location=alert.location,
-        started_at=alert.started_at,
         at=now,
-        resolved_at=alert.resolved_at,
-        resolved_by=alert.resolved_by,
         detections=max(detections, 1),
         devices=max(devices, 1),
         link=grafana_link(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
+from pydantic import BaseModel
 
 from adapters import pg_errors
 from alerts.models import AlertView, SilenceView
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 
     Conn: TypeAlias = PoolConnectionProxy[Any]
 
-__all__ = ["AlertDb", "alert_view", "db_errors", "silence_view"]
+__all__ = ["AlertDb", "alert_view", "db_errors", "row_model", "silence_view"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def db_errors(action: str) -> contextlib.AbstractContextManager[None]:
@@ -105,24 +108,25 @@ class AlertDb:
                 yield conn
 
 
+def row_model(model: type[M], row: asyncpg.Record, **extra: Any) -> M:
+    """``model`` filled from the row's columns of the same names, and from ``extra``.
+
+    Args:
+        model: the view to build; every field not in ``extra`` must be a column of the row.
+        row: the row (columns the model does not have are left out).
+        **extra: fields that are not columns (or are named otherwise in the table).
+
+    Returns:
+        The validated model.
+    """
+    return model(**{k: row[k] for k in model.model_fields if k not in extra}, **extra)
+
+
 def alert_view(row: asyncpg.Record) -> AlertView:
     """The :class:`AlertView` of an ``alerts`` row (its internal columns left out)."""
-    return AlertView(**{k: row[k] for k in AlertView.model_fields})
+    return row_model(AlertView, row)
 
 
 def silence_view(row: asyncpg.Record) -> SilenceView:
-    """The :class:`SilenceView` of an ``alert_silences`` row."""
-    return SilenceView(
-        silence_id=row["silence_id"],
-        kind=row["kind"],
-        network=row["network"],
-        site=row["site"],
-        device_id=row["device_id"],
-        group=row["grp"],
-        alert_id=row["alert_id"],
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        reason=row["reason"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-    )
+    """The :class:`SilenceView` of an ``alert_silences`` row (``grp`` is its ``group``)."""
+    return row_model(SilenceView, row, group=row["grp"])

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from alerts import models
 from alerts.exceptions import AlertNotFound
-from alerts.models import (
-    AlertDetail,
-    AlertEventView,
-    AlertFilter,
-    AlertView,
-    AttemptView,
-    DetectionView,
-    NotificationView,
-    SilenceView,
-)
-from alerts.pg import AlertDb, alert_view, silence_view
+from alerts.models import AlertDetail, AlertFilter, AlertView, SilenceView
+from alerts.pg import AlertDb, alert_view, row_model, silence_view
 
 __all__ = ["SILENCES_LIST_LIMIT", "AlertReads"]
 
@@ -88,59 +80,15 @@ class AlertReads:
                 """,
                 alert_id,
             )
-        by_outbox: dict[int, list[AttemptView]] = {}
+        by_outbox: dict[int, list[models.AttemptView]] = {}
         for a in attempts:
-            by_outbox.setdefault(a["outbox_id"], []).append(
-                AttemptView(
-                    attempt=a["attempt"],
-                    started_at=a["started_at"],
-                    finished_at=a["finished_at"],
-                    ok=a["ok"],
-                    error=a["error"],
-                    response=a["response"],
-                )
-            )
+            by_outbox.setdefault(a["outbox_id"], []).append(row_model(models.AttemptView, a))
         return AlertDetail(
             alert=alert_view(row),
-            detections=[
-                DetectionView(
-                    detection_id=d["detection_id"],
-                    device_id=d["device_id"],
-                    metric=d["metric"],
-                    detector=d["detector"],
-                    severity=d["severity"],
-                    state=d["state"],
-                    started_at=d["started_at"],
-                    ended_at=d["ended_at"],
-                    value=d["value"],
-                    threshold=d["threshold"],
-                )
-                for d in dets
-            ],
-            events=[
-                AlertEventView(
-                    event_id=e["event_id"],
-                    at=e["at"],
-                    event=e["event"],
-                    actor=e["actor"],
-                    detail=e["detail"],
-                )
-                for e in events
-            ],
+            detections=[row_model(models.DetectionView, d) for d in dets],
+            events=[row_model(models.AlertEventView, e) for e in events],
             notifications=[
-                NotificationView(
-                    outbox_id=o["outbox_id"],
-                    idempotency_key=o["idempotency_key"],
-                    event=o["event"],
-                    target=o["target"],
-                    channel=o["channel"],
-                    status=o["status"],
-                    attempts=o["attempts"],
-                    created_at=o["created_at"],
-                    sent_at=o["sent_at"],
-                    last_error=o["last_error"],
-                    history=by_outbox.get(o["outbox_id"], []),
-                )
+                row_model(models.NotificationView, o, history=by_outbox.get(o["outbox_id"], []))
                 for o in outbox
             ],
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from alerts.models import AlertDetail, AlertFilter, AlertView, SilenceView
 from alerts.outbox import Outbox, OutboxItem
 from alerts.pg import AlertDb, db_errors
 from alerts.reads import AlertReads
@@ -36,8 +35,16 @@ __all__ = [
 class AlertStore:
     """Alerts, their history and the notification outbox in PostgreSQL.
 
-    The parts are reachable as :attr:`writes`, :attr:`outbox` and :attr:`reads`; the methods
-    here delegate to them, under the names the service and the tools have always called.
+    The parts are reachable as :attr:`writes`, :attr:`outbox` and :attr:`reads`, and their
+    methods as the store's own, under the names callers have always used. The service's
+    three are methods of the class (:meth:`apply_detections`, :meth:`sweep`,
+    :meth:`outbox_pending_count`); the others are the parts' bound methods:
+
+    - ``acknowledge``, ``resolve``, ``silence_alert``, ``create_silence``, ``end_silence``:
+      :class:`~alerts.writes.AlertWrites`;
+    - ``list_alerts``, ``get_alert``, ``list_silences``: :class:`~alerts.reads.AlertReads`;
+    - ``claim_outbox``, ``finish_outbox``, ``outbox_status_counts``:
+      :class:`~alerts.outbox.Outbox` ``claim``, ``finish``, ``status_counts``.
 
     Args:
         url: database URL.
@@ -65,6 +72,19 @@ class AlertStore:
         self.writes = AlertWrites(self._db, cfg, channels)
         self.outbox = Outbox(self._db, cfg.lease_s)
         self.reads = AlertReads(self._db)
+        # The parts' methods under the names the API, the console and the tests call; the
+        # same bound methods, so their signatures and documentation are the parts' own.
+        self.acknowledge = self.writes.acknowledge
+        self.resolve = self.writes.resolve
+        self.silence_alert = self.writes.silence_alert
+        self.create_silence = self.writes.create_silence
+        self.end_silence = self.writes.end_silence
+        self.list_alerts = self.reads.list_alerts
+        self.get_alert = self.reads.get_alert
+        self.list_silences = self.reads.list_silences
+        self.claim_outbox = self.outbox.claim
+        self.finish_outbox = self.outbox.finish
+        self.outbox_status_counts = self.outbox.status_counts
 
     async def __aenter__(self) -> AlertStore:
         await self.open()
@@ -86,119 +106,16 @@ class AlertStore:
         """Close the pool (idempotent)."""
         await self._db.close()
 
-    # ----------------------------------------------------------------- writes
-
     async def apply_detections(
         self, records: Sequence[DetectionRecord], now: datetime
     ) -> ApplyResult:
-        """:meth:`AlertWrites.apply_detections`: a batch of detections, in one transaction."""
+        """A batch of detections, in one transaction (:meth:`AlertWrites.apply_detections`)."""
         return await self.writes.apply_detections(records, now)
 
     async def sweep(self, now: datetime) -> SweepResult:
-        """:meth:`AlertWrites.sweep`: auto-resolve and escalate what is due."""
+        """Auto-resolve and escalate what is due (:meth:`AlertWrites.sweep`)."""
         return await self.writes.sweep(now)
 
-    async def acknowledge(
-        self, alert_id: int, actor: str, note: str | None, now: datetime
-    ) -> AlertView:
-        """:meth:`AlertWrites.acknowledge` an open alert."""
-        return await self.writes.acknowledge(alert_id, actor, note, now)
-
-    async def resolve(
-        self, alert_id: int, actor: str, note: str | None, now: datetime
-    ) -> AlertView:
-        """:meth:`AlertWrites.resolve` an alert by hand."""
-        return await self.writes.resolve(alert_id, actor, note, now)
-
-    async def silence_alert(
-        self,
-        alert_id: int,
-        actor: str,
-        duration_s: float | None,
-        reason: str,
-        now: datetime,
-    ) -> SilenceView:
-        """:meth:`AlertWrites.silence_alert`: silence an alert's site and group."""
-        return await self.writes.silence_alert(alert_id, actor, duration_s, reason, now)
-
-    async def create_silence(
-        self,
-        *,
-        kind: str,
-        network: str | None,
-        site: str | None,
-        device_id: str | None,
-        group: str | None,
-        starts_at: datetime,
-        ends_at: datetime,
-        reason: str,
-        actor: str,
-    ) -> SilenceView:
-        """:meth:`AlertWrites.create_silence`: a silence or maintenance window."""
-        return await self.writes.create_silence(
-            kind=kind,
-            network=network,
-            site=site,
-            device_id=device_id,
-            group=group,
-            starts_at=starts_at,
-            ends_at=ends_at,
-            reason=reason,
-            actor=actor,
-        )
-
-    async def end_silence(self, silence_id: int, now: datetime) -> SilenceView:
-        """:meth:`AlertWrites.end_silence`: end a silence now."""
-        return await self.writes.end_silence(silence_id, now)
-
-    # ----------------------------------------------------------------- reads
-
-    async def list_silences(self, now: datetime, *, active_only: bool = True) -> list[SilenceView]:
-        """:meth:`AlertReads.list_silences`, newest first."""
-        return await self.reads.list_silences(now, active_only=active_only)
-
-    async def list_alerts(self, flt: AlertFilter) -> list[AlertView]:
-        """:meth:`AlertReads.list_alerts`, newest first."""
-        return await self.reads.list_alerts(flt)
-
-    async def get_alert(self, alert_id: int) -> AlertDetail:
-        """:meth:`AlertReads.get_alert`: one alert with its history and notifications."""
-        return await self.reads.get_alert(alert_id)
-
-    # ----------------------------------------------------------------- outbox
-
-    async def claim_outbox(self, limit: int, now: datetime) -> list[OutboxItem]:
-        """:meth:`Outbox.claim`: lease due rows for sending."""
-        return await self.outbox.claim(limit, now)
-
-    async def finish_outbox(
-        self,
-        item: OutboxItem,
-        *,
-        started_at: datetime,
-        finished_at: datetime,
-        ok: bool,
-        error: str | None = None,
-        response: str | None = None,
-        retry_at: datetime | None = None,
-        annotation_id: int | None = None,
-    ) -> str:
-        """:meth:`Outbox.finish`: record an attempt; returns the row's new status."""
-        return await self.outbox.finish(
-            item,
-            started_at=started_at,
-            finished_at=finished_at,
-            ok=ok,
-            error=error,
-            response=response,
-            retry_at=retry_at,
-            annotation_id=annotation_id,
-        )
-
-    async def outbox_status_counts(self) -> dict[str, int]:
-        """:meth:`Outbox.status_counts`: rows per status."""
-        return await self.outbox.status_counts()
-
     async def outbox_pending_count(self) -> int:
-        """:meth:`Outbox.pending_count`: rows waiting or being sent."""
+        """Outbox rows waiting or being sent (:meth:`Outbox.pending_count`)."""
         return await self.outbox.pending_count()

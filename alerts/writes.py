@@ -36,7 +36,16 @@ SWEEP_LIMIT = 200
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What one batch of detections did (``opened_by_severity``: new alerts per severity)."""
+    """What one batch of detections did.
+
+    Attributes:
+        new_alerts: alerts opened.
+        duplicates: detections seen before (or clearing an unknown one), ignored.
+        joined: detections added to an active alert of their group.
+        cleared: detections that ended.
+        queued: notifications due to be sent (the dispatcher can be woken).
+        opened_by_severity: ``new_alerts`` per severity.
+    """
 
     new_alerts: int = 0
     duplicates: int = 0
@@ -48,7 +57,15 @@ class ApplyResult:
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
-    """What one auto-resolve / escalation sweep did (the ``*_by_severity`` split the counts)."""
+    """What one auto-resolve / escalation sweep did.
+
+    Attributes:
+        resolved: alerts resolved after their hold time.
+        escalated: unacknowledged alerts escalated one level.
+        queued: notifications due to be sent.
+        resolved_by_severity: ``resolved`` per severity.
+        escalated_by_severity: ``escalated`` per severity.
+    """
 
     resolved: int = 0
     escalated: int = 0
@@ -138,13 +155,7 @@ class AlertWrites:
             rec.site,
             rec.kind,
             d.severity,
-            rec.device_id,
-            rec.metric,
-            rec.detector,
-            rec.value,
-            rec.threshold,
-            rec.location,
-            rec.started_at,
+            *_reading(rec),
             opening.next_escalation_at,
             now,
         )
@@ -176,13 +187,7 @@ class AlertWrites:
                 alert_id,
                 d.severity,
                 d.rule,
-                rec.device_id,
-                rec.metric,
-                rec.detector,
-                rec.value,
-                rec.threshold,
-                rec.location,
-                rec.started_at,
+                *_reading(rec),
                 joining.next_escalation_at,
                 now,
             )
@@ -461,14 +466,7 @@ class AlertWrites:
     ) -> AlertView:
         """Resolve an alert by hand; resolution notifications are queued.
 
-        Args:
-            alert_id: the alert.
-            actor: who resolves it.
-            note: optional free text.
-            now: the clock.
-
-        Returns:
-            The alert after the change.
+        Args and returns as :meth:`acknowledge` (``actor``: who resolves it).
 
         Raises:
             AlertNotFound: no such alert.
@@ -656,6 +654,20 @@ async def _history(
         event,
         actor,
         detail,
+    )
+
+
+def _reading(rec: DetectionRecord) -> tuple[Any, ...]:
+    """The alert columns a detection sets, in this order: device_id, metric, detector, value,
+    threshold, location, started_at (also the first last_seen_at)."""
+    return (
+        rec.device_id,
+        rec.metric,
+        rec.detector,
+        rec.value,
+        rec.threshold,
+        rec.location,
+        rec.started_at,
     )
 
 

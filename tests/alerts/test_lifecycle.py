@@ -185,6 +185,7 @@ def test_message_snapshots_the_alert_with_its_link() -> None:
     msg = alert_message(alert(), "opened", CFG, T0, detections=0, devices=3)
     assert (msg.alert_id, msg.event, msg.value, msg.threshold) == (7, "opened", 1.62, 1.5)
     assert (msg.detections, msg.devices, msg.at) == (1, 3, T0)
+    assert (msg.rule, msg.location, msg.resolved_by) == ("mine_power_cut", "T1", None)
     assert msg.link is not None
     assert msg.link.startswith("http://grafana.local/")
 
