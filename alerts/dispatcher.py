@@ -2,12 +2,13 @@
 
 Delivery guarantee (numbered as it happens):
 
-1. The alert change and its outbox rows commit in one transaction (:class:`AlertStore`), so a
-   notification exists if and only if the change does; the Kafka offset is committed after.
-2. A sender claims a row in its own transaction *before* sending: ``status='sending'``,
-   ``attempts+1`` and a lease (``alerts.lease_s``).
-3. It sends, then records the attempt and marks the row ``sent`` (or ``pending`` with a capped,
-   jittered backoff, or ``failed`` after ``alerts.max_attempts`` or a permanent refusal).
+1. The alert change and its outbox rows commit in one transaction (:mod:`alerts.writes`), so
+   a notification exists if and only if the change does; the Kafka offset is committed after.
+2. A sender claims a row in its own transaction *before* sending (:meth:`Outbox.claim`):
+   ``status='sending'``, ``attempts+1`` and a lease (``alerts.lease_s``).
+3. It sends, then records the attempt and marks the row (:meth:`Outbox.finish`): ``sent``, or
+   ``pending`` with a capped, jittered backoff, or ``failed`` after ``alerts.max_attempts`` or
+   a permanent refusal (:class:`NotifyRejected`).
 
 A crash before step 2 leaves the row pending: it is sent once after the restart. A crash after
 step 2 but before the send leaves it claimed: it is sent once when the lease runs out. Only a
