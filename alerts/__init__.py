@@ -3,6 +3,12 @@
 Public surface: :class:`AlertService` (Kafka detections -> PostgreSQL alerts + outbox ->
 notifiers), :class:`AlertApi` / :func:`create_app` (the on-call HTTP API), :class:`AlertStore`
 (used by the CLI), the notifiers and the pure rule and message functions.
+
+Inside, each module has one job: pure decisions in ``rules`` (which alert, how severe, who
+hears), ``lifecycle`` (open, join, escalate, resolve, silence) and ``notices`` (the outbox
+rows announcing a change, with their messages from ``messages``); every SQL statement in
+``writes`` (state changes and history), ``outbox`` (the notification queue) and ``reads``
+(the API's and console's queries), over the pool in ``pg``; ``store`` opens them together.
 """
 
 from alerts.api import AlertApi, create_app

@@ -167,12 +167,12 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
             kind=kind,
             limit=limit,
         )
-        return await store.list_alerts(flt)
+        return await store.reads.list_alerts(flt)
 
     @app.get("/alerts/{alert_id}", tags=["alerts"])
     async def show_alert(alert_id: int, _actor: ActorDep, store: StoreDep) -> AlertDetail:
         """One alert with its detections, history and every notification attempt."""
-        return await store.get_alert(alert_id)
+        return await store.reads.get_alert(alert_id)
 
     @app.post("/alerts/{alert_id}/ack", tags=["alerts"])
     async def ack_alert(
@@ -180,7 +180,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
     ) -> AlertView:
         """Acknowledge: escalation stops. 409 when already acknowledged or resolved."""
         body = body or AckRequest()
-        return await store.acknowledge(alert_id, body.by or actor, body.note, _now())
+        return await store.writes.acknowledge(alert_id, body.by or actor, body.note, _now())
 
     @app.post("/alerts/{alert_id}/resolve", tags=["alerts"])
     async def resolve_alert(
@@ -188,7 +188,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
     ) -> AlertView:
         """Resolve by hand; resolution notifications are sent. 409 when already resolved."""
         body = body or ResolveRequest()
-        return await store.resolve(alert_id, body.by or actor, body.note, _now())
+        return await store.writes.resolve(alert_id, body.by or actor, body.note, _now())
 
     @app.post("/alerts/{alert_id}/silence", tags=["alerts"], status_code=201)
     async def silence_alert(
@@ -196,7 +196,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
     ) -> SilenceView:
         """Silence the alert's site and group: recorded, not notified. 409 when resolved."""
         body = body or SilenceAlertRequest()
-        return await store.silence_alert(
+        return await store.writes.silence_alert(
             alert_id, body.by or actor, body.duration_s, body.reason, _now()
         )
 
@@ -205,12 +205,12 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
         _actor: ActorDep, store: StoreDep, include_ended: bool = False
     ) -> list[SilenceView]:
         """Silences and maintenance windows not ended yet (or all, newest first)."""
-        return await store.list_silences(_now(), active_only=not include_ended)
+        return await store.reads.list_silences(_now(), active_only=not include_ended)
 
     @app.post("/silences", tags=["silences"], status_code=201)
     async def create_silence(body: SilenceRequest, actor: ActorDep, store: StoreDep) -> SilenceView:
         """Create a silence or maintenance window (e.g. a sensor calibration)."""
-        return await store.create_silence(
+        return await store.writes.create_silence(
             kind=body.kind,
             network=body.network,
             site=body.site,
@@ -225,7 +225,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
     @app.delete("/silences/{silence_id}", tags=["silences"])
     async def end_silence(silence_id: int, _actor: ActorDep, store: StoreDep) -> SilenceView:
         """End a silence now; it stays in the record."""
-        return await store.end_silence(silence_id, _now())
+        return await store.writes.end_silence(silence_id, _now())
 
     return app
 

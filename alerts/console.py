@@ -98,19 +98,21 @@ class AlertConsole:
                     flt = AlertFilter(**kw)
                 except ValidationError as exc:
                     raise AlertError(f"bad filter: {exc.errors()[0]['msg']}") from exc
-                result = await store.list_alerts(flt)
+                result = await store.reads.list_alerts(flt)
                 text = "\n".join(format_alert_line(a, tz) for a in result) or "no alerts"
             elif action == "show":
-                result = await store.get_alert(kw["alert_id"])
+                result = await store.reads.get_alert(kw["alert_id"])
                 text = format_detail(result, tz)
             elif action == "ack":
-                result = await store.acknowledge(kw["alert_id"], kw["by"], kw.get("note"), now)
+                result = await store.writes.acknowledge(
+                    kw["alert_id"], kw["by"], kw.get("note"), now
+                )
                 text = format_alert_line(result, tz)
             elif action == "resolve":
-                result = await store.resolve(kw["alert_id"], kw["by"], kw.get("note"), now)
+                result = await store.writes.resolve(kw["alert_id"], kw["by"], kw.get("note"), now)
                 text = format_alert_line(result, tz)
             else:
-                silence: SilenceView = await store.silence_alert(
+                silence: SilenceView = await store.writes.silence_alert(
                     kw["alert_id"], kw["by"], kw.get("duration_s"), kw["reason"], now
                 )
                 result = silence

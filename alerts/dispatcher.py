@@ -2,12 +2,13 @@
 
 Delivery guarantee (numbered as it happens):
 
-1. The alert change and its outbox rows commit in one transaction (:class:`AlertStore`), so a
-   notification exists if and only if the change does; the Kafka offset is committed after.
-2. A sender claims a row in its own transaction *before* sending: ``status='sending'``,
-   ``attempts+1`` and a lease (``alerts.lease_s``).
-3. It sends, then records the attempt and marks the row ``sent`` (or ``pending`` with a capped,
-   jittered backoff, or ``failed`` after ``alerts.max_attempts`` or a permanent refusal).
+1. The alert change and its outbox rows commit in one transaction (:mod:`alerts.writes`), so
+   a notification exists if and only if the change does; the Kafka offset is committed after.
+2. A sender claims a row in its own transaction *before* sending (:meth:`Outbox.claim`):
+   ``status='sending'``, ``attempts+1`` and a lease (``alerts.lease_s``).
+3. It sends, then records the attempt and marks the row (:meth:`Outbox.finish`): ``sent``, or
+   ``pending`` with a capped, jittered backoff, or ``failed`` after ``alerts.max_attempts`` or
+   a permanent refusal (:class:`NotifyRejected`).
 
 A crash before step 2 leaves the row pending: it is sent once after the restart. A crash after
 step 2 but before the send leaves it claimed: it is sent once when the lease runs out. Only a
@@ -31,7 +32,8 @@ import structlog
 from alerts.exceptions import NotifyFailed, NotifyRejected
 from alerts.metrics import AlertMetrics
 from alerts.notifiers import Notifier
-from alerts.store import AlertStore, OutboxItem
+from alerts.outbox import OutboxItem
+from alerts.store import AlertStore
 from core.errors import TransientError
 from core.settings import AlertsSettings
 
@@ -62,7 +64,14 @@ def backoff_s(attempt: int, base_s: float, max_s: float, *, jitter: float = JITT
 
 @dataclass
 class DispatchStats:
-    """Counts since the dispatcher started."""
+    """Counts since the dispatcher started, by what became of each claimed row.
+
+    Attributes:
+        sent: delivered.
+        retried: failed, due again after a backoff.
+        failed: given up (refused for good, or ``alerts.max_attempts`` reached).
+        stale: reported after the claim's lease ran out (another sender took the row over).
+    """
 
     sent: int = 0
     retried: int = 0
@@ -74,7 +83,7 @@ class Dispatcher:
     """Sends outbox rows through the configured notifiers.
 
     Args:
-        store: the open alert store.
+        store: the open alert store (the dispatcher uses its :attr:`~AlertStore.outbox`).
         notifiers: target name -> notifier (including ``grafana`` when configured).
         cfg: the ``alerts`` section (batch, concurrency, lease, backoff, attempts).
         wake: set by whoever queued new rows, to send at once instead of at the next poll.
@@ -89,7 +98,7 @@ class Dispatcher:
         wake: asyncio.Event,
         metrics: AlertMetrics | None = None,
     ) -> None:
-        self._store = store
+        self._outbox = store.outbox
         self._metrics = metrics
         self._notifiers = notifiers
         self._cfg = cfg
@@ -118,7 +127,7 @@ class Dispatcher:
         Returns:
             How many rows were claimed.
         """
-        items = await self._store.claim_outbox(self._cfg.dispatch_batch, now or datetime.now(UTC))
+        items = await self._outbox.claim(self._cfg.dispatch_batch, now or datetime.now(UTC))
         if items:
             await asyncio.gather(*(self._send(item) for item in items))
         return len(items)
@@ -150,7 +159,7 @@ class Dispatcher:
                     error = f"{item.target}: no answer within {self._cfg.send_timeout_s * 2} s"
                     retry_at = self._retry_at(item.attempt, 0.0)
             finished = datetime.now(UTC)
-            status = await self._store.finish_outbox(
+            status = await self._outbox.finish(
                 item,
                 started_at=started,
                 finished_at=finished,
@@ -167,34 +176,17 @@ class Dispatcher:
                 status,
                 (finished - item.message.at).total_seconds() if caused_by_detection else None,
             )
+        where = {"alert_id": item.alert_id, "target": item.target, "attempt": item.attempt}
         if status == "sent":
             self.stats.sent += 1
-            log.info(
-                "notification sent",
-                alert_id=item.alert_id,
-                target=item.target,
-                alert_event=item.event,
-                attempt=item.attempt,
-            )
+            log.info("notification sent", alert_event=item.event, **where)
         elif status == "pending":
             self.stats.retried += 1
-            log.warning(
-                "notification failed; will retry",
-                alert_id=item.alert_id,
-                target=item.target,
-                attempt=item.attempt,
-                retry_at=retry_at.isoformat() if retry_at else None,
-                error=error,
-            )
+            at = retry_at.isoformat() if retry_at else None
+            log.warning("notification failed; will retry", retry_at=at, error=error, **where)
         elif status == "failed":
             self.stats.failed += 1
-            log.error(
-                "notification failed for good",
-                alert_id=item.alert_id,
-                target=item.target,
-                attempt=item.attempt,
-                error=error,
-            )
+            log.error("notification failed for good", error=error, **where)
         else:
             self.stats.stale += 1
 

@@ -144,7 +144,7 @@ class AlertMetrics:
             cfg: the ``metrics`` section (0 = any free port; read the port from the result).
 
         Returns:
-            The running server; :meth:`ingest.MetricsServer.close` stops it.
+            The running server; :meth:`adapters.MetricsServer.close` stops it.
 
         Raises:
             ConfigurationError: the address cannot be bound (port in use).

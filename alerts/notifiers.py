@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import aiomqtt
 import httpx
 import structlog
+from aiomqtt.exceptions import MqttConnectError
 
 from alerts.exceptions import NotifyFailed, NotifyRejected
 from alerts.messages import AlertMessage, render_markdown, render_text, render_title
@@ -50,6 +51,9 @@ RESPONSE_EXCERPT_CHARS = 300
 WECOM_MARKDOWN_MAX_BYTES = 4096  # WeCom refuses longer markdown content
 DEFAULT_RETRY_AFTER_S = 2.0
 MQTT_CONNECT_TIMEOUT_S = 10.0
+# CONNACK codes that retrying cannot fix: MQTT 3.1.1 bad username or password (4), not
+# authorised (5); MQTT 5 bad user name or password (134), not authorised (135).
+MQTT_REFUSED_FOR_GOOD = (4, 5, 134, 135)
 # DingTalk errcodes worth retrying: -1 system busy, 130101 sending too fast (20/min per robot)
 _DINGTALK_RETRY = {-1, 130101}
 # WeCom errcodes worth retrying: -1 system busy, 45009 frequency limit
@@ -374,7 +378,11 @@ class MqttNotifier:
                 await client.publish(topic, payload, qos=1, timeout=self._timeout_s)
             except aiomqtt.MqttCodeError as exc:
                 await self._drop()
-                if exc.rc in (4, 5, 134, 135):  # bad credentials / not authorised
+                # Only the broker's CONNACK refusing us is for good (bad credentials, not
+                # authorised); the same numbers from a publish mean "not connected" (rc 4
+                # is paho's MQTT_ERR_NO_CONN after a broker restart), which passes.
+                refused = isinstance(exc, MqttConnectError)
+                if refused and exc.rc in MQTT_REFUSED_FOR_GOOD:
                     raise NotifyRejected(f"{self.name}: refused: {exc}") from exc
                 raise NotifyFailed(f"{self.name}: {exc}") from exc
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:

@@ -11,11 +11,13 @@ from core.errors import FatalError, GhgwatchError, StorageBackpressure, Transien
 
 
 def test_alert_errors_sit_on_the_one_tree() -> None:
-    """On-call errors are GhgwatchErrors; send failures are transient and retryable."""
+    """On-call errors are GhgwatchErrors; send failures are transient and retryable, but a
+    refusal for good is not: nothing that catches TransientError may retry it."""
     assert issubclass(alerts.AlertNotFound, GhgwatchError)
     assert issubclass(alerts.InvalidTransition, alerts.AlertError)
     assert issubclass(alerts.NotifyFailed, TransientError)
-    assert issubclass(alerts.NotifyRejected, alerts.NotifyFailed)
+    assert issubclass(alerts.NotifyRejected, GhgwatchError)
+    assert not issubclass(alerts.NotifyRejected, TransientError)
 
 
 @pytest.mark.parametrize(
