@@ -53,7 +53,7 @@ from ghgwatch.embedded import (
 )
 from ingest import Bridge
 from processors import Processor
-from processors.detect_service import DetectionService
+from processors.detector import DetectorService
 from processors.storage import migrate
 from sensors_sim import SimulationConfig, run_simulation
 
@@ -392,7 +392,7 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
 
         spawn("alerts-api", lambda ev: AlertApi(settings).run(stop=ev), False)
     if opts.detect:
-        spawn("detector", lambda ev: DetectionService(settings).run(stop=ev), False)
+        spawn("detector", lambda ev: DetectorService(settings).run(stop=ev), False)
     bridge = Bridge(settings)
     spawn("bridge", lambda ev: bridge.run(stop=ev), False)
     if opts.simulate:

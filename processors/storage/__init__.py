@@ -1,4 +1,4 @@
-"""Storage: schema migrations, decoding of Kafka values and the batch writer."""
+"""Storage: schema migrations, decoding of Kafka values, the readings and detection writers."""
 
 from processors.storage.decode import (
     UNDECODABLE_REASON,
@@ -8,6 +8,7 @@ from processors.storage.decode import (
     KafkaValue,
     decode_values,
 )
+from processors.storage.detections import DetectionStore
 from processors.storage.migrate import (
     MIGRATION_PACKAGES,
     MIGRATIONS_DIR,
@@ -26,6 +27,7 @@ __all__ = [
     "UNDECODABLE_REASON",
     "DeadLetter",
     "DecodedBatch",
+    "DetectionStore",
     "KafkaRecordLike",
     "KafkaValue",
     "Migration",

@@ -17,7 +17,7 @@ from prometheus_client.samples import Sample
 
 from core.errors import ConfigurationError
 from core.settings import Settings
-from processors.detect_service import DetectionService
+from processors.detector import DetectorService
 from processors.storage import migrate
 from wire import MineLocation, ReadingRecord, SourceKind, WireReading
 
@@ -90,7 +90,7 @@ async def test_metrics_endpoint_shows_readings_and_the_opened_leak(
     settings = _settings(proc_settings, test_id)
     await migrate(settings.db_url(), settings.db)
     await produce(settings, _leak_records())
-    svc = DetectionService(settings)
+    svc = DetectorService(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop=stop, timeout_s=60))
     samples: list[Sample] = []
@@ -131,4 +131,4 @@ async def test_detector_metrics_port_in_use_is_a_configuration_error(
         port = taken.getsockname()[1]
         settings = _settings(proc_settings, test_id, detector_port=port)
         with pytest.raises(ConfigurationError, match=str(port)):
-            await DetectionService(settings).run(timeout_s=5)
+            await DetectorService(settings).run(timeout_s=5)
