@@ -11,7 +11,13 @@ translated onto :mod:`core.errors` here and nowhere else.
 from __future__ import annotations
 
 from adapters.checkpoint import Checkpoint, CommitOnRevoke
-from adapters.consumer_loop import Batch, ConsumedRecord, ConsumerLoop, LoopStats
+from adapters.consumer_loop import (
+    Batch,
+    ConsumedRecord,
+    ConsumerLoop,
+    ConsumerService,
+    LoopStats,
+)
 from adapters.kafka import (
     CachedKeyPartitioner,
     OutgoingRecord,
@@ -37,6 +43,7 @@ __all__ = [
     "CommitOnRevoke",
     "ConsumedRecord",
     "ConsumerLoop",
+    "ConsumerService",
     "LagGauge",
     "LoopStats",
     "MetricsServer",

@@ -61,6 +61,7 @@ __all__ = [
     "BatchHandler",
     "ConsumedRecord",
     "ConsumerLoop",
+    "ConsumerService",
     "LoopMetrics",
     "LoopStats",
 ]
@@ -449,6 +450,30 @@ class ConsumerLoop:
                 yield consumer
         finally:
             self._consumer = None
+
+
+class ConsumerService:
+    """Base of a service that runs a :class:`ConsumerLoop`: the loop's state, read live.
+
+    Subclasses build their loop in ``__init__`` as ``self._loop``.
+    """
+
+    _loop: ConsumerLoop
+
+    @property
+    def loop_stats(self) -> LoopStats:
+        """The consumer loop's counters: commits, failed commits and polls, pauses."""
+        return self._loop.stats
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port the metrics endpoint listens on while running, if enabled."""
+        return self._loop.metrics_port
+
+    @property
+    def assigned(self) -> frozenset[tuple[str, int]]:
+        """(topic, partition) pairs this service consumes right now (empty when stopped)."""
+        return self._loop.assigned
 
 
 def _tp_name(tp: TopicPartition) -> str:

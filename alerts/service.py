@@ -24,7 +24,7 @@ import httpx
 import structlog
 from pydantic import ValidationError
 
-from adapters import Batch, ConsumedRecord, ConsumerLoop, LoopStats
+from adapters import Batch, ConsumedRecord, ConsumerLoop, ConsumerService
 from alerts.dispatcher import Dispatcher, wait_any
 from alerts.grafana import GrafanaAnnotator
 from alerts.metrics import AlertMetrics
@@ -83,7 +83,7 @@ def decode_detections(records: Sequence[ConsumedRecord]) -> tuple[list[Detection
     return out, bad
 
 
-class AlertService:
+class AlertService(ConsumerService):
     """Consumes detections, keeps alerts, notifies on-call staff.
 
     Args:
@@ -113,16 +113,6 @@ class AlertService:
             metrics=self.metrics,
             health=self._check_tasks,
         )
-
-    @property
-    def loop_stats(self) -> LoopStats:
-        """The consumer loop's counters: commits, failed commits and polls, pauses."""
-        return self._loop.stats
-
-    @property
-    def metrics_port(self) -> int | None:
-        """The port the metrics endpoint listens on while running, if enabled."""
-        return self._loop.metrics_port
 
     async def run(
         self,

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from adapters import Batch, ConsumerLoop, LoopStats
+from adapters import Batch, ConsumerLoop, ConsumerService
 from core.errors import StorageBackpressure
 from core.settings import Settings
 from processors.metrics import ProcessorMetrics
@@ -115,7 +115,7 @@ class ProcessorStats:
         )
 
 
-class Processor:
+class Processor(ConsumerService):
     """Consumes the readings and dead-letter topics and stores them (see module docstring).
 
     Args:
@@ -153,21 +153,6 @@ class Processor:
         self._stats.backpressure = loop.backpressure
         self._stats.commits = loop.commits
         return self._stats
-
-    @property
-    def loop_stats(self) -> LoopStats:
-        """The consumer loop's counters: commits, failed commits and polls, pauses."""
-        return self._loop.stats
-
-    @property
-    def metrics_port(self) -> int | None:
-        """The port the metrics endpoint listens on while running, if enabled."""
-        return self._loop.metrics_port
-
-    @property
-    def assigned(self) -> frozenset[tuple[str, int]]:
-        """(topic, partition) pairs this processor consumes right now (empty when stopped)."""
-        return self._loop.assigned
 
     async def run(
         self,

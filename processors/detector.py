@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from adapters import (
     Batch,
     ConsumerLoop,
-    LoopStats,
+    ConsumerService,
     kafka_errors,
     make_producer,
     started_client,
@@ -103,7 +103,7 @@ class _Decoded:
     readings: int
 
 
-class DetectorService:
+class DetectorService(ConsumerService):
     """Consumes readings, runs the detection engine, stores and publishes detections.
 
     Args:
@@ -143,23 +143,6 @@ class DetectorService:
     def stats(self) -> DetectorStats:
         """The counters so far."""
         return self._stats
-
-    @property
-    def loop_stats(self) -> LoopStats:
-        """The consumer loop's counters: commits, failed commits and polls, pauses."""
-        return self._loop.stats
-
-    @property
-    def metrics_port(self) -> int | None:
-        """The port the metrics endpoint listens on while running, if enabled."""
-        return self._loop.metrics_port
-
-    @property
-    def assigned(self) -> frozenset[tuple[str, int]]:
-        """(topic, partition) pairs this detector consumes right now (empty when stopped)."""
-        return self._loop.assigned
-
-    # -- partitions ------------------------------------------------------------------------
 
     async def _on_assigned(self, partitions: set[TopicPartition]) -> None:
         consumer = self._loop.consumer

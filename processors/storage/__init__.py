@@ -4,7 +4,6 @@ from processors.storage.decode import (
     UNDECODABLE_REASON,
     DeadLetter,
     DecodedBatch,
-    KafkaRecordLike,
     KafkaValue,
     decode_values,
 )
@@ -28,7 +27,6 @@ __all__ = [
     "DeadLetter",
     "DecodedBatch",
     "DetectionStore",
-    "KafkaRecordLike",
     "KafkaValue",
     "Migration",
     "MigrationReport",

@@ -6,17 +6,16 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from pydantic import ValidationError
 
+from adapters import ConsumedRecord
 from wire import DeadLetterRecord, ReadingBatch
 
 __all__ = [
     "UNDECODABLE_REASON",
     "DeadLetter",
     "DecodedBatch",
-    "KafkaRecordLike",
     "KafkaValue",
     "decode_values",
 ]
@@ -72,31 +71,16 @@ class KafkaValue:
     timestamp_ms: int = 0
 
 
-class KafkaRecordLike(Protocol):
-    """What the decoder reads from a Kafka record (aiokafka's ``ConsumerRecord`` fits)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-
-
 @dataclass(slots=True)
 class DecodedBatch:
     """The result of :func:`decode_values`: readings, dead letters and undecodable records."""
 
     readings: list[ReadingBatch] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    undecodable: list[KafkaRecordLike] = field(default_factory=list)
+    undecodable: list[ConsumedRecord] = field(default_factory=list)
 
 
-def _undecodable(item: KafkaRecordLike, received_at: datetime, why: str) -> DeadLetter:
+def _undecodable(item: ConsumedRecord, received_at: datetime, why: str) -> DeadLetter:
     device_id: str | None = None
     if item.key:
         try:
@@ -114,7 +98,7 @@ def _undecodable(item: KafkaRecordLike, received_at: datetime, why: str) -> Dead
 
 
 def decode_values(
-    items: Iterable[KafkaRecordLike], *, readings_topic: str, received_at: datetime
+    items: Iterable[ConsumedRecord], *, readings_topic: str, received_at: datetime
 ) -> DecodedBatch:
     """Decode Kafka values: readings-topic records as readings, the rest as dead letters.
 
