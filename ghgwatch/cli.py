@@ -365,7 +365,7 @@ def detector(
     max_readings: Annotated[int | None, typer.Option(help="Stop after this many.")] = None,
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
 ) -> None:
-    """Run the detection service (readings topic -> detections table and topic)."""
+    """Run the detector (readings topic -> detections table and topic)."""
 
     settings = _settings()
 

@@ -210,7 +210,7 @@ async def test_live_service_matches_replay_and_survives_a_restart(
 async def test_leak_published_over_mqtt_reaches_detections_through_the_pipeline(
     proc_settings: Callable[..., Settings], test_id: str
 ) -> None:
-    """MQTT -> bridge -> Kafka -> detection service: a release becomes stored detections."""
+    """MQTT -> bridge -> Kafka -> detector: a release becomes stored detections."""
     import aiomqtt
 
     from ingest import Bridge

@@ -1,4 +1,4 @@
-"""The detection service's /metrics endpoint, on real tansu + PostgreSQL."""
+"""The detector's /metrics endpoint, on real tansu + PostgreSQL."""
 
 from __future__ import annotations
 
