@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,6 +41,15 @@ async def committed_total(settings: Settings, group: str, topics: Sequence[str])
         await consumer.stop()
 
 
+class _LoopService(Protocol):
+    """A service run by the one consumer loop (processor, detector, alert service)."""
+
+    @property
+    def loop_stats(self) -> LoopStats: ...
+
+    async def run(self, *, stop: asyncio.Event | None = None) -> object: ...
+
+
 async def _wait(check: Callable[[], Awaitable[bool]], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not await check():
@@ -51,9 +61,8 @@ async def _wait(check: Callable[[], Awaitable[bool]], what: str) -> None:
 async def check_survives_commit_timeouts(
     monkeypatch: pytest.MonkeyPatch,
     settings: Settings,
+    service: _LoopService,
     *,
-    run: Callable[[asyncio.Event], Awaitable[object]],
-    loop_stats: Callable[[], LoopStats],
     group: str,
     topics: Sequence[str],
     feed: Callable[[], Awaitable[int]],
@@ -68,25 +77,24 @@ async def check_survives_commit_timeouts(
     Args:
         monkeypatch: the test's monkeypatch (shrinks the commit timeout).
         settings: the service's settings.
-        run: runs the service until the event is set.
-        loop_stats: the running service's consumer-loop counters.
+        service: the service, not run yet.
         group: the service's consumer group.
         topics: the topics it consumes.
         feed: produces the service's input; returns how many records it produced.
     """
     monkeypatch.setattr(checkpoint, "COMMIT_TIMEOUT_S", 0.0)
     stop = asyncio.Event()
-    task = asyncio.create_task(run(stop))
+    task = asyncio.create_task(service.run(stop=stop))
     try:
         produced = await feed()
 
         async def commits_failing() -> bool:
-            stats = loop_stats()
+            stats = service.loop_stats
             return task.done() or (stats.records >= produced and stats.commit_failures >= 2)
 
         await _wait(commits_failing, "every record handled while commits time out")
         assert not task.done(), f"the service stopped: {task.exception()!r}"
-        assert loop_stats().commits == 0
+        assert service.loop_stats.commits == 0
         monkeypatch.setattr(checkpoint, "COMMIT_TIMEOUT_S", 15.0)
 
         async def all_committed() -> bool:

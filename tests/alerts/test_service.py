@@ -254,8 +254,7 @@ async def test_commits_timing_out_do_not_stop_the_alert_service(
     await check_survives_commit_timeouts(
         monkeypatch,
         s,
-        run=lambda stop: service.run(stop=stop),
-        loop_stats=lambda: service.loop_stats,
+        service,
         group=s.alerts.group_id,
         topics=[s.kafka.detections_topic],
         feed=feed,

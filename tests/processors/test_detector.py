@@ -363,8 +363,7 @@ async def test_commits_timing_out_do_not_stop_the_detector(
     await check_survives_commit_timeouts(
         monkeypatch,
         settings,
-        run=lambda stop: svc.run(stop=stop),
-        loop_stats=lambda: svc.loop_stats,
+        svc,
         group=settings.detection.group_id,
         topics=[settings.kafka.readings_topic],
         feed=feed,

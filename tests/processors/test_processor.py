@@ -325,8 +325,7 @@ async def test_commits_timing_out_do_not_stop_the_processor(
     await check_survives_commit_timeouts(
         monkeypatch,
         migrated,
-        run=lambda stop: proc.run(stop=stop),
-        loop_stats=lambda: proc.loop_stats,
+        proc,
         group=migrated.processor.group_id,
         topics=[migrated.kafka.readings_topic, migrated.kafka.deadletter_topic],
         feed=feed,
