@@ -1,14 +1,23 @@
 """adapters: the shared edges to Kafka, PostgreSQL, Prometheus and the local machine.
 
 The Kafka adapter and its error mapping (:mod:`adapters.kafka`), the offset checkpoint
-(:mod:`adapters.checkpoint`), PostgreSQL error mapping (:mod:`adapters.pgerrors`), the metrics
-endpoint (:mod:`adapters.metrics`) and local ports (:mod:`adapters.ports`). Driver errors are
+(:mod:`adapters.checkpoint`), the one consumer loop every service runs
+(:mod:`adapters.consumer_loop`), PostgreSQL error mapping (:mod:`adapters.pgerrors`), each
+service's metrics registry and endpoint (:mod:`adapters.metrics`) and local ports
+(:mod:`adapters.ports`). Driver errors are
 translated onto :mod:`core.errors` here and nowhere else.
 """
 
 from __future__ import annotations
 
 from adapters.checkpoint import Checkpoint, CommitOnRevoke
+from adapters.consumer_loop import (
+    Batch,
+    ConsumedRecord,
+    ConsumerLoop,
+    ConsumerService,
+    LoopStats,
+)
 from adapters.kafka import (
     CachedKeyPartitioner,
     OutgoingRecord,
@@ -22,17 +31,25 @@ from adapters.kafka import (
     map_kafka_error,
     started_client,
 )
-from adapters.metrics import MetricsServer
+from adapters.metrics import BATCH_SECONDS_BUCKETS_S, LagGauge, MetricsServer, ServiceMetrics
 from adapters.pgerrors import map_pg_error, pg_errors
 from adapters.ports import free_port, pid_alive, port_is_free
 
 __all__ = [
+    "BATCH_SECONDS_BUCKETS_S",
+    "Batch",
     "CachedKeyPartitioner",
     "Checkpoint",
     "CommitOnRevoke",
+    "ConsumedRecord",
+    "ConsumerLoop",
+    "ConsumerService",
+    "LagGauge",
+    "LoopStats",
     "MetricsServer",
     "OutgoingRecord",
     "RecordProducer",
+    "ServiceMetrics",
     "client_options",
     "ensure_topics",
     "free_port",

@@ -51,7 +51,6 @@ from alerts.notifiers import (
 )
 from alerts.rules import SEVERITY_RANK, AlertDecision, classify, escalation_targets, route_targets
 from alerts.service import AlertService, ServiceStats, decode_detections
-from alerts.source import DetectionSource, RawRecord
 from alerts.store import AlertStore, ApplyResult, OutboxItem, SweepResult, db_errors
 
 __all__ = [
@@ -72,7 +71,6 @@ __all__ = [
     "AlertView",
     "ApplyResult",
     "AttemptView",
-    "DetectionSource",
     "DetectionView",
     "DingTalkNotifier",
     "DispatchStats",
@@ -86,7 +84,6 @@ __all__ = [
     "NotifyFailed",
     "NotifyRejected",
     "OutboxItem",
-    "RawRecord",
     "ResolveRequest",
     "SendResult",
     "ServiceStats",

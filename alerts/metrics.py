@@ -1,101 +1,68 @@
-"""Prometheus metrics of the alert service, in a registry of its own, and their endpoint."""
+"""Prometheus series of the alert service, in a registry of its own (``ghgwatch_alerts``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter
 
-from adapters import MetricsServer
-from core.errors import ConfigurationError
-from core.settings import MetricsSettings
+from adapters import ServiceMetrics
 
 __all__ = ["NOTIFY_LATENCY_BUCKETS_S", "AlertMetrics"]
 
 # From a local webhook answering at once to a notifier retried with backoff for minutes.
 NOTIFY_LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-)
-_PREFIX = "ghgwatch_alerts"
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0
+)  # fmt: skip
 
 
-class AlertMetrics:
-    """The alert service's series; each service owns one, so several share a process.
+class AlertMetrics(ServiceMetrics):
+    """The alert service's series; each service owns one, so several share a process."""
 
-    Attributes:
-        registry: the registry holding only this service's series (serve it with
-            :meth:`serve`).
-    """
+    PREFIX = "ghgwatch_alerts"
+    SERVICE = "alert"
+    PORT_FIELD = "alerts_port"
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        reg = self.registry
-        self.detections = Counter(
-            f"{_PREFIX}_detections_consumed",
+        super().__init__()
+        self.detections = self.counter(
+            "detections_consumed",
             "Detection records decoded from Kafka and applied to the alert store.",
-            registry=reg,
         )
-        self.invalid = Counter(
-            f"{_PREFIX}_detections_undecodable",
-            "Detection records that did not decode (logged and skipped).",
-            registry=reg,
+        self.invalid = self.counter(
+            "detections_undecodable", "Detection records that did not decode (logged and skipped)."
         )
-        self.duplicates = Counter(
-            f"{_PREFIX}_duplicates_ignored",
-            "Detections seen before (redelivery, replay) and ignored.",
-            registry=reg,
+        self.duplicates = self.counter(
+            "duplicates_ignored", "Detections seen before (redelivery, replay) and ignored."
         )
-        self.opened = Counter(
-            f"{_PREFIX}_alerts_opened", "Alerts opened, by severity.", ["severity"], registry=reg
-        )
-        self.resolved = Counter(
-            f"{_PREFIX}_alerts_resolved",
+        self.opened = self.counter("alerts_opened", "Alerts opened, by severity.", ["severity"])
+        self.resolved = self.counter(
+            "alerts_resolved",
             "Alerts resolved automatically after their hold time, by severity.",
             ["severity"],
-            registry=reg,
         )
-        self.escalated = Counter(
-            f"{_PREFIX}_alerts_escalated",
+        self.escalated = self.counter(
+            "alerts_escalated",
             "Unacknowledged alerts escalated one level, by severity.",
             ["severity"],
-            registry=reg,
         )
-        self.sent = Counter(
-            f"{_PREFIX}_notifications_sent",
-            "Notifications delivered, by notifier type.",
-            ["notifier"],
-            registry=reg,
+        self.sent = self.counter(
+            "notifications_sent", "Notifications delivered, by notifier type.", ["notifier"]
         )
-        self.failed = Counter(
-            f"{_PREFIX}_notifications_failed",
+        self.failed = self.counter(
+            "notifications_failed",
             "Failed delivery attempts, by notifier type; final=true: given up for good.",
             ["notifier", "final"],
-            registry=reg,
         )
-        self.outbox_pending = Gauge(
-            f"{_PREFIX}_outbox_pending",
+        self.outbox_pending = self.gauge(
+            "outbox_pending",
             "Outbox rows waiting to be sent or being sent (as of the last sweep).",
-            registry=reg,
         )
-        self.latency = Histogram(
-            f"{_PREFIX}_detection_to_notification_seconds",
+        self.latency = self.histogram(
+            "detection_to_notification_seconds",
             "From applying a detection that opened or raised an alert to its notification "
             "being delivered.",
-            buckets=NOTIFY_LATENCY_BUCKETS_S,
-            registry=reg,
+            NOTIFY_LATENCY_BUCKETS_S,
         )
 
     @staticmethod
@@ -136,22 +103,3 @@ class AlertMetrics:
                 self.latency.observe(max(0.0, latency_s))
         elif status in ("pending", "failed"):
             self.failed.labels(notifier, "true" if status == "failed" else "false").inc()
-
-    def serve(self, cfg: MetricsSettings) -> MetricsServer:
-        """Serve ``/metrics`` for this registry on ``cfg.host:cfg.alerts_port``.
-
-        Args:
-            cfg: the ``metrics`` section (0 = any free port; read the port from the result).
-
-        Returns:
-            The running server; :meth:`adapters.MetricsServer.close` stops it.
-
-        Raises:
-            ConfigurationError: the address cannot be bound (port in use).
-        """
-        try:
-            return MetricsServer(self.registry, cfg.host, cfg.alerts_port)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot serve alert metrics on {cfg.host}:{cfg.alerts_port}: {exc}"
-            ) from exc

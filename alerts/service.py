@@ -2,9 +2,10 @@
 
 One process runs three tasks sharing one store:
 
-- the consumer loop (STYLE.md 2.8): poll detections, decode (bad records are logged and
-  skipped), apply the batch in one database transaction together with its outbox rows, then
-  commit the Kafka offsets; a slow database rewinds the batch and waits;
+- the consumer loop (:class:`adapters.ConsumerLoop`, STYLE.md 2.8): poll detections, decode
+  (bad records are logged and skipped), apply the batch in one database transaction together
+  with its outbox rows, then advance the checkpoint, which commits the offsets after every
+  batch (``alerts.commit_interval_s``); a slow database rewinds the batch and waits;
 - the sweeper: every ``alerts.tick_s``, auto-resolve alerts whose hold time passed and
   escalate unacknowledged critical alerts;
 - the dispatcher (:mod:`alerts.dispatcher`), woken as soon as a change queued notifications.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,13 +24,13 @@ import httpx
 import structlog
 from pydantic import ValidationError
 
+from adapters import Batch, ConsumedRecord, ConsumerLoop, ConsumerService
 from alerts.dispatcher import Dispatcher, wait_any
 from alerts.grafana import GrafanaAnnotator
 from alerts.metrics import AlertMetrics
 from alerts.notifiers import Notifier, build_notifiers
-from alerts.source import DetectionSource, RawRecord
 from alerts.store import AlertStore
-from core.errors import BrokerUnavailable, StorageBackpressure, TransientError
+from core.errors import TransientError
 from core.settings import Settings
 from wire.events import DetectionRecord
 
@@ -54,7 +56,7 @@ class ServiceStats:
     sent: int = 0
 
 
-def decode_detections(records: list[RawRecord]) -> tuple[list[DetectionRecord], int]:
+def decode_detections(records: Sequence[ConsumedRecord]) -> tuple[list[DetectionRecord], int]:
     """Decode Kafka values into detections; undecodable ones are logged and skipped.
 
     Args:
@@ -81,7 +83,7 @@ def decode_detections(records: list[RawRecord]) -> tuple[list[DetectionRecord], 
     return out, bad
 
 
-class AlertService:
+class AlertService(ConsumerService):
     """Consumes detections, keeps alerts, notifies on-call staff.
 
     Args:
@@ -91,7 +93,6 @@ class AlertService:
     Attributes:
         metrics: this service's Prometheus series (served while running when
             ``metrics.enabled``).
-        metrics_port: the port that endpoint listens on while running, if enabled.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -99,9 +100,19 @@ class AlertService:
         self._cfg = settings.alerts
         self.stats = ServiceStats()
         self.metrics = AlertMetrics()
-        self.metrics_port: int | None = None
         self._wake = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
+        self._store: AlertStore | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop = ConsumerLoop(
+            settings,
+            self._cfg,
+            name="alert service",
+            topics=[settings.kafka.detections_topic],
+            handle=self._handle,
+            metrics=self.metrics,
+            health=self._check_tasks,
+        )
 
     async def run(
         self,
@@ -130,15 +141,10 @@ class AlertService:
         """
         stop = stop or asyncio.Event()
         inner = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s if timeout_s is not None else None
         s = self._settings
         async with AsyncExitStack() as stack:
-            if s.metrics.enabled:
-                server = self.metrics.serve(s.metrics)
-                stack.callback(server.close)
-                self.metrics_port = server.port
             store = await stack.enter_async_context(AlertStore(s.db_url(), self._cfg, s.db))
+            self._store = store
             http = await stack.enter_async_context(
                 httpx.AsyncClient(
                     timeout=self._cfg.send_timeout_s,
@@ -150,8 +156,7 @@ class AlertService:
                 notifiers["grafana"] = GrafanaAnnotator(self._cfg)
             for n in notifiers.values():
                 stack.push_async_callback(n.aclose)
-            source = await stack.enter_async_context(DetectionSource(s))
-            tasks: list[asyncio.Task[None]] = []
+            tasks = self._tasks
             if self._cfg.dispatch_enabled:
                 self._dispatcher = Dispatcher(store, notifiers, self._cfg, self._wake, self.metrics)
                 tasks.append(
@@ -160,20 +165,12 @@ class AlertService:
             tasks.append(asyncio.create_task(self._sweep_loop(store, inner), name="alerts-sweep"))
             log.info(
                 "alert service running",
-                topic=source.topic,
+                topic=s.kafka.detections_topic,
                 notifiers=sorted(notifiers),
                 dispatch=self._cfg.dispatch_enabled,
             )
             try:
-                while not stop.is_set() and not inner.is_set():
-                    if deadline is not None and loop.time() >= deadline:
-                        break
-                    if max_detections is not None and self.stats.detections >= max_detections:
-                        break
-                    for t in tasks:
-                        if t.done():
-                            t.result()  # a crashed helper task stops the service loudly
-                    await self._consume_once(source, store, stop)
+                await self._loop.run(stop, max_items=max_detections, timeout_s=timeout_s)
             finally:
                 inner.set()
                 with contextlib.suppress(TimeoutError):
@@ -183,33 +180,29 @@ class AlertService:
                     t.cancel()
                 if self._dispatcher is not None:
                     self.stats.sent = self._dispatcher.stats.sent
+                self._store = None
         log.info("alert service stopped", **vars(self.stats))
         return self.stats
 
-    async def _consume_once(
-        self, source: DetectionSource, store: AlertStore, stop: asyncio.Event
-    ) -> None:
-        try:
-            records = await source.poll(self._cfg.batch_max, self._cfg.poll_timeout_ms)
-        except BrokerUnavailable as exc:
-            log.warning("detections poll failed; retrying", error=str(exc))
-            await wait_any(stop, None, exc.retry_after)
-            return
-        if not records:
-            return
+    def _check_tasks(self) -> None:
+        """Raise the error of a helper task that crashed: the service stops loudly."""
+        for t in self._tasks:
+            if t.done():
+                t.result()
+
+    async def _handle(self, batch: Batch) -> int:
+        """Decode and apply one batch of detections; returns the detections handled.
+
+        Raises:
+            StorageBackpressure: the alert store is slow (the loop rewinds the batch).
+        """
+        assert self._store is not None, "outside run()"
+        records = [rec for recs in batch.values() for rec in recs]
         detections, bad = decode_detections(records)
         self.stats.invalid += bad
         self.metrics.invalid.inc(bad)
         if detections:
-            try:
-                result = await store.apply_detections(detections, datetime.now(UTC))
-            except StorageBackpressure as exc:
-                log.warning(
-                    "alert store slow; rewinding batch", error=str(exc), records=len(records)
-                )
-                source.rewind(records)
-                await wait_any(stop, None, exc.retry_after)
-                return
+            result = await self._store.apply_detections(detections, datetime.now(UTC))
             self.stats.new_alerts += result.new_alerts
             self.stats.duplicates += result.duplicates
             self.metrics.count_applied(
@@ -220,11 +213,7 @@ class AlertService:
             if result.queued:
                 self._wake.set()
         self.stats.detections += len(detections)
-        try:
-            await source.commit(records)
-        except TransientError as exc:
-            # Stored already; a redelivery is absorbed by the detection-id de-duplication.
-            log.warning("detections commit failed; records may be seen again", error=str(exc))
+        return len(detections)
 
     async def _sweep_loop(self, store: AlertStore, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -16,7 +16,7 @@ import hashlib
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -33,6 +33,7 @@ __all__ = [
     "AlertRoute",
     "AlertRule",
     "AlertsSettings",
+    "ConsumerSettings",
     "DbSettings",
     "DetectionSettings",
     "KafkaSettings",
@@ -208,25 +209,46 @@ class DbSettings(_Section):
     )
 
 
-class ProcessorSettings(_Section):
+# One declaration per consumer knob: each service's section below only picks its defaults.
+_GroupId = Annotated[str, Field(description="Kafka consumer group")]
+_BatchMax = Annotated[int, Field(ge=1, description="Kafka records per poll")]
+_PollTimeoutMs = Annotated[int, Field(ge=1, description="Longest wait of one poll")]
+_CommitIntervalS = Annotated[
+    float, Field(ge=0, description="Commit durable offsets at most this often; 0: every batch")
+]
+
+
+class ConsumerSettings(_Section):
+    """One Kafka consumer group's tuning; the processor, detector and alert sections extend it.
+
+    Every ghgwatch consumer runs the same loop (:class:`adapters.ConsumerLoop`); a service's
+    section adds its own knobs and may choose other defaults, never other names.
+    """
+
+    group_id: _GroupId = "ghgwatch-processor"
+    batch_max: _BatchMax = 20_000
+    poll_timeout_ms: _PollTimeoutMs = 500
+    commit_interval_s: _CommitIntervalS = 1.0
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        description="Kafka group session timeout; tansu admits a new member after about half",
+    )
+    fetch_max_wait_ms: int | None = Field(
+        default=None, ge=0, description="Broker-side fetch wait; None keeps the client's default"
+    )
+
+
+class ProcessorSettings(ConsumerSettings):
     """The Kafka consumer that stores readings and dead letters."""
 
-    group_id: str = "ghgwatch-processor"
-    batch_max: int = Field(default=20_000, ge=1, description="Kafka records per poll")
     batch_max_readings: int = Field(
         default=200_000,
         ge=1,
         description="About this many readings per write: polls take fewer records when"
         " records carry many readings (a gateway's batches), so a backlog is stored in"
         " transactions of bounded size and memory",
-    )
-    poll_timeout_ms: int = Field(default=500, ge=1)
-    commit_interval_s: float = Field(default=1.0, ge=0)
-    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    session_timeout_ms: int = Field(
-        default=10_000,
-        ge=6_000,
-        description="Kafka group session timeout; tansu admits a new member after about half",
     )
     backpressure_pause_s: float = Field(default=2.0, gt=0)
 
@@ -321,22 +343,20 @@ class AlertRoute(_Section):
     escalation: tuple[str, ...] = ()
 
 
-class AlertsSettings(_Section):
-    """The alert service (detections -> alerts -> notifications) and the on-call API."""
+class AlertsSettings(ConsumerSettings):
+    """The alert service (detections -> alerts -> notifications) and the on-call API.
 
-    group_id: str = Field(
-        default="ghgwatch-alerts", description="Consumer group on kafka.detections_topic"
-    )
-    batch_max: int = Field(default=500, ge=1)
-    poll_timeout_ms: int = Field(default=200, ge=1)
-    fetch_max_wait_ms: int = Field(
+    Its consumer group reads ``kafka.detections_topic``; offsets are committed after every
+    batch (``commit_interval_s`` 0) and the broker waits at most ``fetch_max_wait_ms`` for a
+    fetch, which bounds the detection-to-alert latency.
+    """
+
+    group_id: _GroupId = "ghgwatch-alerts"
+    batch_max: _BatchMax = 500
+    poll_timeout_ms: _PollTimeoutMs = 200
+    commit_interval_s: _CommitIntervalS = 0.0
+    fetch_max_wait_ms: int | None = Field(
         default=50, ge=0, description="Broker-side fetch wait: bounds detection->alert latency"
-    )
-    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    session_timeout_ms: int = Field(
-        default=10_000,
-        ge=6_000,
-        description="Kafka group session timeout; tansu admits a new member after about half",
     )
     rules: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
     routes: tuple[AlertRoute, ...] = ()
@@ -428,13 +448,10 @@ def _cems_benchmarks() -> dict[str, float]:
     }
 
 
-class DetectionSettings(_Section):
-    """Windowed detection: regulatory levels, detector parameters, the detection service."""
+class DetectionSettings(ConsumerSettings):
+    """Windowed detection: regulatory levels, detector parameters, the detector's consumer."""
 
-    group_id: str = "ghgwatch-detector"
-    batch_max: int = Field(default=20_000, ge=1, description="Kafka records per poll")
-    poll_timeout_ms: int = Field(default=500, ge=1)
-    commit_interval_s: float = Field(default=1.0, ge=0)
+    group_id: _GroupId = "ghgwatch-detector"
     warmup_records: int = Field(
         default=5_000,
         ge=0,

@@ -23,7 +23,7 @@ from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import UpOptions, run_up
 from ingest import Bridge
 from processors import Processor
-from processors.detect_service import DetectionService
+from processors.detector import DetectorService
 from processors.replay import replay_csv
 from processors.storage import migrate
 from sensors_sim import SimulationConfig, run_simulation
@@ -371,12 +371,12 @@ def detector(
     max_readings: Annotated[int | None, typer.Option(help="Stop after this many.")] = None,
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
 ) -> None:
-    """Run the detection service (readings topic -> detections table and topic)."""
+    """Run the detector (readings topic -> detections table and topic)."""
 
     settings = _settings()
 
     async def main_fn(stop: asyncio.Event) -> None:
-        svc = DetectionService(settings)
+        svc = DetectorService(settings)
         await svc.run(stop=stop, max_readings=max_readings, timeout_s=timeout_s)
 
     _run(main_fn)

@@ -13,7 +13,7 @@ What it does, in order:
    taken; the bridge and the processor serve their own endpoints), write
    ``data_dir/endpoints.json`` so ``ghgwatch status`` in another terminal finds everything,
    and print where everything is.
-3. Run the processor, the alert service, the detection service, the bridge and
+3. Run the processor, the alert service, the detector, the bridge and
    (``--simulate``) the simulator as tasks in this process.
 4. On the stop event, ``timeout_s`` or the first failing service: stop them in reverse order
    (simulator, bridge, detector, alert service, processor; each given
@@ -53,7 +53,7 @@ from ghgwatch.embedded import (
 )
 from ingest import Bridge
 from processors import Processor
-from processors.detect_service import DetectionService
+from processors.detector import DetectorService
 from processors.storage import migrate
 from sensors_sim import SimulationConfig, run_simulation
 
@@ -94,7 +94,7 @@ class UpOptions:
     invalid_rate: float = 0.01
     timeout_s: float | None = None
     detect: bool = True
-    """Run the detection service (readings -> detections table and topic)."""
+    """Run the detector (readings -> detections table and topic)."""
     alerts: bool = True
     """Run the alert service (detections -> alerts, notifications, escalation)."""
     mqtt_broker: MqttBroker = "auto"
@@ -398,7 +398,7 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
 
         spawn("alerts-api", lambda ev: AlertApi(settings).run(stop=ev), False)
     if opts.detect:
-        spawn("detector", lambda ev: DetectionService(settings).run(stop=ev), False)
+        spawn("detector", lambda ev: DetectorService(settings).run(stop=ev), False)
     bridge = Bridge(settings)
     spawn("bridge", lambda ev: bridge.run(stop=ev), False)
     if opts.simulate:

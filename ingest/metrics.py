@@ -1,8 +1,10 @@
-"""Prometheus metrics of the bridge, kept as plain counters and read only when scraped.
+"""Prometheus series of the bridge, in a registry of its own (``ghgwatch_bridge``).
 
-The hot path bumps plain integers (no locks, no label lookups per message); a custom collector
-turns them into Prometheus families at scrape time. Each bridge owns its own registry, so
-several bridges can run in one process (tests, shared-subscription groups).
+Like every service (see :mod:`adapters.metrics`), each bridge owns its registry, so several
+bridges run in one process (tests, shared-subscription groups). Unlike the Kafka consumers,
+which count per batch, the bridge counts per MQTT message: its hot path bumps plain integers
+(no locks, no label lookups) and a custom collector turns them into Prometheus families at
+scrape time.
 """
 
 from __future__ import annotations
@@ -23,22 +25,8 @@ __all__ = ["ACK_LATENCY_BUCKETS_S", "BridgeMetrics", "BridgeStats"]
 
 # From "fast" (a produce round trip on a local broker) to "Kafka was down for a minute".
 ACK_LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
+)  # fmt: skip
 _PREFIX = "ghgwatch_bridge"
 
 

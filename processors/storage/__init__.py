@@ -1,14 +1,14 @@
-"""Storage: schema migrations, decoding of Kafka values and the batch writer."""
+"""Storage: schema migrations, decoding of Kafka values, the readings and detection writers."""
 
 from processors.storage.decode import (
     UNDECODABLE_REASON,
     DeadLetter,
     DecodedBatch,
     KafkaBatches,
-    KafkaRecordLike,
     KafkaValue,
     decode_values,
 )
+from processors.storage.detections import DetectionStore
 from processors.storage.migrate import (
     MIGRATION_PACKAGES,
     MIGRATIONS_DIR,
@@ -33,8 +33,8 @@ __all__ = [
     "UNDECODABLE_REASON",
     "DeadLetter",
     "DecodedBatch",
+    "DetectionStore",
     "KafkaBatches",
-    "KafkaRecordLike",
     "KafkaValue",
     "Migration",
     "MigrationReport",

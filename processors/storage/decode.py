@@ -13,10 +13,10 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from pydantic import ValidationError
 
+from adapters import ConsumedRecord
 from wire import DeadLetterRecord, ReadingBatch, safe_text
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "DeadLetter",
     "DecodedBatch",
     "KafkaBatches",
-    "KafkaRecordLike",
     "KafkaValue",
     "decode_values",
 ]
@@ -50,12 +49,12 @@ class DeadLetter:
     detail: str
     payload: bytes
     received_at: datetime
-    origin: KafkaRecordLike | None = field(default=None, compare=False, repr=False)
+    origin: ConsumedRecord | None = field(default=None, compare=False, repr=False)
     """The Kafka record it was read from, when it was (not stored; names a quarantine)."""
 
     @classmethod
     def from_record(
-        cls, record: DeadLetterRecord, origin: KafkaRecordLike | None = None
+        cls, record: DeadLetterRecord, origin: ConsumedRecord | None = None
     ) -> DeadLetter:
         """The stored form of a bridge dead-letter record."""
         return cls(
@@ -86,21 +85,6 @@ class KafkaValue:
     timestamp_ms: int = 0
 
 
-class KafkaRecordLike(Protocol):
-    """What the decoder reads from a Kafka record (aiokafka's ``ConsumerRecord`` fits)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-
-
 class KafkaBatches(list[ReadingBatch]):
     """Decoded readings batches that remember the Kafka record each came from.
 
@@ -113,9 +97,9 @@ class KafkaBatches(list[ReadingBatch]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.records: list[KafkaRecordLike] = []
+        self.records: list[ConsumedRecord] = []
 
-    def add(self, batch: ReadingBatch, record: KafkaRecordLike) -> None:
+    def add(self, batch: ReadingBatch, record: ConsumedRecord) -> None:
         """Append ``batch``, read from ``record``."""
         self.append(batch)
         self.records.append(record)
@@ -127,10 +111,10 @@ class DecodedBatch:
 
     readings: KafkaBatches = field(default_factory=KafkaBatches)
     dead: list[DeadLetter] = field(default_factory=list)
-    undecodable: list[KafkaRecordLike] = field(default_factory=list)
+    undecodable: list[ConsumedRecord] = field(default_factory=list)
 
 
-def _undecodable(item: KafkaRecordLike, received_at: datetime, why: str) -> DeadLetter:
+def _undecodable(item: ConsumedRecord, received_at: datetime, why: str) -> DeadLetter:
     device_id: str | None = None
     if item.key:
         try:
@@ -149,7 +133,7 @@ def _undecodable(item: KafkaRecordLike, received_at: datetime, why: str) -> Dead
 
 
 def decode_values(
-    items: Iterable[KafkaRecordLike], *, readings_topic: str, received_at: datetime
+    items: Iterable[ConsumedRecord], *, readings_topic: str, received_at: datetime
 ) -> DecodedBatch:
     """Decode Kafka values: readings-topic records as readings, the rest as dead letters.
 

@@ -54,8 +54,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 from asyncpg.pool import PoolConnectionProxy
-from prometheus_client import Counter
 
+from adapters import ConsumedRecord
 from adapters.pgerrors import DEFAULT_RETRY_AFTER_S, pg_errors
 from core.settings import DbSettings
 from processors.exceptions import SchemaMissing
@@ -63,7 +63,6 @@ from processors.storage.decode import (
     KAFKA_TOPIC_PREFIX,
     DeadLetter,
     KafkaBatches,
-    KafkaRecordLike,
 )
 from processors.storage.pgcopy import COPY_COLUMNS, pair_blob, readings_copy_data
 from wire import (
@@ -77,7 +76,6 @@ from wire import (
 )
 
 __all__ = [
-    "QUARANTINED_RECORDS",
     "QUARANTINE_REASON",
     "REQUIRED_TABLES",
     "ReadingStore",
@@ -93,10 +91,6 @@ _STAGE = "_ghgw_stage_readings"
 Int64Array = npt.NDArray[np.int64]
 
 QUARANTINE_REASON = "unstorable_record"
-QUARANTINED_RECORDS = Counter(
-    "ghgwatch_processor_records_quarantined_total",
-    "Kafka records the database could not store, kept as unstorable_record dead letters.",
-)
 # SQLSTATE classes that mean "this data", not "this connection": data exception, integrity
 # constraint violation, program limit exceeded (e.g. an index entry too large).
 _DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
@@ -451,7 +445,7 @@ class ReadingStore:
                 credentials); chained.
         """
         pool = self._require_pool()
-        origins: Sequence[KafkaRecordLike | None] = (
+        origins: Sequence[ConsumedRecord | None] = (
             batches.records if isinstance(batches, KafkaBatches) else [None] * len(batches)
         )
         keep, keep_origins, quarantine = _screen(batches, origins)
@@ -564,7 +558,6 @@ class ReadingStore:
     ) -> WriteResult:
         """Store quarantine dead letters; one the database refuses even so is logged, dropped."""
         for letter in letters:
-            QUARANTINED_RECORDS.inc()
             log.error(
                 "record quarantined: the database cannot store it",
                 topic=letter.mqtt_topic,
@@ -593,7 +586,7 @@ class _Refused(Exception):
 
 
 # One record of a write: a readings batch or a dead letter, and the Kafka record it came from.
-_Unit = tuple[ReadingBatch | DeadLetterRecord | DeadLetter, KafkaRecordLike | None]
+_Unit = tuple[ReadingBatch | DeadLetterRecord | DeadLetter, ConsumedRecord | None]
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -633,8 +626,8 @@ def _times_storable(ts_us: Int64Array, received_us: Int64Array) -> bool:
 
 
 def _screen(
-    batches: Sequence[ReadingBatch], origins: Sequence[KafkaRecordLike | None]
-) -> tuple[Sequence[ReadingBatch], Sequence[KafkaRecordLike | None], list[DeadLetter]]:
+    batches: Sequence[ReadingBatch], origins: Sequence[ConsumedRecord | None]
+) -> tuple[Sequence[ReadingBatch], Sequence[ConsumedRecord | None], list[DeadLetter]]:
     """Split off the batches whose header text cannot be stored (quarantine step 1).
 
     Times are checked over the whole write in :func:`_layout`; a write with a bad one is
@@ -654,7 +647,7 @@ def _screen(
 
 
 def _quarantine_letter(
-    item: ReadingBatch | DeadLetterRecord | DeadLetter, origin: KafkaRecordLike | None, why: str
+    item: ReadingBatch | DeadLetterRecord | DeadLetter, origin: ConsumedRecord | None, why: str
 ) -> DeadLetter:
     """The dead letter that keeps a record the database cannot store, with where it was."""
     if isinstance(item, DeadLetterRecord):

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from alerts import AlertService
 from core.errors import ConfigurationError
 from core.settings import Settings
+from tests.adapters.metrics_helpers import scrape as _scrape
+from tests.adapters.metrics_helpers import value as _value
 from tests.alerts.conftest import Receiver, cleared, det, produce, wait_until
-
-HTTP_TIMEOUT_S = 5.0
 
 
 def _with_metrics(s: Settings, port: int = 0) -> Settings:
@@ -32,19 +30,6 @@ def _webhook(receiver: Receiver, **extra: Any) -> dict[str, Any]:
         "routes": [{"name": "all", "targets": ["oncall"]}],
         **extra,
     }
-
-
-def _scrape(port: int) -> list[Sample]:
-    """GET /metrics and parse every sample."""
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
-        body: str = resp.read().decode()
-    return [s for family in text_string_to_metric_families(body) for s in family.samples]
-
-
-def _value(samples: list[Sample], name: str, **labels: str) -> float | None:
-    """The value of the sample with this name and these labels, if scraped."""
-    return next((s.value for s in samples if s.name == name and s.labels == labels), None)
 
 
 async def _scrape_until(

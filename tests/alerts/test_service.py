@@ -17,6 +17,7 @@ import pytest
 
 from alerts import AlertFilter, AlertService, AlertStore
 from core.settings import Settings
+from tests.adapters.loop_helpers import check_survives_commit_timeouts
 from tests.alerts.conftest import Receiver, cleared, det, produce, wait_until
 
 
@@ -236,3 +237,27 @@ async def test_unacknowledged_critical_alert_is_escalated_by_the_running_service
     assert lead.json()["alert"]["level"] == 1
     await wait_until(lambda: len(receiver.got("/hook")) >= 2, "on-call re-notified")
     assert [r.json()["event"] for r in receiver.got("/hook")] == ["opened", "escalated"]
+
+
+async def test_commits_timing_out_do_not_stop_the_alert_service(
+    alert_settings: Callable[..., Settings], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits Kafka does not take in time are retried through the checkpoint; the alert is
+    still opened and notified, and the offsets are committed once Kafka answers."""
+    s = alert_settings(**webhook_alerts(receiver))
+    service = AlertService(s)
+
+    async def feed() -> int:
+        await produce(s, [det(), det(device="im/other-mine/t1")])
+        return 2
+
+    await check_survives_commit_timeouts(
+        monkeypatch,
+        s,
+        service,
+        group=s.alerts.group_id,
+        topics=[s.kafka.detections_topic],
+        feed=feed,
+    )
+    assert service.stats.detections == 2
+    assert await count(s.db_url(), "SELECT count(*) FROM alerts") == 2

@@ -24,11 +24,16 @@ def proc_settings(settings_factory: Callable[..., Settings]) -> Callable[..., Se
             "poll_timeout_ms": 200,
         }
         processor.update(sections.pop("processor", {}))
+        # the detector's group is tuned alike (it shared the processor's session settings)
+        detection = {"session_timeout_ms": 6000, "max_poll_interval_ms": 10_000}
+        detection.update(sections.pop("detection", {}))
         kafka = {"request_timeout_s": 10.0, "linger_ms": 2}
         kafka.update(sections.pop("kafka", {}))
         db = {"command_timeout_s": 5.0}
         db.update(sections.pop("db", {}))
-        return settings_factory(processor=processor, kafka=kafka, db=db, **sections)
+        return settings_factory(
+            processor=processor, detection=detection, kafka=kafka, db=db, **sections
+        )
 
     return build
 

@@ -23,21 +23,21 @@ from proc_helpers import (
     wait_for_count,
     wait_until,
 )
-from prometheus_client import REGISTRY
 
 from core.settings import Settings
 from processors import Processor, SchemaMissing
 from processors.storage import migrate
+from tests.adapters.loop_helpers import check_survives_commit_timeouts
 from wire import RejectReason
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _samples() -> dict[str, float]:
-    """Current values of the processor's Prometheus metrics (the default registry)."""
+def _samples(proc: Processor) -> dict[str, float]:
+    """Current values of the processor's Prometheus metrics (its own registry)."""
 
     def get(name: str, labels: dict[str, str] | None = None) -> float:
-        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+        return proc.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
     return {
         "stored": get("ghgwatch_processor_readings_stored_total"),
@@ -75,10 +75,10 @@ async def test_all_kinds_dead_letters_and_garbage_are_stored_exactly_once(
     ends.update(await produce(migrated, records[:20], record_format=1))  # a redelivery
     n = total_readings(records)
 
-    before = _samples()
     proc = Processor(migrated)
+    before = _samples(proc)
     stats = await proc.run(max_readings=n + total_readings(records[:20]), timeout_s=25)
-    after = _samples()
+    after = _samples(proc)
     assert after["stored"] - before["stored"] == n
     assert after["duplicates"] - before["duplicates"] == total_readings(records[:20])
     assert after["undecodable"] - before["undecodable"] == 1
@@ -308,3 +308,28 @@ async def test_module_entry_point_exits_2_when_schema_is_missing(
     output = log_path.read_text()
     assert code == 2, output[-2000:]
     assert "ghgwatch db migrate" in output
+
+
+async def test_commits_timing_out_do_not_stop_the_processor(
+    migrated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits Kafka does not take in time are retried; every reading is stored and, once
+    commits go through, committed (issue 9, finding 7)."""
+    records = mixed_records(devices_per_kind=2, steps=5)
+    proc = Processor(migrated)
+
+    async def feed() -> int:
+        await produce(migrated, records)
+        return len(records)
+
+    await check_survives_commit_timeouts(
+        monkeypatch,
+        migrated,
+        proc,
+        group=migrated.processor.group_id,
+        topics=[migrated.kafka.readings_topic, migrated.kafka.deadletter_topic],
+        feed=feed,
+    )
+    assert await fetch_val(migrated.db_url(), "SELECT count(*) FROM readings") == total_readings(
+        records
+    )

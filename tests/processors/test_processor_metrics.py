@@ -10,18 +10,19 @@ import pytest
 from adapters.ports import free_port
 from core.errors import ConfigurationError
 from core.settings import MetricsSettings
-from processors.metrics import start_metrics_server
+from processors.metrics import ProcessorMetrics
 
 
 def test_metrics_endpoint_serves_processor_series() -> None:
     """/metrics lists the stored, duplicate, dead-letter, batch, lag and latency series."""
     port = free_port()
-    stop = start_metrics_server(MetricsSettings(processor_port=port))
+    server = ProcessorMetrics().serve(MetricsSettings(processor_port=port))
+    assert server is not None
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             body = resp.read().decode()
     finally:
-        stop()
+        server.close()
     for name in (
         "ghgwatch_processor_readings_stored_total",
         "ghgwatch_processor_duplicates_skipped_total",
@@ -39,9 +40,9 @@ def test_metrics_port_in_use_is_a_configuration_error() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigurationError, match=str(port)):
-            start_metrics_server(MetricsSettings(processor_port=port))
+            ProcessorMetrics().serve(MetricsSettings(processor_port=port))
 
 
 def test_disabled_metrics_start_nothing() -> None:
-    """enabled=False returns a no-op stopper."""
-    start_metrics_server(MetricsSettings(enabled=False))()
+    """enabled=False serves nothing."""
+    assert ProcessorMetrics().serve(MetricsSettings(enabled=False)) is None

@@ -1,10 +1,9 @@
-"""The detection service's /metrics endpoint, on real tansu + PostgreSQL."""
+"""The detector's /metrics endpoint, on real tansu + PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,19 +11,19 @@ from typing import Any
 import numpy as np
 import pytest
 from proc_helpers import produce, wait_until
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from core.errors import ConfigurationError
 from core.settings import Settings
-from processors.detect_service import DetectionService
+from processors.detector import DetectorService
 from processors.storage import migrate
+from tests.adapters.metrics_helpers import scrape as _scrape
+from tests.adapters.metrics_helpers import value as _value
 from wire import MineLocation, ReadingRecord, SourceKind, WireReading
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 DEVICE = "ordos/buertai/t1-0101"
 READINGS = 600
-HTTP_TIMEOUT_S = 5.0
 
 
 def _settings(proc_settings: Callable[..., Settings], test_id: str, **metrics: Any) -> Settings:
@@ -70,19 +69,6 @@ def _leak_records() -> list[ReadingRecord]:
     return out
 
 
-def _scrape(port: int) -> list[Sample]:
-    """GET /metrics and parse every sample."""
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
-        body: str = resp.read().decode()
-    return [s for family in text_string_to_metric_families(body) for s in family.samples]
-
-
-def _value(samples: list[Sample], name: str, **labels: str) -> float | None:
-    """The value of the sample with this name and these labels, if scraped."""
-    return next((s.value for s in samples if s.name == name and s.labels == labels), None)
-
-
 async def test_metrics_endpoint_shows_readings_and_the_opened_leak(
     proc_settings: Callable[..., Settings], test_id: str
 ) -> None:
@@ -90,7 +76,7 @@ async def test_metrics_endpoint_shows_readings_and_the_opened_leak(
     settings = _settings(proc_settings, test_id)
     await migrate(settings.db_url(), settings.db)
     await produce(settings, _leak_records())
-    svc = DetectionService(settings)
+    svc = DetectorService(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop=stop, timeout_s=60))
     samples: list[Sample] = []
@@ -131,4 +117,4 @@ async def test_detector_metrics_port_in_use_is_a_configuration_error(
         port = taken.getsockname()[1]
         settings = _settings(proc_settings, test_id, detector_port=port)
         with pytest.raises(ConfigurationError, match=str(port)):
-            await DetectionService(settings).run(timeout_s=5)
+            await DetectorService(settings).run(timeout_s=5)

@@ -1,4 +1,4 @@
-"""The detection service on real tansu + PostgreSQL: e2e leak, replay parity, restart."""
+"""The detector on real tansu + PostgreSQL: e2e leak, replay parity, restart."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import pytest
 from aiokafka import AIOKafkaConsumer
+from proc_helpers import mixed_records, produce, total_readings
 
 from adapters import client_options, ensure_topics, make_producer
 from core.settings import Settings
-from processors.detect_service import DetectionService
+from processors.detector import DetectorService
 from processors.replay import iter_csv_blocks, parse_times_ns, replay_csv
 from processors.storage import migrate
 from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
+from tests.adapters.loop_helpers import check_survives_commit_timeouts
 from wire import MineLocation, ReadingRecord, SourceKind, WireReading
 from wire.events import DetectionRecord
 
@@ -146,7 +149,7 @@ async def test_injected_leak_reaches_detections_table_and_topic(
             ]  # fmt: skip
             messages.append((dev, _record(dev, SourceKind.MINE, "T1", rows)))
     await _produce(settings, messages)
-    svc = DetectionService(settings)
+    svc = DetectorService(settings)
     stats = await svc.run(max_readings=2 * n, timeout_s=60)
     assert stats.readings == 2 * n
     rows = await _db_detections(settings.db_url())
@@ -175,9 +178,9 @@ async def test_live_service_matches_replay_and_survives_a_restart(
     messages, n = _csv_messages(tmp_path / "readings.csv")
     await _produce(settings, messages)
 
-    first = await DetectionService(settings).run(max_readings=n // 2, timeout_s=60)
+    first = await DetectorService(settings).run(max_readings=n // 2, timeout_s=60)
     assert 0 < first.readings < n
-    second = await DetectionService(settings).run(max_readings=n - first.readings, timeout_s=60)
+    second = await DetectorService(settings).run(max_readings=n - first.readings, timeout_s=60)
     assert second.warmup_records > 0
     assert first.readings + second.readings == n
 
@@ -207,7 +210,7 @@ async def test_live_service_matches_replay_and_survives_a_restart(
 async def test_leak_published_over_mqtt_reaches_detections_through_the_pipeline(
     proc_settings: Callable[..., Settings], test_id: str
 ) -> None:
-    """MQTT -> bridge -> Kafka -> detection service: a release becomes stored detections."""
+    """MQTT -> bridge -> Kafka -> detector: a release becomes stored detections."""
     import aiomqtt
 
     from ingest import Bridge
@@ -224,7 +227,7 @@ async def test_leak_published_over_mqtt_reaches_detections_through_the_pipeline(
     stop = asyncio.Event()
     bridge_svc = Bridge(settings)
     bridge = asyncio.create_task(bridge_svc.run(stop=stop))
-    svc = DetectionService(settings)
+    svc = DetectorService(settings)
     detector = asyncio.create_task(svc.run(stop=stop))
     try:
         # A shared subscription keeps nothing published before the bridge subscribed.
@@ -275,8 +278,8 @@ async def test_rebalance_between_two_services_keeps_replay_detections(
     await _produce(settings, messages[:half])
 
     stop = asyncio.Event()
-    first = DetectionService(settings)
-    second = DetectionService(settings)
+    first = DetectorService(settings)
+    second = DetectorService(settings)
     tasks = [asyncio.create_task(first.run(stop=stop))]
     got: set[str] = set()
     try:
@@ -287,8 +290,7 @@ async def test_rebalance_between_two_services_keeps_replay_detections(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             # the group has rebalanced once each member holds some partitions
-            consumers = [svc._consumer for svc in (first, second)]
-            if all(c is not None and c.assignment() for c in consumers):
+            if all(svc.assigned for svc in (first, second)):
                 break
             await asyncio.sleep(0.1)
         await _produce(settings, messages[half:])
@@ -320,10 +322,10 @@ async def test_late_over_threshold_reading_alarms_live_as_in_replay(
         settings,
         [(dev, _record(dev, SourceKind.MINE, "T1", rows[i : i + 6])) for i in range(0, 30, 6)],
     )
-    first = await DetectionService(settings).run(max_readings=30, timeout_s=60)
+    first = await DetectorService(settings).run(max_readings=30, timeout_s=60)
     assert first.readings == 30
     await _produce(settings, [(dev, _record(dev, SourceKind.MINE, "T1", [late]))])
-    second = await DetectionService(settings).run(max_readings=1, timeout_s=60)
+    second = await DetectorService(settings).run(max_readings=1, timeout_s=60)
     assert second.readings == 1
     assert second.late == 1
 
@@ -342,3 +344,28 @@ async def test_late_over_threshold_reading_alarms_live_as_in_replay(
     ]
     assert got == want
     assert [(d, s, e) for _, d, s, e in got] == [("threshold_alarm", late[0], late[0])]
+
+
+async def test_commits_timing_out_do_not_stop_the_detector(
+    proc_settings: Callable[..., Settings], test_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a broker restart the detector exited on `kafka commit offsets: TimeoutError`
+    (issue 9, finding 7): now commits are retried and it keeps detecting."""
+    settings = _settings(proc_settings, test_id, warmup_records=0)
+    await migrate(settings.db_url(), settings.db)
+    records = mixed_records(devices_per_kind=2, steps=5)
+    svc = DetectorService(settings)
+
+    async def feed() -> int:
+        await produce(settings, records)
+        return len(records)
+
+    await check_survives_commit_timeouts(
+        monkeypatch,
+        settings,
+        svc,
+        group=settings.detection.group_id,
+        topics=[settings.kafka.readings_topic],
+        feed=feed,
+    )
+    assert svc.stats.readings == total_readings(records)

@@ -1,0 +1,330 @@
+"""The detector: readings topic -> detection engine -> detections table, topic, derived series.
+
+Its own consumer group on the readings topic (``detection.group_id``), run by the one
+consumer loop (:class:`adapters.ConsumerLoop`). Per batch, in this order (the commit
+contract, STYLE.md 2.9):
+
+1. poll a batch and decode it (undecodable records are skipped here; the storing processor
+   dead-letters them);
+2. run the engine (pure numpy) over it;
+3. write detections (upsert on ``detection_id``) and derived series (insert, duplicates
+   ignored) in one database transaction (:class:`~processors.storage.DetectionStore`);
+4. produce the detection records to ``kafka.detections_topic`` (key ``device_id``) and wait
+   for every acknowledgement;
+5. the loop advances the checkpoint and commits offsets when due.
+
+A failure in 3 or 4 pauses the partitions and retries the same outputs (the engine state has
+already moved on, so rewinding would lose them); a crash re-reads from the last commit.
+
+Window state after a restart or rebalance is rebuilt by re-reading Kafka: on assignment each
+partition is sought back ``detection.warmup_records`` records before its committed offset;
+those records feed the engine's windows but their detections are dropped, because they were
+made durable before the commit. Detections whose onset lies in that window keep their
+``detection_id`` (it depends on event time only), so a CLEARED record after a restart still
+matches its OPEN row. On revoke the partition's streams are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from adapters import (
+    Batch,
+    ConsumerLoop,
+    ConsumerService,
+    kafka_errors,
+    make_producer,
+    started_client,
+)
+from core.errors import TransientError
+from core.settings import Settings
+from processors.detection import (
+    DetectionEngine,
+    EngineOutput,
+    parse_kind,
+    to_records,
+)
+from processors.detector_metrics import DetectorMetrics
+from processors.storage import DetectionStore
+from wire import ReadingBatch, ReadingFrame
+from wire.events import DetectionRecord
+
+__all__ = ["DetectorService", "DetectorStats"]
+
+log = structlog.get_logger(__name__)
+
+PRODUCER_TIMEOUT_S = 30.0
+COMMITTED_QUERY_TIMEOUT_S = 10.0
+# Output retries back off up to this; well under max_poll_interval_ms.
+RETRY_MAX_PAUSE_S = 20.0
+MAX_OUTPUT_FAILURES = 8
+
+
+@dataclass(slots=True)
+class DetectorStats:
+    """Counters of one run."""
+
+    records: int = 0
+    readings: int = 0
+    warmup_records: int = 0
+    late: int = 0
+    detections: int = 0
+    derived: int = 0
+    undecodable: int = 0
+    batches: int = 0
+    output_retries: int = 0
+    elapsed_s: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        return (
+            f"{self.readings} readings ({self.late} late) in {self.records} records, "
+            f"{self.detections} detection records, {self.derived} derived points, "
+            f"{self.warmup_records} warm-up records, {self.elapsed_s:.1f} s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    stream: np.ndarray
+    ts_ns: np.ndarray
+    value: np.ndarray
+    flags: np.ndarray
+    readings: int
+
+
+class DetectorService(ConsumerService):
+    """Consumes readings, runs the detection engine, stores and publishes detections.
+
+    Args:
+        settings: the frozen settings (``kafka``, ``db``, ``detection``, ``metrics``).
+
+    Attributes:
+        metrics: this service's Prometheus series (served while running when
+            ``metrics.enabled``).
+        engine: the detection engine and its per-stream state.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cfg = settings.detection
+        self.metrics = DetectorMetrics()
+        self.engine = DetectionEngine(settings.detection)
+        self._stats = DetectorStats()
+        self._warmup_until: dict[TopicPartition, int] = {}
+        self._devices_of: dict[TopicPartition, set[str]] = {}
+        self._store: DetectionStore | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._loop = ConsumerLoop(
+            settings,
+            self._cfg,
+            name="detector",
+            topics=[settings.kafka.readings_topic],
+            extra_topics=[settings.kafka.detections_topic],
+            handle=self._handle,
+            metrics=self.metrics,
+            on_assigned=self._on_assigned,
+            on_revoked=self._on_revoked,
+            # the engine has seen the batch: a rewind would feed it twice
+            rewind_on_backpressure=False,
+        )
+
+    @property
+    def stats(self) -> DetectorStats:
+        """The counters so far."""
+        return self._stats
+
+    async def _on_assigned(self, partitions: set[TopicPartition]) -> None:
+        consumer = self._loop.consumer
+        if consumer is None or self._cfg.warmup_records == 0:
+            return
+        for tp in partitions:
+            try:
+                with kafka_errors("fetch committed offset"):
+                    async with asyncio.timeout(COMMITTED_QUERY_TIMEOUT_S):
+                        committed = await consumer.committed(tp)
+            except TransientError as exc:
+                log.warning("no warm-up: committed offset unknown", partition=tp.partition,
+                            error=str(exc))  # fmt: skip
+                continue
+            if not committed:
+                continue
+            start = max(0, committed - self._cfg.warmup_records)
+            self._warmup_until[tp] = committed
+            consumer.seek(tp, start)
+            log.info("warming up windows", partition=tp.partition, start=start, until=committed)
+
+    def _on_revoked(self, partitions: set[TopicPartition]) -> None:
+        devices: set[str] = set()
+        for tp in partitions:
+            self._warmup_until.pop(tp, None)
+            devices |= self._devices_of.pop(tp, set())
+        if devices:
+            self.engine.reset_streams(self.engine.streams.ids_for_devices(devices))
+
+    @contextlib.asynccontextmanager
+    async def _open_producer(self) -> AsyncIterator[AIOKafkaProducer]:
+        s = self._settings
+        producer = make_producer(s.kafka, s.kafka_bootstrap())
+        async with started_client(
+            producer,
+            "producer",
+            start_timeout_s=PRODUCER_TIMEOUT_S,
+            stop_timeout_s=PRODUCER_TIMEOUT_S,
+        ):
+            yield producer
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        max_readings: int | None = None,
+        timeout_s: float | None = None,
+    ) -> DetectorStats:
+        """Consume, detect, store and publish until ``stop``, ``max_readings`` or ``timeout_s``.
+
+        Args:
+            stop: set it to stop after the batch in flight.
+            max_readings: stop once this many live readings were processed.
+            timeout_s: stop after this many seconds.
+
+        Returns:
+            The run's counters.
+
+        Raises:
+            BrokerUnavailable: Kafka could not be reached.
+            StorageBackpressure: the database stayed unavailable for every retry.
+            FatalError: refused credentials or a missing schema (run ``ghgwatch db migrate``).
+            RuntimeError: this detector already ran.
+        """
+        s = self._settings
+        started = time.monotonic()
+        try:
+            async with AsyncExitStack() as stack:
+                self._store = await stack.enter_async_context(DetectionStore(s.db_url(), s.db))
+                self._producer = await stack.enter_async_context(self._open_producer())
+                await self._loop.run(stop, max_items=max_readings, timeout_s=timeout_s)
+        finally:
+            self._stats.elapsed_s = time.monotonic() - started
+        log.info("detector stopped", summary=self._stats.summary())
+        return self._stats
+
+    async def _handle(self, batch: Batch) -> int:
+        """Detect over one batch, store and publish its outputs; returns live readings."""
+        t0 = time.perf_counter()
+        warm: list[Any] = []
+        live: list[Any] = []
+        for tp, recs in batch.items():
+            until = self._warmup_until.get(tp)
+            for rec in recs:
+                (warm if until is not None and rec.offset < until else live).append(rec)
+            if until is not None and recs and recs[-1].offset + 1 >= until:
+                self._warmup_until.pop(tp, None)
+        if warm:
+            # windows only: these records' detections were made durable before the commit
+            self._process(warm)
+            self._stats.warmup_records += len(warm)
+        output = self._process(live)
+        records = to_records(output.events, self.engine.streams)
+        await self._write_outputs(records, output)
+        st = self._stats
+        st.batches += 1
+        st.records += len(live)
+        st.readings += output.readings
+        st.late += output.late
+        st.detections += len(records)
+        st.derived += len(output.derived)
+        self.metrics.count_batch(
+            readings=output.readings,
+            late=output.late,
+            records=records,
+            derived=len(output.derived),
+            seconds=time.perf_counter() - t0,
+        )
+        return output.readings
+
+    def _process(self, recs: Sequence[Any]) -> EngineOutput:
+        decoded = self._decode(recs)
+        usable = self.engine.usable(decoded.flags, decoded.value)
+        return self.engine.process(decoded.stream, decoded.ts_ns, decoded.value, usable)
+
+    def _decode(self, recs: Sequence[Any]) -> _Decoded:
+        batches: list[ReadingBatch] = []
+        for rec in recs:
+            try:
+                batch = ReadingBatch.decode(rec.value or b"")
+            except ValueError as exc:
+                self._stats.undecodable += 1
+                log.warning("undecodable reading record skipped", partition=rec.partition,
+                            offset=rec.offset, error=str(exc)[:200])  # fmt: skip
+                continue
+            tp = TopicPartition(rec.topic, rec.partition)
+            self._devices_of.setdefault(tp, set()).add(batch.device_id)
+            batches.append(batch)
+        frame = ReadingFrame.of(batches)
+        return _Decoded(
+            frame.ids(self._stream_of),
+            frame.ts_us * 1000,
+            frame.value,
+            frame.flag,
+            len(frame),
+        )
+
+    def _stream_of(self, batch: ReadingBatch, metric: str) -> int:
+        """The engine's stream of (device, metric), registered on first sight."""
+        h = batch.header
+        sid = self.engine.streams.get(h.device_id, metric)
+        if sid is None:
+            loc = h.location.value if h.location is not None else None
+            sid = self.engine.register(h.device_id, metric, parse_kind(h.kind.value), loc)
+        return sid
+
+    async def _write_outputs(self, records: list[DetectionRecord], output: EngineOutput) -> None:
+        """Database, then Kafka; on a transient failure pause input and retry the same."""
+        if not records and not len(output.derived):
+            return
+        store, producer = self._store, self._producer
+        assert store is not None, "outside run()"
+        assert producer is not None, "outside run()"
+        failures = 0
+        while True:
+            try:
+                await store.write(records, output.derived)
+                await self._produce(producer, records)
+            except TransientError as exc:
+                failures += 1
+                self._stats.output_retries += 1
+                if failures >= MAX_OUTPUT_FAILURES or self._loop.stopping:
+                    raise
+                wait_s = min(RETRY_MAX_PAUSE_S, exc.retry_after * 2 ** (failures - 1))
+                log.warning("detection output failed: pausing input", error=str(exc),
+                            wait_s=wait_s, failures=failures)  # fmt: skip
+                await self._loop.pause(wait_s)
+                continue
+            return
+
+    async def _produce(self, producer: AIOKafkaProducer, records: list[DetectionRecord]) -> None:
+        if not records:
+            return
+        topic = self._settings.kafka.detections_topic
+        with kafka_errors("produce detections"):
+            async with asyncio.timeout(PRODUCER_TIMEOUT_S):
+                futures = [
+                    await producer.send(
+                        topic, value=r.model_dump_json().encode(), key=r.device_id.encode()
+                    )
+                    for r in records
+                ]
+                await asyncio.gather(*futures)
