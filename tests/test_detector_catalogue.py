@@ -25,6 +25,7 @@ from core.settings import (
 from processors.detection import (
     DETECTOR_NAMES,
     DETECTOR_SEVERITY,
+    KIND_NAMES,
     DetectionEngine,
     Detector,
     Kind,
@@ -57,6 +58,7 @@ def test_engine_codes_are_exactly_the_catalogue() -> None:
     assert {d.name.lower(): d.value for d in Detector} == {s.name: s.code for s in DETECTORS}
     assert {DETECTOR_NAMES[d]: d.value for d in Detector} == {s.name: s.code for s in DETECTORS}
     assert len(set(KNOWN_DETECTORS)) == len(DETECTORS)
+    assert set(ALL_KINDS) == set(KIND_NAMES.values())
 
 
 @pytest.mark.parametrize("code", list(Detector), ids=lambda d: d.name.lower())

@@ -1,4 +1,5 @@
-"""The detector catalogue and source-kind codes: names, severities, codes used in arrays."""
+"""The engine's detector and source-kind codes used in arrays; names and severities are
+read from the detector catalogue, :mod:`wire.detectors`."""
 
 from __future__ import annotations
 
