@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
+from wire.detectors import detector_spec
+
 __all__ = [
     "AlertMessage",
     "Language",
@@ -38,19 +40,6 @@ _EVENT_EN = {
     "resolved": "Resolved",
 }
 _KIND_ZH = {"mine": "煤矿", "city": "城市站", "cems": "电厂CEMS", "leak": "油气泄漏监测"}
-_DETECTOR_ZH = {
-    "power_cut": "甲烷超限断电",
-    "threshold_alarm": "浓度超限报警",
-    "rising_trend": "浓度持续上升",
-    "sudden_release": "突发释放/泄漏",
-    "spike": "尖峰",
-    "stuck": "传感器数值卡滞",
-    "gap": "数据中断",
-    "drift": "传感器漂移",
-    "flatline": "传感器无变化",
-    "sensor_fault": "传感器故障",
-    "calibration": "标定",
-}
 _UNIT_SUFFIXES = (
     ("_pct_vol", "% vol"),
     ("_ppm", "ppm"),
@@ -182,8 +171,11 @@ def _lines(msg: AlertMessage, lang: Language, tz: str) -> list[tuple[str, str, s
     """(zh label, en label, value) rows shared by the text and markdown renderings."""
     local, utc = _times(msg.started_at, tz)
     kind_zh = _KIND_ZH.get(msg.kind, msg.kind)
-    det_zh = _DETECTOR_ZH.get(msg.detector, msg.detector)
-    detector = {"zh": det_zh, "en": msg.detector}.get(lang, f"{det_zh} {msg.detector}")
+    spec = detector_spec(msg.detector)
+    # labels from the detector catalogue; a name it lacks (an older record) is shown as is
+    det_zh = spec.label_zh if spec else msg.detector
+    det_en = spec.label_en if spec else msg.detector
+    detector = {"zh": det_zh, "en": det_en}.get(lang, f"{det_zh} {msg.detector}")
     kind = {"zh": kind_zh, "en": msg.kind}.get(lang, f"{kind_zh} {msg.kind}")
     reading = _reading(msg)
     if msg.threshold is not None:

@@ -16,7 +16,7 @@ import hashlib
 import socket
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from core.errors import ConfigurationError
+from wire.detectors import DETECTORS, DetectorSpec, detector_spec, unknown_detector_message
 
 __all__ = [
     "AlertRoute",
@@ -279,7 +280,9 @@ class AlertRule(_Section):
 
     Empty match lists match anything. ``severity`` None keeps the detection's own severity.
     Detections with the same ``group`` at one site (or one device, ``group_by="device"``) join
-    one alert while it is active.
+    one alert while it is active. ``detectors`` must be names from the detector catalogue
+    (:data:`wire.detectors.DETECTORS`): a rule naming a detector nothing emits would never
+    match, so it is refused.
     """
 
     name: str
@@ -290,24 +293,43 @@ class AlertRule(_Section):
     group: str = "detections"
     group_by: Literal["site", "device"] = "site"
 
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [n for n in names if detector_spec(n) is None]
+        if unknown:
+            raise ValueError("; ".join(unknown_detector_message(n) for n in unknown))
+        return names
 
-DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
-    AlertRule(name="mine_power_cut", detectors=("power_cut",), severity="critical", group="gas"),
-    AlertRule(
-        name="sudden_release", detectors=("sudden_release",), severity="critical", group="gas"
-    ),
-    AlertRule(
-        name="threshold_alarm", detectors=("threshold_alarm",), severity="warning", group="gas"
-    ),
-    AlertRule(name="rising_trend", detectors=("rising_trend",), severity="warning", group="gas"),
-    AlertRule(
-        name="sensor_fault",
-        detectors=("stuck", "gap", "drift", "flatline", "sensor_fault", "calibration"),
-        severity="maintenance",
-        group="sensor",
-        group_by="device",
-    ),
-)
+
+def _catalogue_rules() -> tuple[AlertRule, ...]:
+    """One rule per (group, severity) of the detector catalogue, in catalogue order.
+
+    So every detector the engine can emit has a rule with its catalogue severity: threshold
+    alarm, power cut and gas release critical (one ``gas`` alert per site), anomaly and CEMS
+    intensity warnings, a city plume information, and every sensor or data fault a
+    ``maintenance`` ticket per device.
+    """
+    members: dict[tuple[str, str], list[DetectorSpec]] = {}
+    for spec in DETECTORS:
+        members.setdefault((spec.group, str(spec.severity)), []).append(spec)
+    groups = [g for g, _ in members]
+    rules = []
+    for (group, severity), specs in members.items():
+        name = group if groups.count(group) == 1 else f"{group}_{severity}"
+        rules.append(
+            AlertRule(
+                name=name,
+                detectors=tuple(s.name for s in specs),
+                severity=cast("AlertSeverity", severity),  # Severity's values are these
+                group=group,
+                group_by=specs[0].group_by,
+            )
+        )
+    return tuple(rules)
+
+
+DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = _catalogue_rules()
 
 
 class NotifierTarget(_Section):

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from core.errors import GhgwatchError
 from core.settings import DetectionSettings
 from processors.detection import DetectionEngine, flag_codes, parse_kind, to_records
+from wire.detectors import DETECTORS, detector_spec
 from wire.events import DetectionRecord, DetectionState
 
 __all__ = [
@@ -47,6 +48,8 @@ NS_PER_S = 1_000_000_000
 # A detection this long after a labelled event ends still counts for it.
 LABEL_GRACE_S = 600.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# End time of a detection still open at the end of the replay.
+_OPEN_NS = np.iinfo(np.int64).max
 _ALARM_SEVERITIES = {"warning", "critical"}
 _FAMILIES: dict[str, set[str]] = {
     "release": {"release", "threshold_alarm", "power_cut"},
@@ -55,7 +58,14 @@ _FAMILIES: dict[str, set[str]] = {
     "flow_failure": {"co2_without_flow", "load_without_flow"},
     "fault": {"spike", "stuck", "out_of_range", "gap", "drift", "neighbour_drift"},
 }
-_LEAK_DETECTORS = {"release", "anomaly"}
+# Detectors whose reading crossed a regulatory level: never a false alarm, whatever the cause.
+_REGULATORY = frozenset(d.name for d in DETECTORS if d.regulatory)
+
+
+def _pages(detector: str, severity: str) -> bool:
+    """Whether a detection pages, by the catalogue (a name it lacks: by its own severity)."""
+    spec = detector_spec(detector)
+    return spec.pages if spec is not None else severity in _ALARM_SEVERITIES
 
 
 class ReplayError(GhgwatchError):
@@ -181,7 +191,24 @@ class LabelScore:
 
 @dataclass(frozen=True, slots=True)
 class QualityReport:
-    """How the detections compare with the labels."""
+    """How the detections compare with the labels.
+
+    Attributes:
+        by_label: recall and delay per label type.
+        false_alarms: paging onsets outside every labelled event (regulatory crossings
+            excepted: a reading above a regulatory level is never false).
+        device_days: observed device-days.
+        quiet_window_alarms: paging onsets inside ``quiet`` windows (calibration, drift).
+        faults_reported_as_leaks: labelled sensor faults overlapped by a paging detection
+            (by the catalogue) that is not a regulatory-level crossing: a fault paged as if
+            it were a gas event.
+        fault_events: labelled sensor faults.
+        faults_paged: labelled sensor faults overlapped by any paging detection.
+        fault_pages: paging detections overlapping a labelled sensor fault.
+        fault_pages_regulatory: of those, regulatory-level crossings (``threshold_alarm``,
+            ``power_cut``): the faulty reading was above the level, and the regulation acts on
+            the reading, so they must page; the summary says how many there were.
+    """
 
     by_label: list[LabelScore]
     false_alarms: int
@@ -189,6 +216,9 @@ class QualityReport:
     quiet_window_alarms: int
     faults_reported_as_leaks: int
     fault_events: int
+    faults_paged: int = 0
+    fault_pages: int = 0
+    fault_pages_regulatory: int = 0
 
     @property
     def false_alarms_per_device_day(self) -> float:
@@ -207,9 +237,14 @@ class QualityReport:
             f"{self.false_alarms_per_device_day:.3f}/device-day "
             f"({7 * self.false_alarms_per_device_day:.3f}/sensor-week)"
         )
+        out.append(f"alarms inside quiet windows (calibration, drift): {self.quiet_window_alarms}")
+        others = self.fault_pages - self.fault_pages_regulatory
         out.append(
-            f"alarms inside quiet windows (calibration, drift): {self.quiet_window_alarms}; "
-            f"faults reported as leaks: {self.faults_reported_as_leaks}/{self.fault_events}"
+            f"sensor faults that paged: {self.faults_paged}/{self.fault_events} "
+            f"({self.fault_pages} paging detections: {self.fault_pages_regulatory} "
+            f"regulatory-level crossings, which alarm whatever the cause, and {others} others); "
+            f"faults reported as leaks (paged with no regulatory level crossed): "
+            f"{self.faults_reported_as_leaks}/{self.fault_events}"
         )
         return out
 
@@ -242,6 +277,7 @@ def evaluate_labels(
     onsets: list[DetectionRecord],
     labels_path: Path,
     spans: dict[str, tuple[int, int]],
+    ends: dict[str, int] | None = None,
 ) -> QualityReport:
     """Score detection onsets against labelled event windows.
 
@@ -250,20 +286,32 @@ def evaluate_labels(
         labels_path: CSV with ``device_id,start,end`` and optionally ``label``, ``expect``
             (``detect`` / ``quiet``) and ``reach`` (delay reference time).
         spans: device_id -> (first, last) reading time in ns, for device-days.
+        ends: detection_id -> end time in ns of the detections that cleared; a detection
+            missing here is taken as still open (it overlaps every later fault).
 
     Returns:
         Recall and delay per label type, false alarms per device-day and more.
     """
     with labels_path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
+    ends = ends or {}
     by_dev: dict[str, list[tuple[int, str, str]]] = {}
+    # per device, (detection_id, onset, end, regulatory) of every paging detection
+    paging: dict[str, list[tuple[str, int, int, bool]]] = {}
     for r in onsets:
-        by_dev.setdefault(r.device_id, []).append((_ns(r.started_at), r.detector, r.severity.value))
+        onset = _ns(r.started_at)
+        by_dev.setdefault(r.device_id, []).append((onset, r.detector, r.severity.value))
+        if _pages(r.detector, r.severity.value):
+            end_ns = ends.get(r.detection_id, _OPEN_NS)
+            paging.setdefault(r.device_id, []).append(
+                (r.detection_id, onset, end_ns, r.detector in _REGULATORY)
+            )
+    fault_pages: dict[str, bool] = {}  # detection_id -> regulatory
     grace = int(LABEL_GRACE_S * NS_PER_S)
     windows: dict[str, list[tuple[int, int]]] = {}
     quiet: dict[str, list[tuple[int, int]]] = {}
     stats: dict[str, list[float | None]] = {}
-    faults = faults_as_leaks = 0
+    faults = faults_as_leaks = faults_paged = 0
     for row in rows:
         dev = row["device_id"]
         start = parse_times_ns([row["start"]])[0]
@@ -287,8 +335,13 @@ def evaluate_labels(
         stats.setdefault(label, []).append(delay)
         if label.startswith("fault"):
             faults += 1
-            if any(start <= ts <= end + grace and det in _LEAK_DETECTORS for ts, det, _ in dets):
-                faults_as_leaks += 1
+            # every paging detection whose span overlaps the fault's (grace included) counts
+            hit = {
+                i: reg for i, a, b, reg in paging.get(dev, []) if a <= end + grace and b >= start
+            }
+            faults_paged += bool(hit)
+            faults_as_leaks += not all(hit.values())
+            fault_pages.update(hit)
     by_label = []
     for label in sorted(stats):
         delays = [d for d in stats[label] if d is not None]
@@ -305,17 +358,27 @@ def evaluate_labels(
     false_alarms = quiet_alarms = 0
     for dev, dets in by_dev.items():
         for ts, det, sev in dets:
-            if sev not in _ALARM_SEVERITIES:
+            if not _pages(det, sev):
                 continue
             if any(a <= ts <= b for a, b in quiet.get(dev, [])):
                 quiet_alarms += 1
-            if det in {"threshold_alarm", "power_cut"}:
+            if det in _REGULATORY:
                 # a regulatory level crossed is never false, whatever the cause
                 continue
             if not any(a <= ts <= b for a, b in windows.get(dev, [])):
                 false_alarms += 1
     device_days = sum((b - a) / NS_PER_S / 86400.0 for a, b in spans.values())
-    return QualityReport(by_label, false_alarms, device_days, quiet_alarms, faults_as_leaks, faults)
+    return QualityReport(
+        by_label,
+        false_alarms,
+        device_days,
+        quiet_alarms,
+        faults_as_leaks,
+        faults,
+        faults_paged=faults_paged,
+        fault_pages=len(fault_pages),
+        fault_pages_regulatory=sum(fault_pages.values()),
+    )
 
 
 def _ns(dt: datetime) -> int:
@@ -401,7 +464,8 @@ def replay_csv(
             dev = engine.streams.infos[sid].device_id
             lo, hi = spans.get(dev, (a, last[sid]))
             spans[dev] = (min(lo, a), max(hi, last[sid]))
-        result.quality = evaluate_labels(onsets, labels, spans)
+        ends = {r.detection_id: _ns(r.ended_at) for r in result.records if r.ended_at is not None}
+        result.quality = evaluate_labels(onsets, labels, spans, ends)
     return result
 
 

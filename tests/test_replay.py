@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,10 @@ from typer.testing import CliRunner
 
 from core.settings import DetectionSettings
 from ghgwatch.cli import app
-from processors.replay import ReplayError, parse_times_ns, replay_csv
+from processors.replay import ReplayError, evaluate_labels, parse_times_ns, replay_csv
 from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
+from tests.alerts.conftest import det
+from wire.events import Severity
 
 SMALL = ScenarioConfig(hours=12.0, mine_sensors=8, leak_monitors=4, city_stations=2, cems_units=1)
 
@@ -168,3 +171,58 @@ def test_unknown_metric_with_kind_option_uses_generic_detector(tmp_path: Path) -
     onsets = [r for r in result.records if r.detector == "anomaly" and r.state.value == "open"]
     assert len(onsets) == 1
     assert onsets[0].kind == "generic"
+
+
+def test_every_paging_detection_on_a_labelled_fault_counts(tmp_path: Path) -> None:
+    """Faults paged by any catalogue detector count, and regulatory crossings are told apart.
+
+    A spike above the alarm level pages by its threshold_alarm (it must: the regulation acts
+    on the reading); a release still open when a stuck fault starts pages as a leak; a plume
+    on a drifting station pages nobody.
+    """
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "device_id,start,end,label\n"
+        f"m/a/t1-1,{t0.isoformat()},{(t0 + timedelta(seconds=60)).isoformat()},fault_spike\n"
+        f"g/b/ch4-1,{t0.isoformat()},{(t0 + timedelta(hours=1)).isoformat()},fault_stuck\n"
+        f"c/c/st-1,{t0.isoformat()},{(t0 + timedelta(hours=1)).isoformat()},fault_drift\n"
+    )
+    at = t0 + timedelta(seconds=10)
+    onsets = [
+        det(device="m/a/t1-1", detector="threshold_alarm", started_at=at),
+        det(device="m/a/t1-1", detector="spike", severity=Severity.MAINTENANCE, started_at=at),
+        det(
+            device="g/b/ch4-1", detector="release", kind="leak", metric="ch4_ppm",
+            started_at=t0 - timedelta(minutes=5),
+        ),
+        det(
+            device="c/c/st-1", detector="plume", kind="city", metric="co2_ppm",
+            severity=Severity.INFO, started_at=at,
+        ),
+    ]  # fmt: skip
+    spans = dict.fromkeys(("m/a/t1-1", "g/b/ch4-1", "c/c/st-1"), (0, 86400 * 10**9))
+    q = evaluate_labels(onsets, labels, spans)
+    assert (q.fault_events, q.faults_paged, q.faults_reported_as_leaks) == (3, 2, 1)
+    assert (q.fault_pages, q.fault_pages_regulatory) == (2, 1)
+    summary = "\n".join(q.lines())
+    assert "sensor faults that paged: 2/3 (2 paging detections: 1 regulatory-level" in summary
+    assert "faults reported as leaks (paged with no regulatory level crossed): 1/3" in summary
+
+
+def test_replay_summary_reports_a_faulty_reading_above_the_alarm_level(tmp_path: Path) -> None:
+    """A labelled spike fault reading above the alarm level still alarms, and the summary says
+    so: one paging detection on a fault, a regulatory crossing, no fault reported as a leak."""
+    rows = [f"2026-01-01T00:{m:02d}:00Z,mine/a/t1-1,ch4_pct_vol,0.30,N" for m in range(40)]
+    rows[20] = "2026-01-01T00:20:00Z,mine/a/t1-1,ch4_pct_vol,1.20,N"
+    src = _write(tmp_path / "r.csv", rows)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "device_id,start,end,label\nmine/a/t1-1,2026-01-01T00:20:00Z,2026-01-01T00:20:00Z,"
+        "fault_spike\n"
+    )
+    result = replay_csv(src, DetectionSettings(), labels=labels)
+    q = result.quality
+    assert q is not None
+    assert (q.fault_events, q.faults_paged, q.fault_pages, q.fault_pages_regulatory) == (1, 1, 1, 1)
+    assert q.faults_reported_as_leaks == 0

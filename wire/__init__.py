@@ -2,7 +2,8 @@
 
 The MQTT wire schemas and their validation (:mod:`wire.schemas`, :mod:`wire.validate`), the
 topic scheme (:mod:`wire.topics`), the columnar Kafka record of readings (:mod:`wire.batch`),
-timestamp parsing (:mod:`wire.timestamps`) and the detection events (:mod:`wire.events`).
+timestamp parsing (:mod:`wire.timestamps`), the detection events (:mod:`wire.events`) and the
+detector catalogue they name (:mod:`wire.detectors`).
 Importing it loads pydantic and numpy, never a broker or database driver.
 """
 
@@ -15,6 +16,13 @@ from wire.batch import (
     ReadingFrame,
     epoch_us,
     from_epoch_us,
+)
+from wire.detectors import (
+    DETECTORS,
+    KNOWN_DETECTORS,
+    DetectorSpec,
+    detector_spec,
+    unknown_detector_message,
 )
 from wire.events import DetectionRecord, DetectionState, Severity, detection_id
 from wire.schemas import (
@@ -57,6 +65,8 @@ __all__ = [
     "BATCH_MAGIC",
     "BATCH_VERSION",
     "DATA_CHANNEL",
+    "DETECTORS",
+    "KNOWN_DETECTORS",
     "MAX_DEAD_TOPIC_CHARS",
     "MAX_FUTURE_SKEW",
     "MAX_PAYLOAD_BYTES",
@@ -68,6 +78,7 @@ __all__ = [
     "DeadLetterRecord",
     "DetectionRecord",
     "DetectionState",
+    "DetectorSpec",
     "DeviceRef",
     "DeviceStatus",
     "Flag",
@@ -86,11 +97,13 @@ __all__ = [
     "WireReading",
     "data_subscription",
     "detection_id",
+    "detector_spec",
     "epoch_us",
     "from_epoch_us",
     "parse_data_topic",
     "parse_rfc3339_us",
     "safe_text",
+    "unknown_detector_message",
     "validate_message",
     "validate_messages",
 ]

@@ -51,7 +51,9 @@ class DetectionRecord(BaseModel):
     network: str
     site: str
     metric: str
-    detector: str = Field(description="e.g. threshold_alarm, power_cut, rising_trend, spike")
+    detector: str = Field(
+        description="A name from wire.detectors, e.g. threshold_alarm, release, spike"
+    )
     severity: Severity
     started_at: datetime
     ended_at: datetime | None = None

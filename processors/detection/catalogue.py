@@ -1,9 +1,12 @@
-"""The detector catalogue and source-kind codes: names, severities, codes used in arrays."""
+"""The engine's detector and source-kind codes used in arrays; names and severities are
+read from the detector catalogue, :mod:`wire.detectors`."""
 
 from __future__ import annotations
 
 import re
 from enum import IntEnum
+
+from wire.detectors import DETECTORS, DetectorSpec
 
 __all__ = [
     "CEMS_PARAMS",
@@ -38,7 +41,10 @@ KIND_NAMES: dict[Kind, str] = {
 
 
 class Detector(IntEnum):
-    """Every detector the engine runs; the value is its code in event arrays."""
+    """Every detector the engine runs; the value is its code in event arrays.
+
+    Names and codes are those of :data:`wire.detectors.DETECTORS` (upper-cased).
+    """
 
     THRESHOLD_ALARM = 0
     POWER_CUT = 1
@@ -59,28 +65,12 @@ class Detector(IntEnum):
     NEIGHBOUR_DRIFT = 16
 
 
-DETECTOR_NAMES: dict[Detector, str] = {d: d.name.lower() for d in Detector}
-
+# Names and severities come from the catalogue in wire/, the contract every service reads;
+# tests/test_detector_catalogue.py checks that the codes above are exactly its codes.
+_SPECS: dict[int, DetectorSpec] = {spec.code: spec for spec in DETECTORS}
+DETECTOR_NAMES: dict[Detector, str] = {d: _SPECS[d.value].name for d in Detector}
 # Values of wire.events.Severity; faults are maintenance tickets, never pages.
-DETECTOR_SEVERITY: dict[Detector, str] = {
-    Detector.THRESHOLD_ALARM: "critical",
-    Detector.POWER_CUT: "critical",
-    Detector.RELEASE: "warning",
-    Detector.PLUME: "info",
-    Detector.ANOMALY: "warning",
-    Detector.SPIKE: "maintenance",
-    Detector.STUCK: "maintenance",
-    Detector.OUT_OF_RANGE: "maintenance",
-    Detector.GAP: "maintenance",
-    Detector.CO2_WITHOUT_FLOW: "maintenance",
-    Detector.LOAD_WITHOUT_FLOW: "maintenance",
-    Detector.INTENSITY_ABOVE_BENCHMARK: "warning",
-    Detector.HOUR_INVALID: "info",
-    Detector.DRIFT: "maintenance",
-    Detector.IMPLAUSIBLE_CO2_O2: "maintenance",
-    Detector.MASS_RATE_STEP: "maintenance",
-    Detector.NEIGHBOUR_DRIFT: "maintenance",
-}
+DETECTOR_SEVERITY: dict[Detector, str] = {d: str(_SPECS[d.value].severity) for d in Detector}
 
 _KIND_ALIASES = {
     "mine": Kind.MINE,

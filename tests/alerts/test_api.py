@@ -99,7 +99,7 @@ async def test_list_filters_and_show_history(api: Api) -> None:
     await api.store.apply_detections(
         [
             det(device="im/a/t1"),
-            det(device="im/b/t1", detector="rising_trend", severity=Severity.WARNING),
+            det(device="im/b/t1", detector="anomaly", severity=Severity.WARNING),
         ],
         datetime.now(UTC),
     )

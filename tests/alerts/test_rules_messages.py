@@ -22,22 +22,23 @@ RULES = AlertsSettings().rules
 
 
 def test_default_rules_map_detectors_to_alert_severities() -> None:
-    """Power cut and sudden release critical, rising trend warning, faults maintenance."""
+    """Power cut and release critical, an anomaly a warning, faults maintenance (the names
+    are the engine's, from the detector catalogue)."""
     assert classify(det(detector="power_cut", severity=Severity.WARNING), RULES).severity == (
         "critical"
     )
-    assert classify(det(detector="sudden_release"), RULES).severity == "critical"
-    assert classify(det(detector="rising_trend"), RULES).severity == "warning"
+    assert classify(det(detector="release"), RULES).severity == "critical"
+    assert classify(det(detector="anomaly"), RULES).severity == "warning"
     fault = classify(det(detector="stuck", severity=Severity.WARNING), RULES)
     assert fault.severity == "maintenance"
     assert fault.group_key == "im/shendong-3/sensor/im/shendong-3/t1-04"
 
 
 def test_gas_detections_at_one_site_share_a_group_key() -> None:
-    """Alarm, trend and power cut at one site group together; another site does not."""
+    """Alarm, release and power cut at one site group together; another site does not."""
     keys = {
         classify(det(device=f"im/shendong-3/s{i}", detector=d), RULES).group_key
-        for i, d in enumerate(["threshold_alarm", "rising_trend", "power_cut"])
+        for i, d in enumerate(["threshold_alarm", "release", "power_cut"])
     }
     assert keys == {"im/shendong-3/gas"}
     assert classify(det(device="im/other/s1"), RULES).group_key == "im/other/gas"

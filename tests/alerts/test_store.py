@@ -93,7 +93,7 @@ async def test_repeated_detections_of_one_device_join_its_alert(store: AlertStor
 async def test_release_seen_by_five_sensors_is_one_alert(store: AlertStore) -> None:
     """Five sensors at one site alarming together make one alert naming five devices."""
     batch = [
-        det(device=f"im/shendong-3/s{i}", detector="threshold_alarm", severity=Severity.WARNING)
+        det(device=f"im/shendong-3/s{i}", detector="anomaly", severity=Severity.WARNING)
         for i in range(5)
     ]
     await store.apply_detections(batch, T0)
@@ -114,9 +114,9 @@ async def test_other_site_gets_its_own_alert(store: AlertStore) -> None:
 async def test_power_cut_raises_a_warning_alert_to_critical_and_notifies_again(
     store: AlertStore,
 ) -> None:
-    """A rising trend is a warning; a power cut at the same site raises it to critical once."""
+    """An anomaly is a warning; a power cut at the same site raises it to critical once."""
     await store.apply_detections(
-        [det(detector="rising_trend", severity=Severity.WARNING, value=0.9)], T0
+        [det(detector="anomaly", severity=Severity.WARNING, value=0.9)], T0
     )
     (alert,) = await store.list_alerts(AlertFilter())
     assert alert.severity == "warning"
@@ -257,7 +257,7 @@ async def test_silence_suppresses_notifications_but_keeps_the_record(
 
 async def test_silencing_an_alert_drops_its_queued_notifications(store: AlertStore) -> None:
     """Silencing an alert marks its not-yet-sent notifications suppressed and later ones too."""
-    await store.apply_detections([det(detector="rising_trend", severity=Severity.WARNING)], T0)
+    await store.apply_detections([det(detector="anomaly", severity=Severity.WARNING)], T0)
     (alert,) = await store.list_alerts(AlertFilter())
     s = await store.silence_alert(alert.alert_id, "li.na", 600, "known issue", T0)
     assert s.alert_id == alert.alert_id
