@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from core.settings import DbSettings
-from ghgwatch.grafana import DASHBOARD_UIDS, build_dashboards, dashboard_json
+from dashboards import DASHBOARD_UIDS, build_dashboards, dashboard_json
 from processors.storage import migrate
 
 INTERVAL = "1m"
@@ -234,7 +234,7 @@ async def seeded_db(pg_url: str) -> str:
 
 
 def test_committed_dashboards_match_the_builder(repo_root: Path) -> None:
-    """deploy/grafana/dashboards holds exactly what ghgwatch/grafana.py builds (no drift)."""
+    """deploy/grafana/dashboards holds exactly what the dashboards package builds (no drift)."""
     folder = repo_root / "deploy" / "grafana" / "dashboards"
     built = build_dashboards()
     assert sorted(built) == sorted(DASHBOARD_UIDS)
