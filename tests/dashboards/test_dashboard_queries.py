@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 
-from core.settings import DbSettings
+from core.settings import DbSettings, DetectionSettings
 from dashboards import DASHBOARD_UIDS, build_dashboards, dashboard_json
+from processors.detection import CemsAggregator
 from processors.storage import migrate
 
 INTERVAL = "1m"
@@ -105,7 +107,11 @@ def expand(sql: str, t_from: datetime, t_to: datetime, variables: dict[str, list
 
 async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
     """Devices of every kind with readings every minute for 2 hours, detections (one open,
-    one cleared per device) and dead letters."""
+    one cleared per device), derived series and dead letters.
+
+    The CEMS unit's derived series are what the detection engine's CEMS aggregator makes of
+    the seeded readings, as the detection service would store them.
+    """
     devices = [
         ("baotou/kundulun/pic-01", "city", None, {"co2_ppm": 425.0, "ch4_ppb": 2010.0}),
         ("ordos/kangbashi/pic-02", "city", None, {"co2_ppm": 418.0, "ch4_ppm": 2.0}),
@@ -192,14 +198,9 @@ async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
     derived = []
     for hour in range(3):
         ts = now.replace(minute=0, second=0) - timedelta(hours=hour)
-        for series, value in [
-            ("co2_mass_t_h_1h", 480.0),
-            ("intensity_g_kwh_1h", 890.0),
-            ("valid_minutes_1h", 60.0),
-        ]:
-            derived.append((ts, "beifang/dalate/unit-3", series, value, True))
         for device_id in ("baotou/kundulun/pic-01", "ordos/kangbashi/pic-02"):
             derived.append((ts, device_id, "co2_ppm_enhancement", 12.5, True))
+    derived += _engine_derived([r for r in rows if r[1] == "beifang/dalate/unit-3"])
     await conn.copy_records_to_table(
         "derived", records=derived, columns=["ts", "device_id", "series", "value", "valid"]
     )
@@ -219,6 +220,39 @@ async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
             bytes([i]) * 32,
             at,
         )
+
+
+def _engine_derived(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The derived rows the engine's CEMS aggregator computes from (ts, device, metric, value,
+    flag, ...) readings, NaN stored as NULL like the detection service does."""
+    streams = sorted({(r[1], r[2]) for r in rows})
+    index = {s: i for i, s in enumerate(streams)}
+    rows = sorted(rows, key=lambda r: r[0])
+    _events, out = CemsAggregator(DetectionSettings()).process(
+        [d for d, _ in streams],
+        [m for _, m in streams],
+        np.asarray([index[(r[1], r[2])] for r in rows], np.intp),
+        np.asarray([int(r[0].timestamp()) * 1_000_000_000 for r in rows], np.int64),
+        np.asarray([r[3] for r in rows], np.float64),
+        np.asarray([r[4] == "N" for r in rows], np.bool_),
+    )
+    return [
+        (
+            datetime.fromtimestamp(ts / 1e9, UTC),
+            device,
+            series,
+            value if np.isfinite(value) else None,
+            valid,
+        )
+        for ts, device, series, value, valid in zip(
+            out.ts_ns.tolist(),
+            out.device_id,
+            out.series,
+            out.value.tolist(),
+            out.valid.tolist(),
+            strict=True,
+        )
+    ]
 
 
 @pytest.fixture
@@ -355,3 +389,43 @@ async def test_cems_emission_rate_follows_the_hj75_formula(seeded_db: str, repo_
     assert rows[0]["intensity_g_kwh"] == pytest.approx(
         rows[0]["co2_t_h"] * 1000 / rows[0]["load_mw"], rel=1e-9
     )
+
+
+async def test_cems_panels_show_the_engine_derived_series(seeded_db: str, repo_root: Path) -> None:
+    """The CEMS emission rate is the engine's number: the table and the minute graph read the
+    derived series the detection service stores, not a second copy of the HJ 75 formula."""
+    board = _dashboards(repo_root)["ghgwatch-cems"]
+    by_title = {p["title"]: p for p in _panels(board)}
+    t_to = datetime.now(UTC) + timedelta(minutes=1)
+    t_from = t_to - timedelta(hours=3)
+    variables = {
+        "network": ["beifang"],
+        "site": ["dalate"],
+        "device": ["beifang/dalate/unit-3"],
+    }
+    conn = await asyncpg.connect(seeded_db)
+    try:
+        engine = await conn.fetchrow(
+            """SELECT avg(value) AS g, count(*) AS n, sum(value) AS total FROM derived
+               WHERE series = 'co2_mass_t_h' AND valid"""
+        )
+        table = await conn.fetch(
+            expand(
+                by_title["Units over the selected range"]["targets"][0]["rawSql"],
+                t_from,
+                t_to,
+                variables,
+            )
+        )
+        graph = await conn.fetch(
+            expand(
+                by_title["CO2 mass emission rate"]["targets"][0]["rawSql"], t_from, t_to, variables
+            )
+        )
+    finally:
+        await conn.close()
+    assert engine["n"] > 100
+    assert table[0]["co2_t_h"] == pytest.approx(engine["g"], rel=1e-12)
+    assert table[0]["valid_minutes"] == engine["n"]
+    # $__interval is one minute here: one graph point per engine minute.
+    assert sum(r["co2_t_h"] for r in graph) == pytest.approx(engine["total"], rel=1e-12)
