@@ -2,7 +2,8 @@
 
 The MQTT wire schemas and their validation (:mod:`wire.schemas`, :mod:`wire.validate`), the
 topic scheme (:mod:`wire.topics`), the columnar Kafka record of readings (:mod:`wire.batch`),
-timestamp parsing (:mod:`wire.timestamps`) and the detection events (:mod:`wire.events`).
+timestamp parsing (:mod:`wire.timestamps`), the detection events (:mod:`wire.events`) and what
+a CEMS unit's channels mean together, the HJ 75 formula (:mod:`wire.cems`).
 Importing it loads pydantic and numpy, never a broker or database driver.
 """
 
@@ -16,6 +17,7 @@ from wire.batch import (
     epoch_us,
     from_epoch_us,
 )
+from wire.cems import CO2_MG_M3_PER_PPM, co2_mass_rate_t_h, dry_standard_flow_m3_h
 from wire.events import DetectionRecord, DetectionState, Severity, detection_id
 from wire.schemas import (
     MAX_FUTURE_SKEW,
@@ -53,6 +55,7 @@ from wire.validate import (
 __all__ = [
     "BATCH_MAGIC",
     "BATCH_VERSION",
+    "CO2_MG_M3_PER_PPM",
     "DATA_CHANNEL",
     "MAX_FUTURE_SKEW",
     "MAX_PAYLOAD_BYTES",
@@ -79,8 +82,10 @@ __all__ = [
     "SinglePayload",
     "SourceKind",
     "WireReading",
+    "co2_mass_rate_t_h",
     "data_subscription",
     "detection_id",
+    "dry_standard_flow_m3_h",
     "epoch_us",
     "from_epoch_us",
     "parse_data_topic",
