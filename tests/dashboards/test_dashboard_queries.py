@@ -339,25 +339,41 @@ async def test_every_panel_and_variable_query_returns_rows(seeded_db: str, repo_
     assert checked >= 30
 
 
+async def _panel_rows(
+    db_url: str, repo_root: Path, uid: str, title: str, variables: dict[str, list[str]]
+) -> list[asyncpg.Record]:
+    """The rows of a panel's first query over the last 3 hours, variables as given."""
+    board = _dashboards(repo_root)[uid]
+    panel = next(p for p in _panels(board) if p["title"] == title)
+    t_to = datetime.now(UTC) + timedelta(minutes=1)
+    sql = expand(panel["targets"][0]["rawSql"], t_to - timedelta(hours=3), t_to, variables)
+    conn = await asyncpg.connect(db_url)
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+_CEMS_UNIT = {
+    "network": ["beifang"],
+    "site": ["dalate"],
+    "device": ["beifang/dalate/unit-3"],
+}
+
+
 async def test_mine_alarm_table_lists_only_the_sensor_above_its_level(
     seeded_db: str, repo_root: Path
 ) -> None:
     """The mine table lists the T1 sensor at 1.2 % (alarm 1.0 %), not the main-return one."""
-    board = _dashboards(repo_root)["ghgwatch-mine"]
-    panel = next(p for p in _panels(board) if p["title"] == "Sensors at or above their alarm level")
-    t_to = datetime.now(UTC) + timedelta(minutes=1)
     variables = {
         "network": ["ordos-coal"],
         "site": ["buertai"],
         "location": ["T1", "main_return"],
         "device": ["ordos-coal/buertai/t1-0302", "ordos-coal/buertai/main-01"],
     }
-    sql = expand(panel["targets"][0]["rawSql"], t_to - timedelta(hours=3), t_to, variables)
-    conn = await asyncpg.connect(seeded_db)
-    try:
-        rows = await conn.fetch(sql)
-    finally:
-        await conn.close()
+    rows = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-mine", "Sensors at or above their alarm level", variables
+    )
     assert [(r["sensor"], r["location"], r["alarm_pct_vol"]) for r in rows] == [
         ("ordos-coal/buertai/t1-0302", "T1", 1.0)
     ]
@@ -366,20 +382,9 @@ async def test_mine_alarm_table_lists_only_the_sensor_above_its_level(
 
 async def test_cems_emission_rate_follows_the_hj75_formula(seeded_db: str, repo_root: Path) -> None:
     """The CEMS table's CO2 t/h equals C × Q_sn computed by hand for the seeded unit."""
-    board = _dashboards(repo_root)["ghgwatch-cems"]
-    panel = next(p for p in _panels(board) if p["title"] == "Units over the selected range")
-    t_to = datetime.now(UTC) + timedelta(minutes=1)
-    variables = {
-        "network": ["beifang"],
-        "site": ["dalate"],
-        "device": ["beifang/dalate/unit-3"],
-    }
-    sql = expand(panel["targets"][0]["rawSql"], t_to - timedelta(hours=3), t_to, variables)
-    conn = await asyncpg.connect(seeded_db)
-    try:
-        rows = await conn.fetch(sql)
-    finally:
-        await conn.close()
+    rows = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-cems", "Units over the selected range", _CEMS_UNIT
+    )
     assert len(rows) == 1
     # Seeded values drift by 0.001 per minute; the hand value uses the mid-range ones.
     c_mg_m3 = 12.06 * 10_000 * 1.965
@@ -394,36 +399,20 @@ async def test_cems_emission_rate_follows_the_hj75_formula(seeded_db: str, repo_
 async def test_cems_panels_show_the_engine_derived_series(seeded_db: str, repo_root: Path) -> None:
     """The CEMS emission rate is the engine's number: the table and the minute graph read the
     derived series the detection service stores, not a second copy of the HJ 75 formula."""
-    board = _dashboards(repo_root)["ghgwatch-cems"]
-    by_title = {p["title"]: p for p in _panels(board)}
-    t_to = datetime.now(UTC) + timedelta(minutes=1)
-    t_from = t_to - timedelta(hours=3)
-    variables = {
-        "network": ["beifang"],
-        "site": ["dalate"],
-        "device": ["beifang/dalate/unit-3"],
-    }
     conn = await asyncpg.connect(seeded_db)
     try:
         engine = await conn.fetchrow(
             """SELECT avg(value) AS g, count(*) AS n, sum(value) AS total FROM derived
                WHERE series = 'co2_mass_t_h' AND valid"""
         )
-        table = await conn.fetch(
-            expand(
-                by_title["Units over the selected range"]["targets"][0]["rawSql"],
-                t_from,
-                t_to,
-                variables,
-            )
-        )
-        graph = await conn.fetch(
-            expand(
-                by_title["CO2 mass emission rate"]["targets"][0]["rawSql"], t_from, t_to, variables
-            )
-        )
     finally:
         await conn.close()
+    table = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-cems", "Units over the selected range", _CEMS_UNIT
+    )
+    graph = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-cems", "CO2 mass emission rate", _CEMS_UNIT
+    )
     assert engine["n"] > 100
     assert table[0]["co2_t_h"] == pytest.approx(engine["g"], rel=1e-12)
     assert table[0]["valid_minutes"] == engine["n"]
