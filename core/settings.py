@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,6 +52,7 @@ __all__ = [
     "NotifierTarget",
     "ProcessorSettings",
     "Settings",
+    "TopicRoot",
     "describe_validation_error",
     "load_settings",
 ]
@@ -90,6 +99,36 @@ def _installation_client_id() -> str:
     return _CLIENT_ID_PREFIX + digest.hexdigest()[:_CLIENT_ID_HEX]
 
 
+def _check_topic_root(root: str) -> str:
+    """Refuse an MQTT topic root that cannot prefix a topic; return it unchanged.
+
+    Topics are ``<root>/...``: a wildcard would make a subscription match other roots' topics
+    (and is not allowed in a published topic at all), a leading, trailing or doubled ``/``
+    adds an empty level no device publishes under, and whitespace or NUL is a typo brokers
+    treat as part of the name.
+    """
+    problems = []
+    if not root:
+        problems.append("it is empty")
+    if "+" in root or "#" in root:
+        problems.append("it has an MQTT wildcard ('+' or '#')")
+    if root.startswith("/") or root.endswith("/"):
+        problems.append("it starts or ends with '/'")
+    if "//" in root:
+        problems.append("it has an empty level ('//')")
+    if "\x00" in root:
+        problems.append("it has a NUL character")
+    if any(ch.isspace() for ch in root):
+        problems.append("it has whitespace")
+    if problems:
+        raise ValueError(f"MQTT topic root {root!r} is not usable: {'; '.join(problems)}")
+    return root
+
+
+# An MQTT topic root: one or more non-empty levels without wildcards, e.g. "ghg/v1".
+TopicRoot = Annotated[str, AfterValidator(_check_topic_root)]
+
+
 class MqttSettings(_Section):
     """MQTT broker connection and the bridge's subscription."""
 
@@ -113,7 +152,7 @@ class MqttSettings(_Section):
         description='MQTT version the bridge and simulator speak; "3.1.1" for brokers without'
         " v5 (amqtt): persistent session via clean_session=False, no ReceiveMaximum",
     )
-    topic_root: str = Field(default="ghg/v1", description="Root of the wire topic scheme")
+    topic_root: TopicRoot = Field(default="ghg/v1", description="Root of the wire topic scheme")
     qos: Literal[0, 1] = 1
     keepalive_s: int = Field(default=30, ge=5)
     session_expiry_s: int = Field(
@@ -345,7 +384,7 @@ class NotifierTarget(_Section):
         default=None, description="DingTalk signing secret (SEC...); webhook: HMAC-SHA256 key"
     )
     email_to: tuple[str, ...] = ()
-    topic: str | None = Field(default=None, description="mqtt: topic root, None = alerts'")
+    topic: TopicRoot | None = Field(default=None, description="mqtt: topic root, None = alerts'")
     language: Literal["zh", "en", "both"] = "both"
 
 
@@ -422,7 +461,7 @@ class AlertsSettings(ConsumerSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str = "ghgwatch@localhost"
     smtp_starttls: bool = False
-    mqtt_topic_root: str = "ghg/v1/alerts"
+    mqtt_topic_root: TopicRoot = "ghg/v1/alerts"
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=9643, ge=0, le=65535)
     api_tokens: dict[str, SecretStr] = Field(

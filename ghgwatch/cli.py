@@ -18,7 +18,7 @@ from alerts import AlertApi, AlertConsole, AlertService
 from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
-from ghgwatch.grafana import export_dashboards
+from dashboards import export_dashboards
 from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import UpOptions, run_up
 from ingest import Bridge

@@ -13,10 +13,10 @@ What it does, in order:
    taken; the bridge and the processor serve their own endpoints), write
    ``data_dir/endpoints.json`` so ``ghgwatch status`` in another terminal finds everything,
    and print where everything is.
-3. Run the processor, the alert service, the detector, the bridge and
+3. Run the processor, the alert service and its on-call API, the detector, the bridge and
    (``--simulate``) the simulator as tasks in this process.
 4. On the stop event, ``timeout_s`` or the first failing service: stop them in reverse order
-   (simulator, bridge, detector, alert service, processor; each given
+   (simulator, bridge, detection service, on-call API, alert service, processor; each given
    ``SERVICE_STOP_TIMEOUT_S``), then the embedded services in reverse start order. A failed
    service makes ``run_up`` raise, so the CLI exits non-zero with its error.
 """

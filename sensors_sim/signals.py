@@ -17,10 +17,10 @@ import numpy as np
 
 from sensors_sim.arrays import BoolArray, FloatArray, IntArray
 from sensors_sim.profiles import Fleet, pressure_at_altitude_hpa
+from wire import co2_mass_rate_t_h, dry_standard_flow_m3_h
 from wire.schemas import SourceKind
 
 __all__ = [
-    "CO2_MG_M3_PER_PPM",
     "COAL_CO2_T_PER_TCE",
     "Sample",
     "SignalModel",
@@ -34,10 +34,7 @@ YEAR_S = 365.2425 * DAY_S
 _TWO_PI = 2.0 * np.pi
 # Tonnes of CO2 per tonne of standard coal equivalent burnt (Chinese default for coal, ~2.66).
 COAL_CO2_T_PER_TCE = 2.66
-# mg/m³ of CO2 per ppm at standard conditions: 44.01 / 22.4 (HJ 75 practice).
-CO2_MG_M3_PER_PPM = 44.01 / 22.4
-_T0_K = 273.15
-_P0_PA = 101_325.0
+_KG_PER_T = 1000.0
 # Red-noise memory per state channel (seconds), per kind.
 _TAUS_S: dict[SourceKind, tuple[float, ...]] = {
     # co2, ch4, wind speed, wind dir, temperature, pressure, humidity
@@ -232,14 +229,15 @@ def _cems(
     moisture = np.clip(p["moisture_base_pct"] + 0.8 * (frac - 0.7) + 0.3 * red[:, 5], 1.0, 30.0)
     # Flow follows from the unit's emission intensity so that the CEMS arithmetic of HJ 75
     # (dry, standard conditions) gives back a plausible g CO2/kWh near its class benchmark;
-    # heat rate worsens at part load.
+    # heat rate worsens at part load. The formula is the engine's own (wire.cems), inverted:
+    # both its steps are linear in the flow, so a unit flow gives the factor to divide by.
     intensity_g_kwh = (
         p["coal_g_kwh"] * p["performance"] * (1.0 + 0.10 * (1.0 - frac)) * COAL_CO2_T_PER_TCE
     )
-    mass_kg_h = intensity_g_kwh * load
-    conc_mg_m3 = co2 * 10_000.0 * CO2_MG_M3_PER_PPM
-    dry_std_m3_h = mass_kg_h / (conc_mg_m3 * 1e-6)
-    to_std = _T0_K / (_T0_K + temp) * (baro + static) / _P0_PA * (1.0 - moisture / 100.0)
+    mass_t_h = intensity_g_kwh * load / _KG_PER_T  # g/kWh x MW = kg/h
+    ones = np.ones(n)
+    dry_std_m3_h = mass_t_h / co2_mass_rate_t_h(co2, ones)
+    to_std = dry_standard_flow_m3_h(ones, temp, baro, static, moisture)
     flow = dry_std_m3_h / to_std * (1.0 + 0.015 * red[:, 2])
     out[:, 0] = load + rng.normal(0.0, 0.002, n) * p["capacity_mw"]
     out[:, 1] = co2

@@ -15,6 +15,7 @@ PACKAGES = [
     "wire",
     "adapters",
     "ghgwatch",
+    "dashboards",
     "ingest",
     "processors",
     "processors.detection",

@@ -2,8 +2,9 @@
 
 The MQTT wire schemas and their validation (:mod:`wire.schemas`, :mod:`wire.validate`), the
 topic scheme (:mod:`wire.topics`), the columnar Kafka record of readings (:mod:`wire.batch`),
-timestamp parsing (:mod:`wire.timestamps`), the detection events (:mod:`wire.events`) and the
-detector catalogue they name (:mod:`wire.detectors`).
+timestamp parsing (:mod:`wire.timestamps`), the detection events (:mod:`wire.events`), the
+detector catalogue they name (:mod:`wire.detectors`) and what a CEMS unit's channels mean
+together, the HJ 75 formula (:mod:`wire.cems`).
 Importing it loads pydantic and numpy, never a broker or database driver.
 """
 
@@ -17,6 +18,7 @@ from wire.batch import (
     epoch_us,
     from_epoch_us,
 )
+from wire.cems import CO2_MG_M3_PER_PPM, co2_mass_rate_t_h, dry_standard_flow_m3_h
 from wire.detectors import (
     DETECTORS,
     KNOWN_DETECTORS,
@@ -64,6 +66,7 @@ from wire.validate import (
 __all__ = [
     "BATCH_MAGIC",
     "BATCH_VERSION",
+    "CO2_MG_M3_PER_PPM",
     "DATA_CHANNEL",
     "DETECTORS",
     "KNOWN_DETECTORS",
@@ -95,9 +98,11 @@ __all__ = [
     "SinglePayload",
     "SourceKind",
     "WireReading",
+    "co2_mass_rate_t_h",
     "data_subscription",
     "detection_id",
     "detector_spec",
+    "dry_standard_flow_m3_h",
     "epoch_us",
     "from_epoch_us",
     "parse_data_topic",

@@ -10,12 +10,7 @@ from processors.detection.catalogue import (
     infer_location,
     parse_kind,
 )
-from processors.detection.cems import (
-    CEMS_PARAMS,
-    CemsAggregator,
-    co2_mass_rate_t_h,
-    dry_standard_flow_m3_h,
-)
+from processors.detection.cems import CEMS_PARAMS, CemsAggregator
 from processors.detection.engine import DetectionEngine, EngineOutput, flag_codes
 from processors.detection.neighbours import NeighbourCheck
 from processors.detection.records import ns_to_datetime, to_records
@@ -39,8 +34,6 @@ __all__ = [
     "StreamInfo",
     "StreamTable",
     "TrendMode",
-    "co2_mass_rate_t_h",
-    "dry_standard_flow_m3_h",
     "flag_codes",
     "infer_kind",
     "infer_location",

@@ -1,10 +1,9 @@
 """CEMS: minute and hour CO2 mass emission rates on a dry standard basis (HJ 75/76), vectorised.
 
 Per unit (device) the readings of its channels are averaged per minute (flagged readings
-excluded), a minute closes when the unit sends a reading from a later minute, and
-
-    Q_sn = Q_s × 273.15 / (273.15 + t_s) × (B_a + P_s) / 101325 × (1 − X_sw)
-    G (t/h) = C_CO2 (% vol) × 10⁴ ppm × 44.01 / 22.414 mg/m³ per ppm × Q_sn × 10⁻⁹
+excluded), a minute closes when the unit sends a reading from a later minute, and the
+minute's dry standard flow Q_sn and CO2 mass rate G follow the HJ 75 formula of
+:mod:`wire.cems`, the one copy the simulator uses too.
 
 A minute is valid with ``min_samples_per_minute`` valid CO2 and flow samples plus a flue
 temperature and moisture (static pressure defaults to 0 Pa, barometric pressure to
@@ -31,14 +30,9 @@ from processors.detection.tables import (
     concat_derived,
     concat_events,
 )
+from wire import co2_mass_rate_t_h, dry_standard_flow_m3_h
 
-__all__ = [
-    "CEMS_PARAMS",
-    "CO2_MG_M3_PER_PPM",
-    "CemsAggregator",
-    "co2_mass_rate_t_h",
-    "dry_standard_flow_m3_h",
-]
+__all__ = ["CEMS_PARAMS", "CemsAggregator"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -48,10 +42,6 @@ _P = {name: i for i, name in enumerate(CEMS_PARAMS)}
 _CO2, _FLOW, _TEMP, _PS, _BA = 0, 1, 2, 3, 4
 _MOIST, _O2, _LOAD = 5, 6, 7
 NP = len(CEMS_PARAMS)
-T0_K = 273.15
-P0_PA = 101_325.0
-CO2_MG_M3_PER_PPM = 44.01 / 22.414
-PPM_PER_PCT = 10_000.0
 NS_PER_MIN = 60_000_000_000
 MIN_PER_HOUR = 60
 _UNIT_SHIFT = 32
@@ -61,27 +51,6 @@ _G_PER_T = 1e6
 
 def _bincount(idx: npt.NDArray[np.intp] | I64, weights: F64, size: int) -> F64:
     return np.asarray(np.bincount(idx, weights=weights, minlength=size), np.float64)
-
-
-def dry_standard_flow_m3_h(
-    flow_m3_h: F64, flue_temp_c: F64, baro_pa: F64, static_pa: F64, moisture_pct: F64
-) -> F64:
-    """Flue-gas flow at dry standard conditions (273.15 K, 101.325 kPa), HJ 75 formula."""
-    return np.asarray(
-        flow_m3_h
-        * T0_K
-        / (T0_K + flue_temp_c)
-        * (baro_pa + static_pa)
-        / P0_PA
-        * (1.0 - moisture_pct / 100.0),
-        np.float64,
-    )
-
-
-def co2_mass_rate_t_h(co2_pct_vol: F64, q_sn_m3_h: F64) -> F64:
-    """CO2 mass emission rate in t/h from a dry CO2 % vol and a dry standard flow."""
-    mg_m3 = co2_pct_vol * PPM_PER_PCT * CO2_MG_M3_PER_PPM
-    return np.asarray(mg_m3 * q_sn_m3_h * 1e-9, np.float64)
 
 
 def _period_groups(u: I64, period: I64, open_period: I64) -> tuple[I64, I64, I64, I64, I64, I64]:

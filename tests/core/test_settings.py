@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from core.settings import Settings, load_settings
+from core.settings import AlertsSettings, MqttSettings, NotifierTarget, Settings, load_settings
 
 
 def test_environment_variables_use_the_prefix_and_double_underscore_nesting(
@@ -113,3 +113,47 @@ def test_with_endpoints_fills_only_unset_urls() -> None:
     assert filled.kafka_bootstrap() == "embedded:2"
     assert filled.db_url() == "postgresql://e/3"
     assert s.kafka.bootstrap is None  # the original is untouched
+
+
+_BAD_TOPIC_ROOTS = [
+    ("", "empty"),
+    ("ghg/+/v1", "wildcard"),
+    ("ghg/#", "wildcard"),
+    ("/ghg/v1", "'/'"),
+    ("ghg/v1/", "'/'"),
+    ("ghg//v1", "empty level"),
+    ("ghg/v 1", "whitespace"),
+    ("ghg/v1\n", "whitespace"),
+    ("ghg/\x00v1", "NUL"),
+]
+
+
+@pytest.mark.parametrize(("root", "why"), _BAD_TOPIC_ROOTS)
+def test_topic_roots_that_cannot_prefix_a_topic_are_refused(root: str, why: str) -> None:
+    """Every MQTT topic-root setting refuses what would make topics no broker matches or a
+    subscription that matches everything, and says why."""
+    for build in (
+        lambda: MqttSettings(topic_root=root),
+        lambda: AlertsSettings(mqtt_topic_root=root),
+        lambda: NotifierTarget(name="siren", type="mqtt", topic=root),
+    ):
+        with pytest.raises(ValidationError, match="topic root") as err:
+            build()
+        assert why in str(err.value)
+
+
+def test_topic_root_from_the_environment_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GHGWATCH_MQTT__TOPIC_ROOT=ghg/# fails at start-up, not as a subscription to all."""
+    monkeypatch.setenv("GHGWATCH_MQTT__TOPIC_ROOT", "ghg/#")
+    with pytest.raises(ValidationError, match=r"mqtt\.topic_root"):
+        Settings()
+
+
+def test_good_topic_roots_are_kept_as_given() -> None:
+    """Ordinary roots, one level or many, pass unchanged; an unset notifier topic stays None."""
+    assert MqttSettings(topic_root="ghg").topic_root == "ghg"
+    assert MqttSettings().topic_root == "ghg/v1"
+    assert AlertsSettings(mqtt_topic_root="site-a/ghg/v1/alerts").mqtt_topic_root == (
+        "site-a/ghg/v1/alerts"
+    )
+    assert NotifierTarget(name="siren", type="mqtt").topic is None

@@ -167,3 +167,14 @@ async def test_shipped_mosquitto_conf_runs_and_refuses_anonymous_clients(
             await client.publish("ghg/v1/city/baotou/kundulun/picarro-01/status", b"x", qos=1)
     finally:
         await broker.stop()
+
+
+def test_the_image_copies_every_package_the_wheel_ships(repo_root: Path) -> None:
+    """The Dockerfile builds the wheel from COPYed folders: a package left out fails the build."""
+    import tomllib
+
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())
+    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    dockerfile = (repo_root / "deploy" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \1$", dockerfile, flags=re.MULTILINE))
+    assert set(packages) <= copied, f"not copied: {sorted(set(packages) - copied)}"

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 from sensors_sim import Fleet, SignalModel, build_fleet
-from sensors_sim.signals import CO2_MG_M3_PER_PPM, COAL_CO2_T_PER_TCE
+from sensors_sim.signals import COAL_CO2_T_PER_TCE
+from wire import CO2_MG_M3_PER_PPM
 from wire.schemas import MineLocation, SourceKind
 
 # 2026-01-15 00:00 local (UTC+8) and the same day at other hours.

@@ -12,10 +12,8 @@ from processors.detection import (
     DetectionEngine,
     Detector,
     EngineOutput,
-    co2_mass_rate_t_h,
-    dry_standard_flow_m3_h,
 )
-from wire import METRICS, SourceKind
+from wire import METRICS, SourceKind, co2_mass_rate_t_h, dry_standard_flow_m3_h
 
 NS = 1_000_000_000
 UNIT = "beifang/dalate/unit-1"

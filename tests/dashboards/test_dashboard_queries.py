@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 
-from core.settings import DbSettings
-from ghgwatch.grafana import DASHBOARD_UIDS, build_dashboards, dashboard_json
+from core.settings import DbSettings, DetectionSettings
+from dashboards import DASHBOARD_UIDS, build_dashboards, dashboard_json
+from processors.detection import CemsAggregator
 from processors.storage import migrate
 
 INTERVAL = "1m"
@@ -105,7 +107,11 @@ def expand(sql: str, t_from: datetime, t_to: datetime, variables: dict[str, list
 
 async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
     """Devices of every kind with readings every minute for 2 hours, detections (one open,
-    one cleared per device) and dead letters."""
+    one cleared per device), derived series and dead letters.
+
+    The CEMS unit's derived series are what the detection engine's CEMS aggregator makes of
+    the seeded readings, as the detection service would store them.
+    """
     devices = [
         ("baotou/kundulun/pic-01", "city", None, {"co2_ppm": 425.0, "ch4_ppb": 2010.0}),
         ("ordos/kangbashi/pic-02", "city", None, {"co2_ppm": 418.0, "ch4_ppm": 2.0}),
@@ -192,14 +198,9 @@ async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
     derived = []
     for hour in range(3):
         ts = now.replace(minute=0, second=0) - timedelta(hours=hour)
-        for series, value in [
-            ("co2_mass_t_h_1h", 480.0),
-            ("intensity_g_kwh_1h", 890.0),
-            ("valid_minutes_1h", 60.0),
-        ]:
-            derived.append((ts, "beifang/dalate/unit-3", series, value, True))
         for device_id in ("baotou/kundulun/pic-01", "ordos/kangbashi/pic-02"):
             derived.append((ts, device_id, "co2_ppm_enhancement", 12.5, True))
+    derived += _engine_derived([r for r in rows if r[1] == "beifang/dalate/unit-3"])
     await conn.copy_records_to_table(
         "derived", records=derived, columns=["ts", "device_id", "series", "value", "valid"]
     )
@@ -221,6 +222,39 @@ async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
         )
 
 
+def _engine_derived(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The derived rows the engine's CEMS aggregator computes from (ts, device, metric, value,
+    flag, ...) readings, NaN stored as NULL like the detection service does."""
+    streams = sorted({(r[1], r[2]) for r in rows})
+    index = {s: i for i, s in enumerate(streams)}
+    rows = sorted(rows, key=lambda r: r[0])
+    _events, out = CemsAggregator(DetectionSettings()).process(
+        [d for d, _ in streams],
+        [m for _, m in streams],
+        np.asarray([index[(r[1], r[2])] for r in rows], np.intp),
+        np.asarray([int(r[0].timestamp()) * 1_000_000_000 for r in rows], np.int64),
+        np.asarray([r[3] for r in rows], np.float64),
+        np.asarray([r[4] == "N" for r in rows], np.bool_),
+    )
+    return [
+        (
+            datetime.fromtimestamp(ts / 1e9, UTC),
+            device,
+            series,
+            value if np.isfinite(value) else None,
+            valid,
+        )
+        for ts, device, series, value, valid in zip(
+            out.ts_ns.tolist(),
+            out.device_id,
+            out.series,
+            out.value.tolist(),
+            out.valid.tolist(),
+            strict=True,
+        )
+    ]
+
+
 @pytest.fixture
 async def seeded_db(pg_url: str) -> str:
     """A migrated database with readings of every kind and a few dead letters."""
@@ -234,7 +268,7 @@ async def seeded_db(pg_url: str) -> str:
 
 
 def test_committed_dashboards_match_the_builder(repo_root: Path) -> None:
-    """deploy/grafana/dashboards holds exactly what ghgwatch/grafana.py builds (no drift)."""
+    """deploy/grafana/dashboards holds exactly what the dashboards package builds (no drift)."""
     folder = repo_root / "deploy" / "grafana" / "dashboards"
     built = build_dashboards()
     assert sorted(built) == sorted(DASHBOARD_UIDS)
@@ -305,25 +339,41 @@ async def test_every_panel_and_variable_query_returns_rows(seeded_db: str, repo_
     assert checked >= 30
 
 
+async def _panel_rows(
+    db_url: str, repo_root: Path, uid: str, title: str, variables: dict[str, list[str]]
+) -> list[asyncpg.Record]:
+    """The rows of a panel's first query over the last 3 hours, variables as given."""
+    board = _dashboards(repo_root)[uid]
+    panel = next(p for p in _panels(board) if p["title"] == title)
+    t_to = datetime.now(UTC) + timedelta(minutes=1)
+    sql = expand(panel["targets"][0]["rawSql"], t_to - timedelta(hours=3), t_to, variables)
+    conn = await asyncpg.connect(db_url)
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+_CEMS_UNIT = {
+    "network": ["beifang"],
+    "site": ["dalate"],
+    "device": ["beifang/dalate/unit-3"],
+}
+
+
 async def test_mine_alarm_table_lists_only_the_sensor_above_its_level(
     seeded_db: str, repo_root: Path
 ) -> None:
     """The mine table lists the T1 sensor at 1.2 % (alarm 1.0 %), not the main-return one."""
-    board = _dashboards(repo_root)["ghgwatch-mine"]
-    panel = next(p for p in _panels(board) if p["title"] == "Sensors at or above their alarm level")
-    t_to = datetime.now(UTC) + timedelta(minutes=1)
     variables = {
         "network": ["ordos-coal"],
         "site": ["buertai"],
         "location": ["T1", "main_return"],
         "device": ["ordos-coal/buertai/t1-0302", "ordos-coal/buertai/main-01"],
     }
-    sql = expand(panel["targets"][0]["rawSql"], t_to - timedelta(hours=3), t_to, variables)
-    conn = await asyncpg.connect(seeded_db)
-    try:
-        rows = await conn.fetch(sql)
-    finally:
-        await conn.close()
+    rows = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-mine", "Sensors at or above their alarm level", variables
+    )
     assert [(r["sensor"], r["location"], r["alarm_pct_vol"]) for r in rows] == [
         ("ordos-coal/buertai/t1-0302", "T1", 1.0)
     ]
@@ -332,20 +382,9 @@ async def test_mine_alarm_table_lists_only_the_sensor_above_its_level(
 
 async def test_cems_emission_rate_follows_the_hj75_formula(seeded_db: str, repo_root: Path) -> None:
     """The CEMS table's CO2 t/h equals C × Q_sn computed by hand for the seeded unit."""
-    board = _dashboards(repo_root)["ghgwatch-cems"]
-    panel = next(p for p in _panels(board) if p["title"] == "Units over the selected range")
-    t_to = datetime.now(UTC) + timedelta(minutes=1)
-    variables = {
-        "network": ["beifang"],
-        "site": ["dalate"],
-        "device": ["beifang/dalate/unit-3"],
-    }
-    sql = expand(panel["targets"][0]["rawSql"], t_to - timedelta(hours=3), t_to, variables)
-    conn = await asyncpg.connect(seeded_db)
-    try:
-        rows = await conn.fetch(sql)
-    finally:
-        await conn.close()
+    rows = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-cems", "Units over the selected range", _CEMS_UNIT
+    )
     assert len(rows) == 1
     # Seeded values drift by 0.001 per minute; the hand value uses the mid-range ones.
     c_mg_m3 = 12.06 * 10_000 * 1.965
@@ -355,3 +394,27 @@ async def test_cems_emission_rate_follows_the_hj75_formula(seeded_db: str, repo_
     assert rows[0]["intensity_g_kwh"] == pytest.approx(
         rows[0]["co2_t_h"] * 1000 / rows[0]["load_mw"], rel=1e-9
     )
+
+
+async def test_cems_panels_show_the_engine_derived_series(seeded_db: str, repo_root: Path) -> None:
+    """The CEMS emission rate is the engine's number: the table and the minute graph read the
+    derived series the detection service stores, not a second copy of the HJ 75 formula."""
+    conn = await asyncpg.connect(seeded_db)
+    try:
+        engine = await conn.fetchrow(
+            """SELECT avg(value) AS g, count(*) AS n, sum(value) AS total FROM derived
+               WHERE series = 'co2_mass_t_h' AND valid"""
+        )
+    finally:
+        await conn.close()
+    table = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-cems", "Units over the selected range", _CEMS_UNIT
+    )
+    graph = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-cems", "CO2 mass emission rate", _CEMS_UNIT
+    )
+    assert engine["n"] > 100
+    assert table[0]["co2_t_h"] == pytest.approx(engine["g"], rel=1e-12)
+    assert table[0]["valid_minutes"] == engine["n"]
+    # $__interval is one minute here: one graph point per engine minute.
+    assert sum(r["co2_t_h"] for r in graph) == pytest.approx(engine["total"], rel=1e-12)
