@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from alerts import AlertMessage, classify, render_text
+from core.errors import ConfigurationError
 from core.settings import (
     DEFAULT_ALERT_RULES,
     AlertRule,
@@ -139,7 +140,7 @@ def test_settings_file_with_an_old_detector_name_fails_to_load(tmp_path: Path) -
     """A TOML configuration still naming ``sudden_release`` does not load silently."""
     cfg = tmp_path / "ghgwatch.toml"
     cfg.write_text('[[alerts.rules]]\nname = "gas"\ndetectors = ["sudden_release"]\n')
-    with pytest.raises(ValidationError, match="unknown detector 'sudden_release'"):
+    with pytest.raises(ConfigurationError, match="unknown detector 'sudden_release'"):
         load_settings(cfg)
 
 

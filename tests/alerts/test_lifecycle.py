@@ -88,7 +88,8 @@ def test_a_critical_detection_opens_an_alert_that_escalates_after_the_set_time()
 
 def test_warnings_and_disabled_escalation_set_no_deadline() -> None:
     """Only critical alerts escalate, and only while max_escalations allows any."""
-    assert open_detection(det(detector="threshold_alarm"), CFG, T0).next_escalation_at is None
+    # anomaly is a warning in the detector catalogue (threshold_alarm became critical).
+    assert open_detection(det(detector="anomaly"), CFG, T0).next_escalation_at is None
     off = CFG.model_copy(update={"max_escalations": 0})
     assert open_detection(det(), off, T0).next_escalation_at is None
 
