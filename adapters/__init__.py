@@ -1,9 +1,10 @@
 """adapters: the shared edges to Kafka, PostgreSQL, Prometheus and the local machine.
 
 The Kafka adapter and its error mapping (:mod:`adapters.kafka`), the offset checkpoint
-(:mod:`adapters.checkpoint`), PostgreSQL error mapping (:mod:`adapters.pgerrors`), the metrics
-endpoint (:mod:`adapters.metrics`) and local ports (:mod:`adapters.ports`). Driver errors are
-translated onto :mod:`core.errors` here and nowhere else.
+(:mod:`adapters.checkpoint`), PostgreSQL error mapping (:mod:`adapters.pgerrors`), the wait for
+a database at start (:mod:`adapters.pg`), the metrics endpoint (:mod:`adapters.metrics`) and
+local ports (:mod:`adapters.ports`). Driver errors are translated onto :mod:`core.errors` here
+and nowhere else.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from adapters.kafka import (
     started_client,
 )
 from adapters.metrics import MetricsServer
+from adapters.pg import redact_url, wait_for_database
 from adapters.pgerrors import map_pg_error, pg_errors
 from adapters.ports import free_port, pid_alive, port_is_free
 
@@ -45,5 +47,7 @@ __all__ = [
     "pg_errors",
     "pid_alive",
     "port_is_free",
+    "redact_url",
     "started_client",
+    "wait_for_database",
 ]
