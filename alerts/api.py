@@ -295,7 +295,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
             headers={"Retry-After": str(max(int(exc.retry_after), 1))},
         )
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=_responses(413))
     async def healthz() -> dict[str, str]:
         """Liveness: the API process is up (no authentication)."""
         return {"status": "ok"}

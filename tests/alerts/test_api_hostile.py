@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hyp_settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
@@ -57,6 +58,9 @@ def _run_schemathesis(base_url: str) -> list[str]:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
         for result in schema.get_all_operations():
+            if isinstance(result, Err):  # an operation the document describes wrongly
+                failures.append(f"invalid operation in the OpenAPI document: {result.err()}")
+                continue
             failures.extend(_run_operation(client, result.ok(), base_url, auth))
     return failures
 
@@ -318,7 +322,6 @@ def _stream_big_post(url: str, headers: dict[str, str]) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
-@pytest.mark.slow
 async def test_a_300_mb_post_without_a_token_is_refused_without_reading_it(
     alert_db: str, tmp_path: Path
 ) -> None:
