@@ -2,10 +2,10 @@
 
 The Kafka adapter and its error mapping (:mod:`adapters.kafka`), the offset checkpoint
 (:mod:`adapters.checkpoint`), the one consumer loop every service runs
-(:mod:`adapters.consumer_loop`), PostgreSQL error mapping (:mod:`adapters.pgerrors`), each
-service's metrics registry and endpoint (:mod:`adapters.metrics`) and local ports
-(:mod:`adapters.ports`). Driver errors are
-translated onto :mod:`core.errors` here and nowhere else.
+(:mod:`adapters.consumer_loop`), PostgreSQL error mapping (:mod:`adapters.pgerrors`), the wait
+for a database at start (:mod:`adapters.pg`), each service's metrics registry and endpoint
+(:mod:`adapters.metrics`) and local ports (:mod:`adapters.ports`). Driver errors are translated
+onto :mod:`core.errors` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from adapters.kafka import (
     started_client,
 )
 from adapters.metrics import BATCH_SECONDS_BUCKETS_S, LagGauge, MetricsServer, ServiceMetrics
+from adapters.pg import redact_url, start_wait_s, wait_for_database
 from adapters.pgerrors import map_pg_error, pg_errors
 from adapters.ports import free_port, pid_alive, port_is_free
 
@@ -62,5 +63,8 @@ __all__ = [
     "pg_errors",
     "pid_alive",
     "port_is_free",
+    "redact_url",
+    "start_wait_s",
     "started_client",
+    "wait_for_database",
 ]

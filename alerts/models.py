@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "AckRequest",
@@ -26,6 +26,27 @@ AlertState = Literal["open", "acknowledged", "resolved"]
 SeverityName = Literal["info", "maintenance", "warning", "critical"]
 
 MAX_SILENCE_S = 30 * 24 * 3600.0
+NAME_MAX_CHARS = 200
+NOTE_MAX_CHARS = 2000
+# PostgreSQL text cannot hold NUL; the schema says so, so generated clients know it.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def _storable(text: str) -> str:
+    """Refuse text PostgreSQL cannot store as UTF-8 (a lone surrogate from a JSON escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+NameText = Annotated[
+    str, Field(max_length=NAME_MAX_CHARS, pattern=NO_NUL_PATTERN), AfterValidator(_storable)
+]
+NoteText = Annotated[
+    str, Field(max_length=NOTE_MAX_CHARS, pattern=NO_NUL_PATTERN), AfterValidator(_storable)
+]
 
 
 class _View(BaseModel):
@@ -157,37 +178,47 @@ class AlertFilter(_View):
 class AckRequest(_View):
     """Acknowledge an alert: stops its escalation."""
 
-    by: str | None = Field(default=None, max_length=200, description="Person; default: token")
-    note: str | None = Field(default=None, max_length=2000)
+    by: NameText | None = Field(default=None, description="Person; default: token")
+    note: NoteText | None = None
 
 
 class ResolveRequest(_View):
     """Resolve an alert by hand."""
 
-    by: str | None = Field(default=None, max_length=200)
-    note: str | None = Field(default=None, max_length=2000)
+    by: NameText | None = None
+    note: NoteText | None = None
 
 
 class SilenceAlertRequest(_View):
     """Silence an alert (and its site's group) for a while."""
 
-    by: str | None = Field(default=None, max_length=200)
+    by: NameText | None = None
     duration_s: float | None = Field(default=None, gt=0, le=MAX_SILENCE_S)
-    reason: str = Field(default="silenced by on-call", max_length=2000)
+    reason: NoteText = "silenced by on-call"
 
 
 class SilenceRequest(_View):
     """Create a silence or maintenance window (e.g. a mine sensor calibration)."""
 
+    # The schema states what the validator below enforces: at least one scope given.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("network", "site", "device_id", "group")
+            ]
+        }
+    )
+
     kind: Literal["silence", "maintenance"] = "maintenance"
-    network: str | None = None
-    site: str | None = None
-    device_id: str | None = None
-    group: str | None = None
+    network: NameText | None = None
+    site: NameText | None = None
+    device_id: NameText | None = None
+    group: NameText | None = None
     starts_at: datetime | None = Field(default=None, description="Default: now")
-    ends_at: datetime
-    reason: str = Field(min_length=1, max_length=2000)
-    by: str | None = Field(default=None, max_length=200)
+    ends_at: datetime = Field(description="After starts_at (or now)")
+    reason: NoteText = Field(min_length=1)
+    by: NameText | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SilenceRequest:

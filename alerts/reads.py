@@ -13,9 +13,10 @@ from alerts.exceptions import AlertNotFound
 from alerts.models import AlertDetail, AlertFilter, AlertView, SilenceView
 from alerts.pg import AlertDb, alert_view, row_model, silence_view
 
-__all__ = ["SILENCES_LIST_LIMIT", "AlertReads"]
+__all__ = ["BIGINT_MAX", "SILENCES_LIST_LIMIT", "AlertReads"]
 
 SILENCES_LIST_LIMIT = 500
+BIGINT_MAX = 2**63 - 1  # alert_id is bigint: a larger id cannot exist (and asyncpg refuses it)
 
 
 class AlertReads:
@@ -58,6 +59,8 @@ class AlertReads:
         Raises:
             AlertNotFound: no such alert.
         """
+        if not 1 <= alert_id <= BIGINT_MAX:
+            raise AlertNotFound(f"no alert {alert_id}")
         async with self._db.tx("show alert") as conn:
             row = await conn.fetchrow("SELECT * FROM alerts WHERE alert_id = $1", alert_id)
             if row is None:

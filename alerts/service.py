@@ -24,7 +24,14 @@ import httpx
 import structlog
 from pydantic import ValidationError
 
-from adapters import Batch, ConsumedRecord, ConsumerLoop, ConsumerService
+from adapters import (
+    Batch,
+    ConsumedRecord,
+    ConsumerLoop,
+    ConsumerService,
+    start_wait_s,
+    wait_for_database,
+)
 from alerts.dispatcher import Dispatcher, wait_any
 from alerts.grafana import GrafanaAnnotator
 from alerts.metrics import AlertMetrics
@@ -142,6 +149,7 @@ class AlertService(ConsumerService):
         stop = stop or asyncio.Event()
         inner = asyncio.Event()
         s = self._settings
+        await wait_for_database(s.db_url(), start_wait_s(s.db.start_timeout_s, timeout_s))
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(AlertStore(s.db_url(), self._cfg, s.db))
             self._store = store

@@ -237,6 +237,12 @@ class DbSettings(_Section):
     pool_min: int = Field(default=1, ge=1)
     pool_max: int = Field(default=4, ge=1)
     command_timeout_s: float = Field(default=30.0, gt=0)
+    start_timeout_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a service waits for its database at start (down, restarting,"
+        " not created yet) before it gives up",
+    )
     chunk_interval: str = Field(default="1 day", description="Hypertable chunk interval")
     compress_after: str = Field(default="7 days", description="Compress chunks older than this")
     raw_retention: str | None = Field(

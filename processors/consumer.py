@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from adapters import Batch, ConsumerLoop, ConsumerService
+from adapters import Batch, ConsumerLoop, ConsumerService, start_wait_s, wait_for_database
 from core.errors import StorageBackpressure
 from core.settings import Settings
 from processors.metrics import ProcessorMetrics
@@ -184,6 +184,7 @@ class Processor(ConsumerService):
         s = self._settings
         started = time.monotonic()
         try:
+            await wait_for_database(s.db_url(), start_wait_s(s.db.start_timeout_s, timeout_s))
             with _batch_friendly_gc():
                 async with ReadingStore(
                     s.db_url(), s.db, retry_after_s=self._cfg.backpressure_pause_s

@@ -44,7 +44,9 @@ from adapters import (
     ConsumerService,
     kafka_errors,
     make_producer,
+    start_wait_s,
     started_client,
+    wait_for_database,
 )
 from core.errors import TransientError
 from core.settings import Settings
@@ -212,6 +214,7 @@ class DetectorService(ConsumerService):
         s = self._settings
         started = time.monotonic()
         try:
+            await wait_for_database(s.db_url(), start_wait_s(s.db.start_timeout_s, timeout_s))
             async with AsyncExitStack() as stack:
                 self._store = await stack.enter_async_context(DetectionStore(s.db_url(), s.db))
                 self._producer = await stack.enter_async_context(self._open_producer())

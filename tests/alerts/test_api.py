@@ -27,6 +27,7 @@ class Api:
     client: httpx.AsyncClient
     anon: httpx.AsyncClient
     store: AlertStore
+    url: str
 
 
 @pytest.fixture
@@ -46,14 +47,14 @@ async def api(alert_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
             ) as client,
             httpx.AsyncClient(base_url=server.url, timeout=10) as anon,
         ):
-            yield Api(client, anon, store)
+            yield Api(client, anon, store, server.url)
     finally:
         stop.set()
         async with asyncio.timeout(20):
             await task
 
 
-async def _one_alert(api: Api, **kw: Any) -> int:
+async def one_alert(api: Api, **kw: Any) -> int:
     await api.store.apply_detections([det(**kw)], datetime.now(UTC))
     (alert,) = (await api.client.get("/alerts")).json()
     return int(alert["alert_id"])
@@ -68,7 +69,7 @@ async def test_api_refuses_requests_without_a_valid_token(
     api: Api, headers: dict[str, str]
 ) -> None:
     """No token, a wrong token or a non-bearer scheme: 401 with WWW-Authenticate."""
-    alert_id = await _one_alert(api)
+    alert_id = await one_alert(api)
     for method, path in [
         ("GET", "/alerts"),
         ("GET", f"/alerts/{alert_id}"),
@@ -114,7 +115,7 @@ async def test_list_filters_and_show_history(api: Api) -> None:
 
 async def test_acknowledge_records_who_and_stops_escalation(api: Api) -> None:
     """POST ack: state acknowledged, actor from the body or the token name, no escalation."""
-    alert_id = await _one_alert(api)
+    alert_id = await one_alert(api)
     resp = await api.client.post(f"/alerts/{alert_id}/ack", json={"note": "on my way"})
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -130,7 +131,7 @@ async def test_acknowledge_records_who_and_stops_escalation(api: Api) -> None:
 
 async def test_resolve_and_silence(api: Api) -> None:
     """Resolve by hand; silencing a resolved alert is a 409; silence an active one: 201."""
-    alert_id = await _one_alert(api)
+    alert_id = await one_alert(api)
     resp = await api.client.post(f"/alerts/{alert_id}/resolve", json={"by": "li.na"})
     assert resp.json()["resolved_by"] == "li.na"
     assert (await api.client.post(f"/alerts/{alert_id}/silence")).status_code == 409
