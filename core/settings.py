@@ -469,6 +469,29 @@ class DetectionSettings(_Section):
         default=5.0, gt=1, description="... and longer than this many typical intervals"
     )
     stuck_s: float = Field(default=3600.0, gt=0, description="Unchanged value this long: stuck")
+    stuck_min_samples: int = Field(
+        default=10,
+        ge=2,
+        description="... and over at least this many readings (hourly means repeat by chance)",
+    )
+    duty_pause_max_s: float = Field(
+        default=2 * 3600.0,
+        gt=0,
+        description="Longest silence that can be a regular pause of a duty cycle (inlet"
+        " switching, hourly means, calibration cycles); a learned pause is not a gap",
+    )
+    duty_pause_factor: float = Field(
+        default=1.5,
+        gt=1,
+        description="A silence up to this many times the stream's learned regular pause is"
+        " part of its sampling pattern, not a gap",
+    )
+    ticket_episode_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="Maintenance detections of one device and detector closer than this to"
+        " the previous occurrence belong to the same problem episode: one ticket",
+    )
     baseline_tau_s: float = Field(default=1800.0, gt=0, description="Baseline time constant")
     scale_tau_s: float = Field(default=3600.0, gt=0, description="Noise-scale time constant")
     warmup_samples: int = Field(default=30, ge=2, description="Samples of plain averaging first")
