@@ -195,7 +195,9 @@ def _read_skab(data: Path) -> list[tuple[str, list[dict[str, str]]]]:
     return out
 
 
-def windowed_gaussian(values: npt.NDArray[np.float64], window: int = WG_WINDOW) -> npt.NDArray[np.bool_]:
+def windowed_gaussian(
+    values: npt.NDArray[np.float64], window: int = WG_WINDOW
+) -> npt.NDArray[np.bool_]:
     """The baseline: a reading is flagged when any channel's |z| against its trailing window > 3.
 
     Args:
@@ -229,7 +231,9 @@ def run_skab(data: Path, cfg: DetectionSettings) -> tuple[SetFigures, SkabScore,
         dev = f"skab/testbed/{name}"
         times = [r["datetime"].replace(" ", "T") + "Z" for r in recs]
         for col, met in _SKAB_CHANNELS:
-            rows.extend((t, dev, met, float(r[col]), "generic") for t, r in zip(times, recs, strict=True))
+            rows.extend(
+                (t, dev, met, float(r[col]), "generic") for t, r in zip(times, recs, strict=True)
+            )
         ts = np.array([t[:-1] for t in times], dtype="datetime64[ns]").astype(np.int64)
         lab = np.array([float(r["anomaly"]) > 0 for r in recs])
         truth[dev] = (ts, lab)
@@ -303,7 +307,9 @@ class ScenarioFigures:
     fig: SetFigures | None = None
 
 
-def run_scenarios(cfg: DetectionSettings, seeds: tuple[int, ...] = SCENARIO_SEEDS) -> ScenarioFigures:
+def run_scenarios(
+    cfg: DetectionSettings, seeds: tuple[int, ...] = SCENARIO_SEEDS
+) -> ScenarioFigures:
     """``ghgwatch scenarios`` + ``replay --labels`` for each seed, summed."""
     sf = ScenarioFigures(seeds)
     total = SetFigures(f"scenarios {'/'.join(map(str, seeds))}", 0, 0.0)

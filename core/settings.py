@@ -498,6 +498,12 @@ class DetectionSettings(_Section):
     warmup_s: float = Field(
         default=3600.0, ge=0, description="Data a stream needs before trend detectors arm"
     )
+    generic_warmup_samples: int = Field(
+        default=300,
+        ge=2,
+        description="Generic metrics (unknown time scale) also arm after this many samples,"
+        " if sooner than warmup_s",
+    )
     huber_c: float = Field(default=2.5, gt=0, description="Residual clip (sigmas) for updates")
     z_open: float = Field(
         default=6.0, gt=0, description="Robust z of the residual that opens a trend event"

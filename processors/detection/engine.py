@@ -491,6 +491,7 @@ class DetectionEngine:
         tau_bg = cfg.background_tau_s
         warm_n, c_h = float(cfg.warmup_samples), cfg.huber_c
         warm_ns = cfg.warmup_s * NS_PER_S
+        gen_warm_n = float(cfg.generic_warmup_samples)
         z_open, z_close = cfg.z_open, cfg.z_close
         open_n, close_n = float(cfg.open_samples), float(cfg.close_samples)
         rebase_ns = cfg.rebaseline_s * NS_PER_S
@@ -606,9 +607,12 @@ class DetectionEngine:
             r = np.where(first, 0.0, lvl - b)
             z = r / sigma
             iv["first_ts"][...] = np.where(use & first, tk, iv["first_ts"])
-            armed = ~warm & ((tk - iv["first_ts"]) >= warm_ns) & ~gap
-            rise = pv["rise"]
             both = pv["both"]
+            # generic metrics have no known time scale: enough samples arm them as well
+            armed = (
+                ~warm & (((tk - iv["first_ts"]) >= warm_ns) | (both & (nn >= gen_warm_n))) & ~gap
+            )
+            rise = pv["rise"]
             hi = armed & (((r >= rise) & (z >= z_open)) | (both & (-r >= rise) & (z <= -z_open)))
             lo = np.where(both, np.abs(z), z) < z_close
             n_hi = fv["n_hi"]
