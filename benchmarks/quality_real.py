@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.settings import DetectionSettings
-from processors.replay import replay_csv
+from processors.replay import ReplayResult, replay_csv
 from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
 from wire.events import DetectionRecord, DetectionState
 
@@ -167,7 +167,7 @@ def _write_long(path: Path, rows: Iterable[tuple[str, str, str, float, str]]) ->
             w.writerow([t, dev, met, repr(val), kind])
 
 
-def _replay(rows: list[tuple[str, str, str, float, str]], cfg: DetectionSettings):  # type: ignore[no-untyped-def]
+def _replay(rows: list[tuple[str, str, str, float, str]], cfg: DetectionSettings) -> ReplayResult:
     rows.sort(key=lambda r: r[0])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "readings.csv"
@@ -226,7 +226,8 @@ def run_skab(data: Path, cfg: DetectionSettings) -> tuple[SetFigures, SkabScore,
         return None
     rows: list[tuple[str, str, str, float, str]] = []
     truth: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]] = {}
-    wg_flags, wg_truth = [], []
+    wg_flags: list[npt.NDArray[np.bool_]] = []
+    wg_truth: list[npt.NDArray[np.bool_]] = []
     for name, recs in exps:
         dev = f"skab/testbed/{name}"
         times = [r["datetime"].replace(" ", "T") + "Z" for r in recs]

@@ -831,8 +831,8 @@ class DetectionEngine:
         since = np.where(same[run_at] & first[run_at], self._i["stuck_since"][su[run_at]], 0)
         since = np.where(~same[run_at], tu[run_at], since)
         # repeats of the run's value so far (a run begun in an earlier batch carries its own)
-        reps = (
-            np.arange(ui.size)
+        reps: F64 = (
+            np.arange(ui.size, dtype=np.float64)
             - run_at
             + np.where(same[run_at] & first[run_at], self._f["stuck_n"][su[run_at]] + 1, 0.0)
         )
@@ -855,7 +855,8 @@ class DetectionEngine:
         back[ui] = was & ~stuck_u
         last = np.ones(ui.size, bool)
         last[:-1] = su[1:] != su[:-1]
-        return stuck, back, (su[last], xu[last], since[last], reps[last])
+        since_end: I64 = since[last].astype(np.int64)
+        return stuck, back, (su[last], xu[last], since_end, reps[last].astype(np.float64))
 
     def _spikes(
         self,
