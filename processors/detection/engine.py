@@ -35,12 +35,20 @@ Detectors (per stream, time-based so irregular sampling and gaps are handled by 
   the scale); an event opens after ``open_samples`` consecutive samples beyond ``z_open`` and
   at least ``min_rise`` above baseline, so one noisy sample can never open one; it clears after
   ``close_samples`` samples below ``z_close``. The baseline is frozen while an event is open
-  (for at most ``rebaseline_s``) and the detectors arm after ``warmup_s`` of data. ``release``
+  (for at most ``rebaseline_s``) and the detectors arm after ``warmup_s`` of data (generic
+  metrics, of unknown time scale, also after ``generic_warmup_samples``). ``release``
   and ``plume`` look up only; ``anomaly`` (unknown metrics) both ways;
 - data quality: ``out_of_range`` (plausible range), ``stuck`` (unchanged value for
-  ``stuck_s``), ``spike`` (one sample beyond ``spike_z`` that returns at once), ``gap``
-  (silence longer than ``gap_s``, reported when data resumes). A sensor back from a stuck
-  fault re-learns its baseline, so its recovery is not mistaken for a release;
+  ``stuck_s`` and ``stuck_min_samples`` readings), ``spike`` (one sample beyond ``spike_z``
+  that returns at once; on leak monitors and city stations only a drop below background, a
+  rise being signal, see :meth:`DetectionEngine._spikes`), ``gap`` (silence longer than
+  ``gap_s`` and ``gap_factor`` typical intervals, reported when data resumes, unless it is a
+  regular pause of the stream's learned duty cycle: inlet switching, calibration cycles,
+  hourly means). A sensor back from a stuck fault re-learns its baseline, so its recovery
+  is not mistaken for a release. Maintenance detections are one ticket per problem episode:
+  a spike or gap within ``ticket_episode_s`` of the device's previous one (any metric), or a
+  stuck / out-of-range / drift re-opening within it of the stream's previous clear, is not
+  reported again;
 - ``drift``: the baseline more than ``drift_limit`` (per metric) away from a slow reference
   (time constant ``drift_tau_s``) for ``drift_persist_s``: a calibration problem, reported
   as maintenance (a slow drift never looks like a release: the baseline absorbs it);
