@@ -486,6 +486,12 @@ class DetectionSettings(_Section):
         description="A silence up to this many times the stream's learned regular pause is"
         " part of its sampling pattern, not a gap",
     )
+    duty_pause_recur_s: float = Field(
+        default=26 * 3600.0,
+        gt=0,
+        description="... while it recurs: the previous regular pause ended at most this long"
+        " before (a daily calibration cycle included)",
+    )
     ticket_episode_s: float = Field(
         default=24 * 3600.0,
         ge=0,

@@ -137,7 +137,15 @@ _FLOAT_STATE = (
 _NAN_STATE = frozenset(
     {"x1", "x2", "prev_z", "prev2_z", "prev_x", "stuck_val", "bg", "ref", "smooth"}
 )
-_INT_STATE = ("last_ts", "prev_used_ts", "stuck_since", "first_ts", "tr_since", "drift_since")
+_INT_STATE = (
+    "last_ts",
+    "prev_used_ts",
+    "stuck_since",
+    "first_ts",
+    "tr_since",
+    "drift_since",
+    "pause_ts",
+)
 
 
 def _first(a: Any, _b: Any) -> Any:
@@ -496,6 +504,7 @@ class DetectionEngine:
 
         gap_s, gap_factor = cfg.gap_s, cfg.gap_factor
         pause_max, pause_f = cfg.duty_pause_max_s, cfg.duty_pause_factor
+        pause_recur_ns = cfg.duty_pause_recur_s * NS_PER_S
         tau_bg = cfg.background_tau_s
         warm_n, c_h = float(cfg.warmup_samples), cfg.huber_c
         warm_ns = cfg.warmup_s * NS_PER_S
@@ -564,12 +573,19 @@ class DetectionEngine:
             dt_avg = fv["dt_avg"]
             pause = fv["pause"]
             long_ = has_prev & (dt_avg > 0) & (dt > gap_s) & (dt > gap_factor * dt_avg)
-            regular = (pause > 0) & (dt <= pause_f * pause)
+            # a pause is part of the pattern only while it recurs (one outage now and then
+            # teaches nothing): the previous one ended at most duty_pause_recur_s before
+            p_ts = iv["pause_ts"]
+            recent = (p_ts != NEVER_NS) & ((last_t - p_ts) <= pause_recur_ns)
+            regular = (pause > 0) & (dt <= pause_f * pause) & recent
             gap = long_ & ~regular
             learn = long_ & (dt <= pause_max)
             fv["pause"][...] = np.where(
-                learn, np.where(pause > 0, pause + PAUSE_ALPHA * (dt - pause), dt), pause
+                learn,
+                np.where((pause > 0) & recent, pause + PAUSE_ALPHA * (dt - pause), dt),
+                pause,
             )
+            iv["pause_ts"][...] = np.where(learn, tk, p_ts)
             fv["dt_avg"][...] = np.where(
                 has_prev, np.where(dt_avg > 0, dt_avg + INTERVAL_ALPHA * (dt - dt_avg), dt), 0.0
             )

@@ -194,3 +194,14 @@ def test_station_targets_on_the_real_sets() -> None:
             continue  # RBM: an empty station with one stray value
         assert fig.pages_per_device_day <= q.STATION_PAGES_TARGET, fig.line()
         assert fig.tickets_per_device_day <= q.STATION_TICKETS_TARGET, fig.line()
+
+
+def test_an_outage_now_and_then_is_not_learned_as_a_duty_cycle() -> None:
+    """Two 30-min outages two days apart on a 10 s leak monitor are both gaps."""
+    engine = DetectionEngine(DetectionSettings())
+    sid = engine.register("gas/site-2/lm-01", "ch4_ppm", Kind.LEAK)
+    t = np.arange(0, 4 * 86_400, 10)
+    day = 86_400
+    t = t[((t < day) | (t >= day + 1800)) & ((t < 3 * day) | (t >= 3 * day + 1800))]
+    v = 2.0 + 0.05 * np.random.default_rng(8).standard_normal(t.size)
+    assert _opens(_process(engine, sid, t, v, 3), Detector.GAP) == [day + 1800, 3 * day + 1800]
