@@ -553,11 +553,46 @@ class DetectionSettings(ConsumerSettings):
         default=5.0, gt=1, description="... and longer than this many typical intervals"
     )
     stuck_s: float = Field(default=3600.0, gt=0, description="Unchanged value this long: stuck")
+    stuck_min_samples: int = Field(
+        default=10,
+        ge=2,
+        description="... and over at least this many readings (hourly means repeat by chance)",
+    )
+    duty_pause_max_s: float = Field(
+        default=2 * 3600.0,
+        gt=0,
+        description="Longest silence that can be a regular pause of a duty cycle (inlet"
+        " switching, hourly means, calibration cycles); a learned pause is not a gap",
+    )
+    duty_pause_factor: float = Field(
+        default=1.5,
+        gt=1,
+        description="A silence up to this many times the stream's learned regular pause is"
+        " part of its sampling pattern, not a gap",
+    )
+    duty_pause_recur_s: float = Field(
+        default=26 * 3600.0,
+        gt=0,
+        description="... while it recurs: the previous regular pause ended at most this long"
+        " before (a daily calibration cycle included)",
+    )
+    ticket_episode_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="Maintenance detections of one device and detector closer than this to"
+        " the previous occurrence belong to the same problem episode: one ticket",
+    )
     baseline_tau_s: float = Field(default=1800.0, gt=0, description="Baseline time constant")
     scale_tau_s: float = Field(default=3600.0, gt=0, description="Noise-scale time constant")
     warmup_samples: int = Field(default=30, ge=2, description="Samples of plain averaging first")
     warmup_s: float = Field(
         default=3600.0, ge=0, description="Data a stream needs before trend detectors arm"
+    )
+    generic_warmup_samples: int = Field(
+        default=300,
+        ge=2,
+        description="Generic metrics (unknown time scale) also arm after this many samples,"
+        " if sooner than warmup_s",
     )
     huber_c: float = Field(default=2.5, gt=0, description="Residual clip (sigmas) for updates")
     z_open: float = Field(

@@ -35,12 +35,20 @@ Detectors (per stream, time-based so irregular sampling and gaps are handled by 
   the scale); an event opens after ``open_samples`` consecutive samples beyond ``z_open`` and
   at least ``min_rise`` above baseline, so one noisy sample can never open one; it clears after
   ``close_samples`` samples below ``z_close``. The baseline is frozen while an event is open
-  (for at most ``rebaseline_s``) and the detectors arm after ``warmup_s`` of data. ``release``
+  (for at most ``rebaseline_s``) and the detectors arm after ``warmup_s`` of data (generic
+  metrics, of unknown time scale, also after ``generic_warmup_samples``). ``release``
   and ``plume`` look up only; ``anomaly`` (unknown metrics) both ways;
 - data quality: ``out_of_range`` (plausible range), ``stuck`` (unchanged value for
-  ``stuck_s``), ``spike`` (one sample beyond ``spike_z`` that returns at once), ``gap``
-  (silence longer than ``gap_s``, reported when data resumes). A sensor back from a stuck
-  fault re-learns its baseline, so its recovery is not mistaken for a release;
+  ``stuck_s`` and ``stuck_min_samples`` readings), ``spike`` (one sample beyond ``spike_z``
+  that returns at once; on leak monitors and city stations only a drop below background, a
+  rise being signal, see :meth:`DetectionEngine._spikes`), ``gap`` (silence longer than
+  ``gap_s`` and ``gap_factor`` typical intervals, reported when data resumes, unless it is a
+  regular pause of the stream's learned duty cycle: inlet switching, calibration cycles,
+  hourly means). A sensor back from a stuck fault re-learns its baseline, so its recovery
+  is not mistaken for a release. Maintenance detections are one ticket per problem episode:
+  a spike or gap within ``ticket_episode_s`` of the device's previous one (any metric), or a
+  stuck / out-of-range / drift re-opening within it of the stream's previous clear, is not
+  reported again;
 - ``drift``: the baseline more than ``drift_limit`` (per metric) away from a slow reference
   (time constant ``drift_tau_s``) for ``drift_persist_s``: a calibration problem, reported
   as maintenance (a slow drift never looks like a release: the baseline absorbs it);
@@ -91,12 +99,18 @@ NS_PER_S = 1_000_000_000
 MAD_TO_SIGMA = 1.2533
 # Weight of each new interval in the typical sampling interval of a stream.
 INTERVAL_ALPHA = 0.05
+# Weight of each new regular pause in the learned duty-cycle pause of a stream.
+PAUSE_ALPHA = 0.2
 # A spike must come back within this many sigmas on the next sample.
 SPIKE_RETURN_Z = 3.0
 
 # Stateful detector slots, in the order of the state's ``active`` rows.
 _SLOT_ALARM, _SLOT_CUT, _SLOT_TREND, _SLOT_STUCK, _SLOT_OOR, _SLOT_DRIFT = range(6)
 _N_SLOTS = 6
+# Maintenance slots whose re-openings inside one problem episode are one ticket.
+_EPISODE_SLOTS = frozenset({_SLOT_STUCK, _SLOT_OOR, _SLOT_DRIFT})
+# Instant maintenance detectors, one ticket per device and episode (row in ``_ep_last``).
+_INSTANT_TICKETS = (Detector.SPIKE, Detector.GAP)
 _FLOAT_STATE = (
     "n",
     "base",
@@ -117,11 +131,21 @@ _FLOAT_STATE = (
     "spread",
     "dt_avg",
     "raw_scale",
+    "pause",
+    "stuck_n",
 )
 _NAN_STATE = frozenset(
     {"x1", "x2", "prev_z", "prev2_z", "prev_x", "stuck_val", "bg", "ref", "smooth"}
 )
-_INT_STATE = ("last_ts", "prev_used_ts", "stuck_since", "first_ts", "tr_since", "drift_since")
+_INT_STATE = (
+    "last_ts",
+    "prev_used_ts",
+    "stuck_since",
+    "first_ts",
+    "tr_since",
+    "drift_since",
+    "pause_ts",
+)
 
 
 def _first(a: Any, _b: Any) -> Any:
@@ -183,6 +207,12 @@ class DetectionEngine:
         self._active: BOOL = np.zeros((_N_SLOTS, 0), bool)
         self._onset: I64 = np.zeros((_N_SLOTS, 0), np.int64)
         self._seen: I64 = np.zeros(0, np.int64)
+        # problem episodes: last occurrence per device of each instant maintenance detector,
+        # and per stream and slot the last clear and whether the open event was suppressed
+        self._ep_last: I64 = np.zeros((len(_INSTANT_TICKETS), 0), np.int64)
+        self._ep_clear: I64 = np.zeros((_N_SLOTS, 0), np.int64)
+        self._ep_supp: BOOL = np.zeros((_N_SLOTS, 0), bool)
+        self._ep_ns = round(cfg.ticket_episode_s * NS_PER_S)
         self._grace_ns = round(cfg.late_grace_s * NS_PER_S)
         e_i, e_f = np.empty(0, np.int64), np.empty(0)
         self._pending: tuple[I64, I64, F64, BOOL] = (e_i, e_i, e_f, np.empty(0, bool))
@@ -221,6 +251,14 @@ class DetectionEngine:
         seen = np.full(cap, NEVER_NS, np.int64)
         seen[:old] = self._seen
         self._seen = seen
+        ep_last = np.full((len(_INSTANT_TICKETS), cap), NEVER_NS, np.int64)
+        ep_clear = np.full((_N_SLOTS, cap), NEVER_NS, np.int64)
+        ep_supp = np.zeros((_N_SLOTS, cap), bool)
+        if old:
+            ep_last[:, :old] = self._ep_last
+            ep_clear[:, :old] = self._ep_clear
+            ep_supp[:, :old] = self._ep_supp
+        self._ep_last, self._ep_clear, self._ep_supp = ep_last, ep_clear, ep_supp
         self.neighbours.grow(cap)
         self._cap = cap
 
@@ -244,6 +282,9 @@ class DetectionEngine:
         self._active[:, ids] = False
         self._onset[:, ids] = NEVER_NS
         self._seen[ids] = NEVER_NS
+        self._ep_last[:, self.streams.device[ids]] = NEVER_NS
+        self._ep_clear[:, ids] = NEVER_NS
+        self._ep_supp[:, ids] = False
         self.neighbours.reset(ids)
         if self._pending[0].shape[0]:
             keep = ~np.isin(self._pending[0], ids)
@@ -462,9 +503,12 @@ class DetectionEngine:
         o_zr = np.zeros(n)
 
         gap_s, gap_factor = cfg.gap_s, cfg.gap_factor
+        pause_max, pause_f = cfg.duty_pause_max_s, cfg.duty_pause_factor
+        pause_recur_ns = cfg.duty_pause_recur_s * NS_PER_S
         tau_bg = cfg.background_tau_s
         warm_n, c_h = float(cfg.warmup_samples), cfg.huber_c
         warm_ns = cfg.warmup_s * NS_PER_S
+        gen_warm_n = float(cfg.generic_warmup_samples)
         z_open, z_close = cfg.z_open, cfg.z_close
         open_n, close_n = float(cfg.open_samples), float(cfg.close_samples)
         rebase_ns = cfg.rebaseline_s * NS_PER_S
@@ -522,9 +566,26 @@ class DetectionEngine:
             last_t = prev_r[lo_k:hi_k]
             has_prev = hp_r[lo_k:hi_k]
             dt = dt_r[lo_k:hi_k]
-            # a gap is silence longer than gap_s and than gap_factor typical intervals
+            # a gap is silence longer than gap_s and than gap_factor typical intervals, and
+            # not a regular pause of the stream's duty cycle (inlet switching, calibration
+            # cycles): pauses up to duty_pause_max_s are learned, and one up to
+            # duty_pause_factor times the learned pause belongs to the sampling pattern
             dt_avg = fv["dt_avg"]
-            gap = has_prev & (dt_avg > 0) & (dt > gap_s) & (dt > gap_factor * dt_avg)
+            pause = fv["pause"]
+            long_ = has_prev & (dt_avg > 0) & (dt > gap_s) & (dt > gap_factor * dt_avg)
+            # a pause is part of the pattern only while it recurs (one outage now and then
+            # teaches nothing): the previous one ended at most duty_pause_recur_s before
+            p_ts = iv["pause_ts"]
+            recent = (p_ts != NEVER_NS) & ((last_t - p_ts) <= pause_recur_ns)
+            regular = (pause > 0) & (dt <= pause_f * pause) & recent
+            gap = long_ & ~regular
+            learn = long_ & (dt <= pause_max)
+            fv["pause"][...] = np.where(
+                learn,
+                np.where((pause > 0) & recent, pause + PAUSE_ALPHA * (dt - pause), dt),
+                pause,
+            )
+            iv["pause_ts"][...] = np.where(learn, tk, p_ts)
             fv["dt_avg"][...] = np.where(
                 has_prev, np.where(dt_avg > 0, dt_avg + INTERVAL_ALPHA * (dt - dt_avg), dt), 0.0
             )
@@ -570,9 +631,12 @@ class DetectionEngine:
             r = np.where(first, 0.0, lvl - b)
             z = r / sigma
             iv["first_ts"][...] = np.where(use & first, tk, iv["first_ts"])
-            armed = ~warm & ((tk - iv["first_ts"]) >= warm_ns) & ~gap
-            rise = pv["rise"]
             both = pv["both"]
+            # generic metrics have no known time scale: enough samples arm them as well
+            armed = (
+                ~warm & (((tk - iv["first_ts"]) >= warm_ns) | (both & (nn >= gen_warm_n))) & ~gap
+            )
+            rise = pv["rise"]
             hi = armed & (((r >= rise) & (z >= z_open)) | (both & (-r >= rise) & (z <= -z_open)))
             lo = np.where(both, np.abs(z), z) < z_close
             n_hi = fv["n_hi"]
@@ -700,8 +764,9 @@ class DetectionEngine:
                     o_state[slot, lv] = self._level(
                         s[lv], x[lv], use_o[lv], on_lvl, off_lvl, slot, cnt_name
                     )
-        ends, val_end, since_end = stuck_end
+        ends, val_end, since_end, reps_end = stuck_end
         self._f["stuck_val"][ends] = val_end
+        self._f["stuck_n"][ends] = reps_end
         self._i["stuck_since"][ends] = since_end
 
         events = self._transitions(
@@ -760,7 +825,7 @@ class DetectionEngine:
 
     def _stuck(
         self, s: I64, t: I64, x: F64, use: BOOL, carried: BOOL
-    ) -> tuple[BOOL, BOOL, tuple[I64, F64, I64]]:
+    ) -> tuple[BOOL, BOOL, tuple[I64, F64, I64, F64]]:
         """Stuck state after each reading, where it ends, and each stream's end state.
 
         A used reading equal to the previous used one continues a run begun at the last
@@ -770,12 +835,14 @@ class DetectionEngine:
 
         Returns:
             Stuck per reading, "back from stuck" per reading, and (streams with used
-            readings, their last used value, the start time of their current run).
+            readings, their last used value, the start time of their current run, its
+            repeats so far).
         """
         n = s.shape[0]
         ui = np.flatnonzero(use)
         if ui.size == 0:
-            return carried.copy(), np.zeros(n, bool), (ui.astype(np.int64), x[ui], t[ui])
+            empty = (ui.astype(np.int64), x[ui], t[ui], x[ui])
+            return carried.copy(), np.zeros(n, bool), empty
         su, xu, tu = s[ui], x[ui], t[ui]
         first = np.ones(ui.size, bool)
         first[1:] = su[1:] != su[:-1]
@@ -787,7 +854,17 @@ class DetectionEngine:
         run_at = np.maximum.accumulate(np.where(mark, np.arange(ui.size), 0))
         since = np.where(same[run_at] & first[run_at], self._i["stuck_since"][su[run_at]], 0)
         since = np.where(~same[run_at], tu[run_at], since)
-        stuck_u = same & ((tu - since) >= self.cfg.stuck_s * NS_PER_S)
+        # repeats of the run's value so far (a run begun in an earlier batch carries its own)
+        reps: F64 = (
+            np.arange(ui.size, dtype=np.float64)
+            - run_at
+            + np.where(same[run_at] & first[run_at], self._f["stuck_n"][su[run_at]] + 1, 0.0)
+        )
+        stuck_u = (
+            same
+            & ((tu - since) >= self.cfg.stuck_s * NS_PER_S)
+            & (reps + 1 >= self.cfg.stuck_min_samples)
+        )
         # per reading: the state after the last used reading so far (else the carried one)
         seg_first = np.ones(n, bool)
         seg_first[1:] = s[1:] != s[:-1]
@@ -802,7 +879,8 @@ class DetectionEngine:
         back[ui] = was & ~stuck_u
         last = np.ones(ui.size, bool)
         last[:-1] = su[1:] != su[:-1]
-        return stuck, back, (su[last], xu[last], since[last])
+        since_end: I64 = since[last].astype(np.int64)
+        return stuck, back, (su[last], xu[last], since_end, reps[last].astype(np.float64))
 
     def _spikes(
         self,
@@ -817,6 +895,20 @@ class DetectionEngine:
         o_aux_x: F64,
     ) -> None:
         """Spikes: the previous used sample was far out and the samples around it were not.
+
+        On leak monitors and city stations (streams that look for rises: releases, plumes) a
+        short rise above background is signal, not a fault: in atmospheric greenhouse-gas
+        practice a "spike" is a short, high excursion caused by a very local emission near
+        the inlet, i.e. real air (ICOS Atmosphere network: Cristofanelli et al. 2023, AMT 16,
+        5977, doi:10.5194/amt-16-5977-2023; El Yazidi et al. 2018, AMT 11, 1599,
+        doi:10.5194/amt-11-1599-2018, who detect *positive* spikes from local sources to
+        select background data, not to invalidate the instrument). So on those streams
+        only what is physically implausible earns a fault verdict: a reading outside the
+        plausible range (``out_of_range``) or a one-sample drop far *below* the background,
+        which ambient air cannot do (the background is the floor local sources add to). A
+        one-sample rise is left to the release/plume detectors, whose persistence rule
+        decides whether it is an event. Other streams (mine sensors, whose one-sample jumps
+        are judged against regulatory levels anyway; generic metrics) keep the two-sided rule.
 
         Vectorised over the used readings of the batch (in stream, time order), carrying the
         last two used samples of each stream across batches.
@@ -843,9 +935,14 @@ class DetectionEngine:
         p2z = shifted(pz, f["prev2_z"])
         px = shifted(x[ui], f["prev_x"])
         pt = shifted(t[ui], i["prev_used_ts"])
+        kind = self.streams.kind[su]
+        rises_are_signal = (self.streams.trend_mode[su] == TrendMode.UP) & (
+            (kind == Kind.LEAK) | (kind == Kind.CITY)
+        )
         o_spike[ui] = (
             warmed[ui]
             & (np.abs(pz) >= self.cfg.spike_z)
+            & ~(rises_are_signal & (pz > 0))
             & (np.abs(z) < SPIKE_RETURN_Z)
             & (np.abs(p2z) < SPIKE_RETURN_Z)
         )
@@ -925,6 +1022,13 @@ class DetectionEngine:
                 thr = np.where(x[idx] > st.hi[ss], st.hi[ss], st.lo[ss])
                 score = x[idx]
             is_open = opened[idx]
+            if slot in _EPISODE_SLOTS and self._ep_ns > 0:
+                report = self._episode_rows(slot, ss, t[idx], is_open)
+                if not report.all():
+                    idx, ss, is_open = idx[report], ss[report], is_open[report]
+                    det, thr, score = det[report], thr[report], score[report]
+                    if idx.size == 0:
+                        continue
             started = np.where(is_open, t[idx], onset_ns[idx])
             ended = np.where(is_open, NEVER_NS, t[idx])
             parts.append(
@@ -959,7 +1063,7 @@ class DetectionEngine:
         o_sigma: F64,
     ) -> EventTable:
         parts: list[EventTable] = []
-        idx = np.flatnonzero(o_spike)
+        idx = self._one_per_episode(0, s, t, np.flatnonzero(o_spike))
         if idx.size:
             z = (o_aux_x[idx] - o_base[idx]) / o_sigma[idx]
             parts.append(
@@ -969,7 +1073,7 @@ class DetectionEngine:
                     np.full(idx.size, np.nan), o_base[idx], o_sigma[idx],
                 )
             )  # fmt: skip
-        idx = np.flatnonzero(o_gap)
+        idx = self._one_per_episode(1, s, t, np.flatnonzero(o_gap))
         if idx.size:
             gap_s = (t[idx] - o_gap_ts[idx]) / NS_PER_S
             parts.append(
@@ -980,6 +1084,69 @@ class DetectionEngine:
                 )
             )  # fmt: skip
         return concat_events(parts)
+
+    def _one_per_episode(
+        self, row: int, s: I64, t: I64, idx: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.intp]:
+        """The occurrences of an instant maintenance detector that open a new ticket.
+
+        An occurrence belongs to its device's current problem episode (no new ticket) when
+        the device's previous occurrence of the same detector, on any of its metrics, is at
+        most ``ticket_episode_s`` older. Episodes chain on occurrences, so a problem that
+        keeps recurring stays one ticket. The last occurrence per device is carried.
+        """
+        if idx.size == 0 or self._ep_ns <= 0:
+            return idx
+        dev = self.streams.device[s[idx]]
+        tt = t[idx]
+        order = np.lexsort((tt, dev))
+        d, ts = dev[order], tt[order]
+        first = np.ones(d.size, bool)
+        first[1:] = d[1:] != d[:-1]
+        last = np.ones(d.size, bool)
+        last[:-1] = d[1:] != d[:-1]
+        prev = np.empty_like(ts)
+        prev[1:] = ts[:-1]
+        prev[first] = self._ep_last[row, d[first]]
+        new = (prev == NEVER_NS) | (ts - prev > self._ep_ns)
+        self._ep_last[row, d[last]] = ts[last]
+        keep = np.zeros(idx.size, bool)
+        keep[order] = new
+        return idx[keep]
+
+    def _episode_rows(self, slot: int, ss: I64, at: I64, is_open: BOOL) -> BOOL:
+        """Which open/clear rows of a maintenance slot are reported (one ticket per episode).
+
+        A re-opening within ``ticket_episode_s`` of the stream's previous clear continues
+        that problem episode: neither it nor its clear is reported (the ticket already
+        raised stands for the episode). Rows are in (stream, time) order; the last clear
+        and whether the open event was suppressed are carried per stream.
+        """
+        n = ss.size
+        p = np.arange(n)
+        first = np.ones(n, bool)
+        first[1:] = ss[1:] != ss[:-1]
+        seg0 = np.maximum.accumulate(np.where(first, p, 0))
+        lc = np.maximum.accumulate(np.where(~is_open, p, -1))
+        lc_in = lc >= seg0
+        prev_clear = np.where(lc_in, at[np.maximum(lc, 0)], self._ep_clear[slot, ss])
+        supp_open = is_open & (prev_clear != NEVER_NS) & (at - prev_clear <= self._ep_ns)
+        lo = np.maximum.accumulate(np.where(is_open, p, -1))
+        lo_in = lo >= seg0
+        supp = np.where(
+            is_open,
+            supp_open,
+            np.where(lo_in, supp_open[np.maximum(lo, 0)], self._ep_supp[slot, ss]),
+        )
+        last = np.ones(n, bool)
+        last[:-1] = ss[1:] != ss[:-1]
+        ends = ss[last]
+        has_c = lc_in[last] & (lc[last] >= 0)
+        self._ep_clear[slot, ends[has_c]] = at[lc[last][has_c]]
+        has_o = lo_in[last] & (lo[last] >= 0)
+        self._ep_supp[slot, ends[has_o]] = supp_open[lo[last][has_o]]
+        out: BOOL = ~supp
+        return out
 
     def _table(
         self,

@@ -65,9 +65,17 @@ class StreamTable:
         self.sigma_rel: F64 = np.zeros(cap)
         self.min_rise: F64 = np.zeros(cap)
         self.drift_limit: F64 = np.full(cap, np.nan)
+        # dense device index per stream (one maintenance ticket per device and episode)
+        self._devices: dict[str, int] = {}
+        self.device: I64 = np.zeros(cap, np.int64)
 
     def __len__(self) -> int:
         return len(self.infos)
+
+    @property
+    def n_devices(self) -> int:
+        """How many distinct devices have streams."""
+        return len(self._devices)
 
     @property
     def capacity(self) -> int:
@@ -105,6 +113,7 @@ class StreamTable:
             loc = infer_location(device_id)
         self._index[key] = idx
         self.infos.append(StreamInfo(device_id, metric, k, loc))
+        self.device[idx] = self._devices.setdefault(device_id, len(self._devices))
         self._set_params(idx, device_id, metric, k, loc)
         return idx
 
@@ -164,6 +173,7 @@ class StreamTable:
             "sigma_rel",
             "min_rise",
             "drift_limit",
+            "device",
         ):
             old = getattr(self, name)
             fill = {"lo": -np.inf, "hi": np.inf}.get(name, np.nan if old.dtype.kind == "f" else 0)
