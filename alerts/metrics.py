@@ -85,6 +85,13 @@ class AlertMetrics:
             ["notifier", "final"],
             registry=reg,
         )
+        self.unknown = Counter(
+            f"{_PREFIX}_notifications_unknown",
+            "Notifications whose send was interrupted by a crash and not re-sent (the receiver"
+            " cannot de-duplicate): check the receiver, by notifier type.",
+            ["notifier"],
+            registry=reg,
+        )
         self.outbox_pending = Gauge(
             f"{_PREFIX}_outbox_pending",
             "Outbox rows waiting to be sent or being sent (as of the last sweep).",
@@ -126,7 +133,8 @@ class AlertMetrics:
         Args:
             notifier: the notifier type (``webhook``, ``email``, ``grafana`` ...).
             status: the outbox row's status after the attempt (``sent``, ``pending`` = will
-                retry, ``failed`` = given up; anything else is not counted).
+                retry, ``failed`` = given up, ``unknown`` = interrupted, not re-sent;
+                anything else is not counted).
             latency_s: for a delivered notification caused by a detection, the seconds from
                 applying that detection to delivery; None otherwise.
         """
@@ -136,6 +144,8 @@ class AlertMetrics:
                 self.latency.observe(max(0.0, latency_s))
         elif status in ("pending", "failed"):
             self.failed.labels(notifier, "true" if status == "failed" else "false").inc()
+        elif status == "unknown":
+            self.unknown.labels(notifier).inc()
 
     def serve(self, cfg: MetricsSettings) -> MetricsServer:
         """Serve ``/metrics`` for this registry on ``cfg.host:cfg.alerts_port``.

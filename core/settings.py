@@ -356,7 +356,10 @@ class AlertsSettings(_Section):
     dispatch_concurrency: int = Field(default=8, ge=1)
     send_timeout_s: float = Field(default=10.0, gt=0)
     lease_s: float = Field(
-        default=60.0, gt=0, description="A claimed outbox row is retried after this (crash)"
+        default=10.0,
+        gt=0,
+        description="A claimed outbox row's lease, renewed every third of it while it is sent;"
+        " a crashed sender's row is due again after this",
     )
     retry_base_s: float = Field(default=2.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
