@@ -8,7 +8,7 @@ Delivery guarantee (numbered as it happens):
    ``status='sending'``, ``attempts+1`` and a short lease (``alerts.lease_s``), renewed every
    third of it while the attempt runs (:meth:`Outbox.renew`).
 3. Just before sending it commits ``send_started_at`` (:meth:`Outbox.start`): the attempt has
-   begun.
+   begun. Sends that get a slot at the same moment share that commit.
 4. It sends, then records the attempt and marks the row (:meth:`Outbox.finish`): ``sent``, or
    ``pending`` with a capped, jittered backoff, or ``failed`` after ``alerts.max_attempts`` or
    a permanent refusal (:class:`NotifyRejected`).
@@ -44,7 +44,7 @@ import structlog
 from alerts.exceptions import NotifyFailed, NotifyRejected
 from alerts.metrics import AlertMetrics
 from alerts.notifiers import NO_DEDUP_CHANNELS, Notifier
-from alerts.outbox import OutboxItem, Unsettled
+from alerts.outbox import Outbox, OutboxItem, Unsettled
 from alerts.store import AlertStore
 from core.errors import TransientError
 from core.settings import AlertsSettings
@@ -121,6 +121,9 @@ class Dispatcher:
         self._cfg = cfg
         self._wake = wake
         self._sem = asyncio.Semaphore(cfg.dispatch_concurrency)
+        self._renew_every_s = cfg.lease_s / LEASE_RENEWALS_PER_LEASE
+        self._next_settle_at = datetime.min.replace(tzinfo=UTC)
+        self._starter = _Starter(self._outbox)
         self.stats = DispatchStats()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -145,8 +148,12 @@ class Dispatcher:
             How many rows were claimed.
         """
         now = now or datetime.now(UTC)
-        for u in await self._outbox.settle_interrupted(now, sorted(NO_DEDUP_CHANNELS)):
-            self._count_unknown(u)
+        if now >= self._next_settle_at:
+            # Only an expired lease makes a row settleable, so looking once per renewal period
+            # is enough, and keeps this transaction off the path of every new notification.
+            self._next_settle_at = now + timedelta(seconds=self._renew_every_s)
+            for u in await self._outbox.settle_interrupted(now, sorted(NO_DEDUP_CHANNELS)):
+                self._count_unknown(u)
         items = await self._outbox.claim(self._cfg.dispatch_batch, now, sorted(NO_DEDUP_CHANNELS))
         if items:
             in_flight = {item.outbox_id: item for item in items}
@@ -174,9 +181,8 @@ class Dispatcher:
 
     async def _renew(self, in_flight: dict[int, OutboxItem]) -> None:
         """Renew the leases of the attempts in flight until cancelled (the sender is alive)."""
-        every_s = self._cfg.lease_s / LEASE_RENEWALS_PER_LEASE
         while True:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(self._renew_every_s)
             try:
                 await self._outbox.renew(list(in_flight.values()), datetime.now(UTC))
             except TransientError as exc:
@@ -192,7 +198,7 @@ class Dispatcher:
 
     async def _attempt(self, item: OutboxItem) -> None:
         async with self._sem:
-            if not await self._outbox.start(item, datetime.now(UTC)):
+            if not await self._starter.start(item):
                 self.stats.stale += 1  # the lease ran out while waiting for a slot
                 return
             started = datetime.now(UTC)
@@ -256,6 +262,47 @@ class Dispatcher:
             return None
         delay = max(backoff_s(attempt, self._cfg.retry_base_s, self._cfg.retry_max_s), retry_after)
         return datetime.now(UTC) + timedelta(seconds=min(delay, self._cfg.retry_max_s))
+
+
+class _Starter:
+    """Group commit of "attempt started": sends that get their slot together share one
+    transaction (:meth:`Outbox.start`), and none begins before it is committed."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self._waiting: list[tuple[OutboxItem, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self, item: OutboxItem) -> bool:
+        """Wait until the start of ``item``'s attempt is committed.
+
+        Returns:
+            False when the claim was lost meanwhile (do not send).
+
+        Raises:
+            TransientError: the database did not take it (do not send; the lease runs out).
+        """
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, fut))
+        if self._flusher is None or self._flusher.done():
+            # The task runs on the next loop turn, after every sender that got its slot in
+            # this one has queued itself: they all share the commit.
+            self._flusher = asyncio.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                started = await self._outbox.start([i for i, _ in batch], datetime.now(UTC))
+            except Exception as exc:  # handed to every waiting sender, which raises it
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for item, fut in batch:
+                if not fut.done():
+                    fut.set_result(item.outbox_id in started)
 
 
 async def wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout_s: float) -> None:

@@ -274,32 +274,38 @@ class Outbox:
             for r in rows
         ]
 
-    async def start(self, item: OutboxItem, now: datetime) -> bool:
-        """Record durably that the attempt begins to send, and renew its lease.
+    async def start(self, items: Sequence[OutboxItem], now: datetime) -> set[int]:
+        """Record durably that these attempts begin to send, and renew their leases.
 
-        Committed before the send, so after a crash the row tells "never began" (safe to
-        send again) from "began, outcome unknown".
+        Committed before the sends, so after a crash a row tells "never began" (safe to send
+        again) from "began, outcome unknown". One transaction for all attempts starting
+        together (one commit, not one per notification).
 
         Args:
-            item: the claimed row.
+            items: the claimed rows about to be sent.
             now: the clock.
 
         Returns:
-            False when the claim was lost meanwhile (another sender took the row): do not send.
+            The outbox ids still claimed by these attempts; the others were taken over by
+            another sender meanwhile and must not be sent.
         """
-        async with self._db.tx("start outbox attempt") as conn:
-            done = await conn.fetchval(
+        if not items:
+            return set()
+        async with self._db.tx("start outbox attempts") as conn:
+            rows = await conn.fetch(
                 """
-                UPDATE alert_outbox SET send_started_at = $3, lease_until = $4
-                WHERE outbox_id = $1 AND status = 'sending' AND attempts = $2
-                RETURNING outbox_id
+                UPDATE alert_outbox o SET send_started_at = $3, lease_until = $4
+                FROM unnest($1::bigint[], $2::int[]) AS c(outbox_id, attempt)
+                WHERE o.outbox_id = c.outbox_id AND o.attempts = c.attempt
+                    AND o.status = 'sending'
+                RETURNING o.outbox_id
                 """,
-                item.outbox_id,
-                item.attempt,
+                [i.outbox_id for i in items],
+                [i.attempt for i in items],
                 now,
                 now + timedelta(seconds=self._lease_s),
             )
-        return done is not None
+        return {int(r["outbox_id"]) for r in rows}
 
     async def renew(self, items: Sequence[OutboxItem], now: datetime) -> int:
         """Extend the leases of attempts still in flight (the sender is alive).

@@ -309,7 +309,7 @@ class AlertRoute(_Section):
     """Which targets hear about which alerts; every matching route is used.
 
     Empty match lists match anything. ``escalation`` lists the next contacts in order: each
-    escalation of an unacknowledged critical alert re-notifies ``targets`` plus the next one.
+    escalation of an unacknowledged alert re-notifies ``targets`` plus the next one.
     """
 
     name: str

@@ -247,7 +247,7 @@ async def test_robot_attempt_started_and_never_finished_is_not_sent_again(
     crashed = await rig_factory(start=False, **_dingtalk(receiver))
     await crashed.store.apply_detections([det()], datetime.now(UTC))
     (item,) = await crashed.store.claim_outbox(10, datetime.now(UTC))
-    assert await crashed.store.outbox.start(item, datetime.now(UTC))
+    assert await crashed.store.outbox.start([item], datetime.now(UTC)) == {item.outbox_id}
     # ... the robot got it here (or not: nobody knows), and the sender died.
     survivor = await rig_factory(**_dingtalk(receiver))
     survivor.wake.set()
@@ -276,7 +276,7 @@ async def test_webhook_attempt_started_and_never_finished_is_sent_again_with_its
     crashed = await rig_factory(start=False, lease_s=0.5)
     await crashed.store.apply_detections([det()], datetime.now(UTC))
     (item,) = await crashed.store.claim_outbox(10, datetime.now(UTC))
-    assert await crashed.store.outbox.start(item, datetime.now(UTC))
+    assert await crashed.store.outbox.start([item], datetime.now(UTC)) == {item.outbox_id}
     survivor = await rig_factory(lease_s=0.5)
     survivor.wake.set()
     await wait_until(lambda: _sent_only(survivor.store), "sent again after lease expiry")
