@@ -159,11 +159,18 @@ class Dispatcher:
             in_flight = {item.outbox_id: item for item in items}
             renewer = asyncio.create_task(self._renew(in_flight))
             try:
-                await asyncio.gather(*(self._send(item, in_flight) for item in items))
+                # Every send runs to its end (and keeps its lease renewed) even when another
+                # one's database write failed; that failure is raised after.
+                results = await asyncio.gather(
+                    *(self._send(item, in_flight) for item in items), return_exceptions=True
+                )
             finally:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
         return len(items)
 
     def _count_unknown(self, u: Unsettled) -> None:
