@@ -6,12 +6,12 @@ locks the rows, asks these functions, and writes their answers in one transactio
 
 The lifecycle::
 
-    detection (open) --+-- new group key ----------> open      (critical: escalation deadline)
+    detection (open) --+-- new group key ----------> open      (escalation deadline per severity)
                        +-- active alert of the key -> joined    (a higher severity raises it)
     last detection cleared -> condition inactive, resolve due after ``resolve_hold_s``
     (a new detection of the group before then keeps the alert open)
-    open, critical, not acknowledged by the deadline -> escalated one level, up to
-    ``max_escalations`` (every ``escalate_after_s``)
+    open, not acknowledged by the deadline -> escalated one level, up to ``max_escalations``
+    (every ``escalate_after_s[severity]``; severities without a time never escalate)
     open --acknowledge--> acknowledged (escalation stops); any but resolved --resolve--> resolved
     resolve due passed -> resolved by ``auto``
 
@@ -40,6 +40,7 @@ __all__ = [
     "check_resolve",
     "check_silence",
     "escalate",
+    "escalation_deadline",
     "join",
     "notification_status",
     "open_detection",
@@ -61,8 +62,8 @@ class Opening:
 
     Attributes:
         decision: the rule's verdict (severity, group key).
-        next_escalation_at: when a new alert of this severity escalates (critical only, and
-            only while ``max_escalations`` allows any); None: never.
+        next_escalation_at: when a new alert of this severity escalates (severities with an
+            ``escalate_after_s`` time, while ``max_escalations`` allows any); None: never.
     """
 
     decision: AlertDecision
@@ -108,15 +109,32 @@ def open_detection(rec: DetectionRecord, cfg: AlertsSettings, now: datetime) -> 
         The decision and the escalation deadline.
     """
     decision = classify(rec, cfg.rules)
-    critical = decision.severity == "critical" and cfg.max_escalations > 0
-    return Opening(decision, _after(now, cfg.escalate_after_s) if critical else None)
+    return Opening(decision, escalation_deadline(decision.severity, cfg, now))
+
+
+def escalation_deadline(severity: str, cfg: AlertsSettings, now: datetime) -> datetime | None:
+    """When an alert of ``severity`` not acknowledged since ``now`` escalates.
+
+    Args:
+        severity: the alert's severity.
+        cfg: the ``alerts`` settings (``escalate_after_s`` per severity, ``max_escalations``).
+        now: the start of the wait (opening, or the previous escalation).
+
+    Returns:
+        The deadline; None when alerts of this severity never escalate.
+    """
+    after_s = cfg.escalate_after_s.get(severity)  # type: ignore[call-overload]
+    if after_s is None or cfg.max_escalations <= 0:
+        return None
+    return _after(now, after_s)
 
 
 def join(alert: AlertView, opening: Opening) -> Joining:
     """Join a detection to the active alert of its group.
 
-    A more severe detection raises the alert; a raised alert that is still open and had no
-    escalation deadline gets the one a new alert of that severity would have.
+    A more severe detection raises the alert; a raised alert that is still open keeps its
+    escalation deadline or takes the one a new alert of that severity would have, whichever
+    comes first (a warning raised to critical does not wait out the warning's longer time).
 
     Args:
         alert: the active alert of the detection's group key (locked).
@@ -127,8 +145,8 @@ def join(alert: AlertView, opening: Opening) -> Joining:
     """
     raised = SEVERITY_RANK[opening.decision.severity] > SEVERITY_RANK[alert.severity]
     esc = alert.next_escalation_at
-    if raised and alert.state == "open" and esc is None:
-        esc = opening.next_escalation_at
+    if raised and alert.state == "open" and opening.next_escalation_at is not None:
+        esc = opening.next_escalation_at if esc is None else min(esc, opening.next_escalation_at)
     return Joining(raised, esc)
 
 
@@ -137,19 +155,22 @@ def resolve_due_at(cfg: AlertsSettings, now: datetime) -> datetime:
     return _after(now, cfg.resolve_hold_s)
 
 
-def escalate(level: int, cfg: AlertsSettings, now: datetime) -> Escalation:
+def escalate(
+    level: int, cfg: AlertsSettings, now: datetime, *, severity: str = "critical"
+) -> Escalation:
     """The next escalation step of an alert at ``level`` whose deadline passed.
 
     Args:
         level: the alert's current escalation level (0 = never escalated).
         cfg: the ``alerts`` settings (``escalate_after_s``, ``max_escalations``).
         now: the service clock.
+        severity: the alert's severity (its time to the next step).
 
     Returns:
         The new level and the next deadline (None once ``max_escalations`` is reached).
     """
     new = level + 1
-    nxt = _after(now, cfg.escalate_after_s) if new < cfg.max_escalations else None
+    nxt = escalation_deadline(severity, cfg, now) if new < cfg.max_escalations else None
     return Escalation(new, nxt)
 
 

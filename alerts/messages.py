@@ -84,6 +84,7 @@ class AlertMessage(BaseModel):
     detections: int = 1
     devices: int = 1
     link: str | None = None
+    ack_url: str | None = None
 
     @property
     def unit(self) -> str:
@@ -220,6 +221,8 @@ def render_text(msg: AlertMessage, lang: Language = "both", tz: str = "Asia/Shan
     out += [f"{_label(zh, en, lang)}: {value}" for zh, en, value in _lines(msg, lang, tz)]
     if msg.link:
         out.append(f"{_label('面板', 'Panel', lang)}: {msg.link}")
+    if msg.ack_url:
+        out.append(f"{_label('确认', 'Acknowledge', lang)}: {msg.ack_url}")
     return "\n".join(out)
 
 
@@ -238,4 +241,6 @@ def render_markdown(msg: AlertMessage, lang: Language = "both", tz: str = "Asia/
     out += [f"- **{_label(zh, en, lang)}**: {value}" for zh, en, value in _lines(msg, lang, tz)]
     if msg.link:
         out.append(f"- [{_label('Grafana 面板', 'Grafana panel', lang)}]({msg.link})")
+    if msg.ack_url:
+        out.append(f"- [{_label('确认告警', 'Acknowledge', lang)}]({msg.ack_url})")
     return "\n".join(out)

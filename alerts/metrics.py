@@ -54,6 +54,12 @@ class AlertMetrics(ServiceMetrics):
             "Failed delivery attempts, by notifier type; final=true: given up for good.",
             ["notifier", "final"],
         )
+        self.unknown = self.counter(
+            "notifications_unknown",
+            "Notifications whose send was interrupted by a crash and not re-sent (the receiver"
+            " cannot de-duplicate): check the receiver, by notifier type.",
+            ["notifier"],
+        )
         self.outbox_pending = self.gauge(
             "outbox_pending",
             "Outbox rows waiting to be sent or being sent (as of the last sweep).",
@@ -93,7 +99,8 @@ class AlertMetrics(ServiceMetrics):
         Args:
             notifier: the notifier type (``webhook``, ``email``, ``grafana`` ...).
             status: the outbox row's status after the attempt (``sent``, ``pending`` = will
-                retry, ``failed`` = given up; anything else is not counted).
+                retry, ``failed`` = given up, ``unknown`` = interrupted, not re-sent;
+                anything else is not counted).
             latency_s: for a delivered notification caused by a detection, the seconds from
                 applying that detection to delivery; None otherwise.
         """
@@ -103,3 +110,5 @@ class AlertMetrics(ServiceMetrics):
                 self.latency.observe(max(0.0, latency_s))
         elif status in ("pending", "failed"):
             self.failed.labels(notifier, "true" if status == "failed" else "false").inc()
+        elif status == "unknown":
+            self.unknown.labels(notifier).inc()

@@ -114,7 +114,7 @@ class NotificationView(_View):
     event: str
     target: str
     channel: str
-    status: Literal["pending", "sending", "sent", "failed", "suppressed"]
+    status: Literal["pending", "sending", "sent", "failed", "suppressed", "unknown"]
     attempts: int
     created_at: datetime
     sent_at: datetime | None

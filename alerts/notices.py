@@ -23,6 +23,7 @@ __all__ = [
     "GRAFANA_TARGET",
     "AlertEvent",
     "OutboxEntry",
+    "ack_url",
     "alert_message",
     "notify_targets",
     "outbox_entries",
@@ -110,7 +111,7 @@ def alert_message(
     Args:
         alert: the alert after the change.
         event: the change.
-        cfg: the ``alerts`` settings (Grafana link).
+        cfg: the ``alerts`` settings (Grafana link, acknowledgement link).
         now: when the change happened.
         level: the escalation level, for ``escalated``.
         detections: how many detections the alert has (at least 1 is shown).
@@ -136,7 +137,22 @@ def alert_message(
             started_at=alert.started_at,
             ended_at=alert.resolved_at,
         ),
+        ack_url=ack_url(cfg.ack_url_template, alert.alert_id) if event != "resolved" else None,
     )
+
+
+def ack_url(template: str | None, alert_id: int) -> str | None:
+    """The acknowledgement link of an alert (``{alert_id}`` filled in); None without a template.
+
+    Args:
+        template: ``alerts.ack_url_template``.
+        alert_id: the alert.
+
+    Returns:
+        The URL, or None.
+    """
+    # str.replace, not str.format: a template may hold other braces (query strings, anchors).
+    return template.replace("{alert_id}", str(alert_id)) if template else None
 
 
 def outbox_entries(

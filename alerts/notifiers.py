@@ -34,6 +34,7 @@ from core.errors import ConfigurationError
 from core.settings import AlertsSettings, NotifierTarget
 
 __all__ = [
+    "NO_DEDUP_CHANNELS",
     "DingTalkNotifier",
     "EmailNotifier",
     "MqttNotifier",
@@ -58,6 +59,12 @@ MQTT_REFUSED_FOR_GOOD = (4, 5, 134, 135)
 _DINGTALK_RETRY = {-1, 130101}
 # WeCom errcodes worth retrying: -1 system busy, 45009 frequency limit
 _WECOM_RETRY = {-1, 45009}
+# Notifier types whose receivers cannot de-duplicate on the idempotency key: DingTalk and WeCom
+# group robots show every POST. An attempt interrupted after its send began is not sent to
+# them again (it could page twice) but recorded as ``unknown`` for a human to check. Every
+# other type is re-sent: webhooks carry the ``Idempotency-Key`` header, e-mail its
+# ``Message-ID``, MQTT (QoS 1, itself at-least-once) and Grafana the key in the payload.
+NO_DEDUP_CHANNELS: frozenset[str] = frozenset({"dingtalk", "wecom"})
 
 
 @dataclass(frozen=True, slots=True)

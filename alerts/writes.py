@@ -280,7 +280,7 @@ class AlertWrites:
     # ----------------------------------------------------------------- sweep
 
     async def sweep(self, now: datetime) -> SweepResult:
-        """Auto-resolve alerts whose hold time passed; escalate unacknowledged critical ones.
+        """Auto-resolve alerts whose hold time passed; escalate unacknowledged ones past deadline.
 
         Rows are locked with SKIP LOCKED, so several service instances can sweep at once.
 
@@ -323,7 +323,9 @@ class AlertWrites:
                 SWEEP_LIMIT,
             )
             for row in rows:
-                step = lifecycle.escalate(row["escalation_level"], self._cfg, now)
+                step = lifecycle.escalate(
+                    row["escalation_level"], self._cfg, now, severity=row["severity"]
+                )
                 updated = await conn.fetchrow(
                     """
                     UPDATE alerts SET escalation_level = $2, next_escalation_at = $3,

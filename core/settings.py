@@ -398,7 +398,7 @@ class AlertRoute(_Section):
     """Which targets hear about which alerts; every matching route is used.
 
     Empty match lists match anything. ``escalation`` lists the next contacts in order: each
-    escalation of an unacknowledged critical alert re-notifies ``targets`` plus the next one.
+    escalation of an unacknowledged alert re-notifies ``targets`` plus the next one.
     """
 
     name: str
@@ -408,6 +408,11 @@ class AlertRoute(_Section):
     severities: tuple[AlertSeverity, ...] = ("warning", "critical")
     targets: tuple[str, ...] = ()
     escalation: tuple[str, ...] = ()
+
+
+# Operations' defaults: a critical alert re-pages after 10 min, a warning after 30 min;
+# information and maintenance tickets page nobody, so they never escalate.
+_ESCALATE_AFTER_S: dict[AlertSeverity, float] = {"warning": 1800.0, "critical": 600.0}
 
 
 class AlertsSettings(ConsumerSettings):
@@ -431,8 +436,17 @@ class AlertsSettings(ConsumerSettings):
     resolve_hold_s: float = Field(
         default=120.0, ge=0, description="All detections must stay cleared this long (hysteresis)"
     )
-    escalate_after_s: float = Field(
-        default=600.0, gt=0, description="Unacknowledged critical alert: re-notify and escalate"
+    escalate_after_s: dict[AlertSeverity, float] = Field(
+        default_factory=lambda: dict(_ESCALATE_AFTER_S),
+        description="Per severity: an open alert not acknowledged this long after it opened"
+        " (then after each escalation) is re-notified and escalated to the route's next"
+        " contact; severities not listed never escalate. One number (the old form) is the"
+        " critical alerts' time alone",
+    )
+    ack_url_template: str | None = Field(
+        default=None,
+        description="Acknowledgement link put in every notification, e.g."
+        " https://oncall.example/alerts/{alert_id}/ack ({alert_id} is replaced)",
     )
     max_escalations: int = Field(default=3, ge=0)
     silence_default_s: float = Field(default=3600.0, gt=0)
@@ -443,7 +457,10 @@ class AlertsSettings(ConsumerSettings):
     dispatch_concurrency: int = Field(default=8, ge=1)
     send_timeout_s: float = Field(default=10.0, gt=0)
     lease_s: float = Field(
-        default=60.0, gt=0, description="A claimed outbox row is retried after this (crash)"
+        default=10.0,
+        gt=0,
+        description="A claimed outbox row's lease, renewed every third of it while it is sent;"
+        " a crashed sender's row is due again after this",
     )
     retry_base_s: float = Field(default=2.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
@@ -473,6 +490,31 @@ class AlertsSettings(ConsumerSettings):
     api_tokens: dict[str, SecretStr] = Field(
         default_factory=dict, description="name -> bearer token; the name is recorded as actor"
     )
+
+    @field_validator("escalate_after_s", mode="before")
+    @classmethod
+    def _escalation_times(cls, value: object) -> object:
+        # The old single value meant "critical alerts escalate after this"; keep that meaning.
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            return {"critical": value}
+        return value
+
+    @field_validator("escalate_after_s")
+    @classmethod
+    def _escalation_times_positive(
+        cls, value: dict[AlertSeverity, float]
+    ) -> dict[AlertSeverity, float]:
+        bad = sorted(sev for sev, s in value.items() if not s > 0)
+        if bad:
+            raise ValueError(f"escalate_after_s must be > 0 s (not for {', '.join(bad)})")
+        return value
+
+    @field_validator("ack_url_template")
+    @classmethod
+    def _ack_url_names_the_alert(cls, value: str | None) -> str | None:
+        if value is not None and "{alert_id}" not in value:
+            raise ValueError("ack_url_template must contain {alert_id}")
+        return value
 
 
 class MethaneLevels(_Section):

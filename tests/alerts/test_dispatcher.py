@@ -212,3 +212,100 @@ async def test_grafana_gets_an_annotation_at_start_and_a_region_at_the_end(
     assert upd.method == "PUT"
     assert end["time"] == body["time"]
     assert end["timeEnd"] >= end["time"]
+
+
+def _dingtalk(receiver: Receiver) -> dict[str, Any]:
+    """A DingTalk robot target on the receiver (which answers like DingTalk, errcode 0)."""
+    receiver.responder = lambda req: (200, {"errcode": 0, "errmsg": "ok"})
+    return {
+        "notifiers": [
+            {"name": "dt", "type": "dingtalk", "url": receiver.url("/robot/send?access_token=a")}
+        ],
+        "routes": [{"name": "r", "targets": ["dt"]}],
+        "lease_s": 0.5,
+    }
+
+
+async def test_robot_row_claimed_but_never_started_is_sent_once_after_its_lease(
+    rig_factory: Callable[..., Any], receiver: Receiver
+) -> None:
+    """A sender that died after claiming but before its attempt began: safe to send, once."""
+    crashed = await rig_factory(start=False, **_dingtalk(receiver))
+    await crashed.store.apply_detections([det()], datetime.now(UTC))
+    assert len(await crashed.store.claim_outbox(10, datetime.now(UTC))) == 1
+    survivor = await rig_factory(**_dingtalk(receiver))
+    survivor.wake.set()
+    await wait_until(lambda: _sent_only(survivor.store), "sent after lease expiry")
+    assert len(receiver.got("/robot")) == 1
+
+
+async def test_robot_attempt_started_and_never_finished_is_not_sent_again(
+    rig_factory: Callable[..., Any], receiver: Receiver
+) -> None:
+    """Outcome unknown (began sending, then died): a DingTalk robot is not paged twice; the
+    row is ``unknown``, with the attempt and a ``notification_unknown`` event recorded."""
+    crashed = await rig_factory(start=False, **_dingtalk(receiver))
+    await crashed.store.apply_detections([det()], datetime.now(UTC))
+    (item,) = await crashed.store.claim_outbox(10, datetime.now(UTC))
+    assert await crashed.store.outbox.start([item], datetime.now(UTC)) == {item.outbox_id}
+    # ... the robot got it here (or not: nobody knows), and the sender died.
+    survivor = await rig_factory(**_dingtalk(receiver))
+    survivor.wake.set()
+
+    async def unknown() -> bool:
+        return await survivor.store.outbox_status_counts() == {"unknown": 1}
+
+    await wait_until(unknown, "the interrupted attempt settled as unknown")
+    assert receiver.got("/robot") == []
+    assert survivor.dispatcher.stats.unknown == 1
+    (alert,) = await survivor.store.list_alerts(AlertFilter())
+    detail = await survivor.store.get_alert(alert.alert_id)
+    (n,) = detail.notifications
+    assert n.status == "unknown"
+    assert [a.ok for a in n.history] == [False]
+    assert "outcome unknown" in (n.history[0].error or "")
+    (event,) = [e for e in detail.events if e.event == "notification_unknown"]
+    assert event.detail["target"] == "dt"
+    assert event.detail["idempotency_key"] == item.idempotency_key
+
+
+async def test_webhook_attempt_started_and_never_finished_is_sent_again_with_its_key(
+    rig_factory: Callable[..., Any], receiver: Receiver
+) -> None:
+    """A webhook de-duplicates on Idempotency-Key: the interrupted attempt is sent again."""
+    crashed = await rig_factory(start=False, lease_s=0.5)
+    await crashed.store.apply_detections([det()], datetime.now(UTC))
+    (item,) = await crashed.store.claim_outbox(10, datetime.now(UTC))
+    assert await crashed.store.outbox.start([item], datetime.now(UTC)) == {item.outbox_id}
+    survivor = await rig_factory(lease_s=0.5)
+    survivor.wake.set()
+    await wait_until(lambda: _sent_only(survivor.store), "sent again after lease expiry")
+    (req,) = receiver.got("/hook")
+    assert req.headers["idempotency-key"] == item.idempotency_key
+
+
+async def test_lease_is_renewed_while_a_slow_send_runs(
+    rig_factory: Callable[..., Any], receiver: Receiver
+) -> None:
+    """A send slower than the lease keeps its claim: a second dispatcher does not take it."""
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(req: Captured) -> tuple[int, Any]:
+        if len(receiver.got("/hook")) == 1:
+            asyncio.run_coroutine_threadsafe(asyncio.wait_for(release.wait(), 30), loop).result()
+        return 200, {}
+
+    receiver.responder = slow
+    first = await rig_factory(lease_s=0.3)
+    other = await rig_factory(lease_s=0.3)
+    await first.store.apply_detections([det()], datetime.now(UTC))
+    first.wake.set()
+    other.wake.set()
+    await wait_until(lambda: receiver.got("/hook"), "the slow send in flight")
+    for _ in range(10):  # ~3 leases long, both dispatchers polling
+        await asyncio.sleep(0.1)
+        other.wake.set()
+    release.set()
+    await wait_until(lambda: _sent_only(first.store), "sent")
+    assert len(receiver.got("/hook")) == 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+from pydantic import ValidationError
+
 from alerts import (
     AlertMessage,
     classify,
@@ -144,3 +147,24 @@ def test_grafana_link_targets_the_kind_dashboard_around_the_alert() -> None:
         )
         is None
     )
+
+
+def test_text_and_robot_markdown_carry_the_acknowledgement_link() -> None:
+    """The on-call person can acknowledge from the message itself (text and markdown)."""
+    link = "https://oncall.example/alerts/7/ack"
+    msg = MSG.model_copy(update={"ack_url": link})
+    assert f"确认 Acknowledge: {link}" in render_text(msg)
+    assert f"[确认告警 Acknowledge]({link})" in render_markdown(msg)
+    assert "Acknowledge" not in render_text(MSG)
+
+
+def test_escalation_times_are_per_severity_and_the_old_single_value_is_critical_only() -> None:
+    """Defaults escalate warnings and critical alerts; one number keeps its old meaning."""
+    assert AlertsSettings().escalate_after_s == {"warning": 1800.0, "critical": 600.0}
+    assert AlertsSettings(escalate_after_s=120).escalate_after_s == {"critical": 120.0}
+    per = AlertsSettings(escalate_after_s={"warning": 60, "critical": 30})
+    assert per.escalate_after_s == {"warning": 60.0, "critical": 30.0}
+    with pytest.raises(ValidationError, match="escalate_after_s must be > 0"):
+        AlertsSettings(escalate_after_s={"warning": 0})
+    with pytest.raises(ValidationError, match="alert_id"):
+        AlertsSettings(ack_url_template="https://oncall.example/ack")

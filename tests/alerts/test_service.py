@@ -261,3 +261,87 @@ async def test_commits_timing_out_do_not_stop_the_alert_service(
     )
     assert service.stats.detections == 2
     assert await count(s.db_url(), "SELECT count(*) FROM alerts") == 2
+
+
+STALL_S = 30.0  # a stalled receiver answers after this at the latest (released at the kill)
+
+
+@pytest.mark.slow
+async def test_killed_mid_send_dingtalk_pages_at_most_once_and_webhook_once_per_key(
+    alert_settings: Callable[..., Settings], receiver: Receiver, tmp_path: Path
+) -> None:
+    """kill -9 while both receivers hold the request unanswered (between send and mark sent).
+
+    The DingTalk robot cannot de-duplicate: the restart does not send again, the row is
+    ``unknown`` with an alert event. The webhook is sent again with the same key: a receiver
+    honouring the key sees it once.
+    """
+    import json
+    import threading
+
+    release = threading.Event()
+
+    def stall_first(req: Any) -> tuple[int, Any]:
+        if len(receiver.got(req.path)) == 1:
+            release.wait(STALL_S)  # the service is killed while this request is in flight
+        if req.path.startswith("/robot"):
+            return 200, {"errcode": 0, "errmsg": "ok"}
+        return 200, {}
+
+    receiver.responder = stall_first
+    s = alert_settings()
+    url = s.db_url()
+    alerts = {
+        "notifiers": [
+            {"name": "oncall", "type": "webhook", "url": receiver.url("/hook")},
+            {"name": "dt", "type": "dingtalk", "url": receiver.url("/robot/send?access_token=a")},
+        ],
+        "routes": [{"name": "all", "targets": ["oncall", "dt"]}],
+        "group_id": s.alerts.group_id,
+        "dispatch_poll_s": 0.2,
+        "tick_s": 0.2,
+        "lease_s": 1.5,
+        "send_timeout_s": STALL_S,
+        "session_timeout_ms": 6000,
+    }
+    env = _service_env(s, receiver, dispatch=True)
+    env["GHGWATCH_ALERTS"] = json.dumps(alerts)
+    cli = [str(Path(sys.executable).parent / "ghgwatch"), "alert-service"]
+    log = (tmp_path / "svc.log").open("wb")
+    first = subprocess.Popen(cli, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await produce(s, [det()])
+        await wait_until(
+            lambda: receiver.got("/hook") and receiver.got("/robot"), "both sends in flight", 30
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        release.set()
+    second = subprocess.Popen(cli, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        async def settled() -> bool:
+            open_rows = "SELECT count(*) FROM alert_outbox WHERE status IN ('pending', 'sending')"
+            return await count(url, "SELECT count(*) FROM alert_outbox") == 2 and (
+                await count(url, open_rows) == 0
+            )
+
+        await wait_until(settled, "both outbox rows settled after the restart", 30)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(20)
+        log.close()
+    assert second.returncode == 0, (tmp_path / "svc.log").read_text()[-2000:]
+    assert len(receiver.got("/robot")) == 1  # at most once: not sent again
+    keys = [r.headers["idempotency-key"] for r in receiver.got("/hook")]
+    assert len(keys) == 2
+    assert len(set(keys)) == 1
+    async with AlertStore(url, s.alerts, s.db) as store:
+        (alert,) = await store.list_alerts(AlertFilter())
+        detail = await store.get_alert(alert.alert_id)
+    status = {n.target: n.status for n in detail.notifications}
+    assert status == {"oncall": "sent", "dt": "unknown"}
+    unknown = [e for e in detail.events if e.event == "notification_unknown"]
+    assert len(unknown) == 1
+    assert unknown[0].detail["target"] == "dt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,15 +113,20 @@ async def test_other_site_gets_its_own_alert(store: AlertStore) -> None:
 
 
 async def test_power_cut_raises_a_warning_alert_to_critical_and_notifies_again(
-    store: AlertStore,
+    make_store: Callable[..., AsyncIterator[AlertStore]],
 ) -> None:
     """An anomaly is a warning; a power cut at the same site raises it to critical once."""
+    async for store in make_store(escalate_after_s=600.0):  # the old form: critical only
+        await _warning_raised_to_critical(store)
+
+
+async def _warning_raised_to_critical(store: AlertStore) -> None:
     await store.apply_detections(
         [det(detector="anomaly", severity=Severity.WARNING, value=0.9)], T0
     )
     (alert,) = await store.list_alerts(AlertFilter())
     assert alert.severity == "warning"
-    assert alert.next_escalation_at is None  # warnings do not escalate
+    assert alert.next_escalation_at is None  # warnings do not escalate (in this store)
     await store.apply_detections([det(device="im/shendong-3/t0-01", value=1.7)], T0)
     await store.apply_detections([det(device="im/shendong-3/t0-02", value=1.8)], T0)
     (alert,) = await store.list_alerts(AlertFilter())
@@ -292,3 +298,75 @@ async def test_cleared_record_for_unknown_detection_is_ignored(store: AlertStore
     result = await store.apply_detections([cleared(det())], T0)
     assert result.duplicates == 1
     assert await store.list_alerts(AlertFilter()) == []
+
+
+WARNING_AT = "im/site-w/t1"
+CRITICAL_AT = "im/site-c/t1"
+
+
+def _two_alerts() -> list[Any]:
+    """A warning (rising trend) at one site and a critical alert (power cut) at another."""
+    return [
+        det(device=WARNING_AT, detector="rising_trend", severity=Severity.WARNING, value=0.9),
+        det(device=CRITICAL_AT),
+    ]
+
+
+async def test_escalation_follows_severity_warning_after_its_time_critical_after_its(
+    make_store: Callable[..., AsyncIterator[AlertStore]], alert_db: str
+) -> None:
+    """Each severity escalates after its own time, to the route's next contact."""
+    times = {"warning": 900.0, "critical": 300.0}
+    async for store in make_store(escalate_after_s=times, max_escalations=1):
+        await store.apply_detections(_two_alerts(), T0)
+        assert (await store.sweep(T0 + timedelta(seconds=299))).escalated == 0
+        first = await store.sweep(T0 + timedelta(seconds=300))
+        assert first.escalated_by_severity == {"critical": 1}
+        assert (await store.sweep(T0 + timedelta(seconds=899))).escalated == 0
+        second = await store.sweep(T0 + timedelta(seconds=900))
+        assert second.escalated_by_severity == {"warning": 1}
+        assert (await store.sweep(T0 + timedelta(hours=5))).escalated == 0  # max reached
+        got = await rows(
+            alert_db,
+            """
+            SELECT a.severity, o.target FROM alert_outbox o JOIN alerts a USING (alert_id)
+            WHERE o.event = 'escalated' ORDER BY o.outbox_id
+            """,
+        )
+        assert [(r["severity"], r["target"]) for r in got] == [
+            ("critical", "oncall"),
+            ("critical", "lead"),
+            ("warning", "oncall"),
+            ("warning", "lead"),
+        ]
+
+
+async def test_acknowledged_warning_alert_is_not_escalated(
+    make_store: Callable[..., AsyncIterator[AlertStore]],
+) -> None:
+    """Acknowledging stops a warning's escalation; the unacknowledged critical one goes on."""
+    async for store in make_store():  # default times: warnings escalate too
+        await store.apply_detections(_two_alerts(), T0)
+        (warning,) = await store.list_alerts(AlertFilter(severity="warning"))
+        assert warning.next_escalation_at is not None
+        await store.acknowledge(warning.alert_id, "zhang.wei", None, T0)
+        swept = await store.sweep(T0 + timedelta(hours=5))
+        assert swept.escalated_by_severity == {"critical": 1}
+        detail = await store.get_alert(warning.alert_id)
+        assert [n.event for n in detail.notifications] == ["opened"]
+
+
+async def test_every_paging_notification_carries_the_acknowledgement_link(
+    make_store: Callable[..., AsyncIterator[AlertStore]], alert_db: str
+) -> None:
+    """Opened and escalated messages link to the alert's acknowledgement; resolved ones not."""
+    template = "https://oncall.example/alerts/{alert_id}/ack?src=page"
+    async for store in make_store(ack_url_template=template, escalate_after_s=300.0):
+        await store.apply_detections([det()], T0)
+        await store.sweep(T0 + timedelta(seconds=300))
+        (alert,) = await store.list_alerts(AlertFilter())
+        await store.resolve(alert.alert_id, "zhang.wei", None, T0 + timedelta(seconds=400))
+        got = await rows(alert_db, "SELECT event, payload FROM alert_outbox ORDER BY outbox_id")
+        link = f"https://oncall.example/alerts/{alert.alert_id}/ack?src=page"
+        by_event = {r["event"]: json.loads(r["payload"])["ack_url"] for r in got}
+        assert by_event == {"opened": link, "escalated": link, "resolved": None}
