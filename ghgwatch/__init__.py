@@ -1,8 +1,7 @@
 """ghgwatch app shell: the ``ghgwatch`` CLI, ``up`` with its embedded stand-ins, and status.
 
 The top of the house: it builds the one :class:`core.Settings` object and starts the services
-below it. Nothing below imports it, save ``python -m processors``, an entry point that runs
-the CLI's processor command. The dashboards the CLI exports live in :mod:`dashboards`.
+below it. Nothing below imports it. The dashboards the CLI exports live in :mod:`dashboards`.
 """
 
 from ghgwatch.status import collect_status, render_status

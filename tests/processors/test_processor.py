@@ -208,7 +208,7 @@ def _subprocess_env(settings: Settings) -> dict[str, str]:
 def _start_subprocess(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "processors", "--timeout-s", "60"],
+            [sys.executable, "-m", "ghgwatch", "processor", "--timeout-s", "60"],
             env=_subprocess_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -300,7 +300,7 @@ async def test_two_processors_split_partitions_and_hand_over_on_stop(
 async def test_module_entry_point_exits_2_when_schema_is_missing(
     proc_settings: object, tmp_path: Path
 ) -> None:
-    """`python -m processors` on an unmigrated database exits 2 with the migrate hint."""
+    """`python -m ghgwatch processor` on an unmigrated database exits 2 with the migrate hint."""
     settings = proc_settings()  # type: ignore[operator]
     log_path = tmp_path / "processor.log"
     proc = _start_subprocess(settings, log_path)
