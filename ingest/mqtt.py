@@ -54,6 +54,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.settings import MqttSettings
@@ -75,8 +76,23 @@ DISCONNECT_TIMEOUT_S = 5.0
 # connect_timeout_s inside paho/aiomqtt; this catches anything that slips past both.
 _CONNECT_PHASES = 2
 _CONNECT_SLACK_S = 1.0
-# Reading resumes once the buffer has drained to this fraction of its capacity.
+# The socket is read on past ReceiveMaximum: PUBACKs of our own publishes, PINGRESP and
+# SUBACK queue behind PUBLISH packets, and a bridge that stops reading at the window's edge
+# stops hearing them (issue 9: keepalive timeouts, subscribes timing out behind a backlog).
+# A compliant broker never sends more than ReceiveMaximum unacknowledged messages, so only a
+# broker that ignores the limit (Mosquitto 2.0 does after a reconnect and after acks: 540 and
+# more in flight measured with a limit of 50) fills the buffer beyond it. Only then, at this
+# many times the window or BUFFER_BYTES_MAX, reading pauses and TCP holds the broker back.
+BUFFER_CEILING_FACTOR = 4
+BUFFER_BYTES_MAX = 64 * 1024 * 1024
+# Reading resumes once the buffer has drained to this fraction of its ceiling.
 RESUME_READING_FRACTION = 0.5
+# Messages PUBACKed (or settled after their connection was lost) that the broker may send
+# again with the DUP flag after a reconnect, remembered per window size to skip re-producing
+# them: Kafka then holds each once across a broker restart.
+REDELIVERY_MEMORY_FACTOR = 2
+# MQTT v5 subscription option "retain handling": 2 = send no retained messages on subscribe.
+RETAIN_HANDLING_NONE = 2
 MQTT_RETRY_AFTER_S = 1.0
 # A connection that lasted this long resets the reconnect backoff to its minimum.
 STABLE_CONNECTION_S = 10.0
@@ -145,6 +161,10 @@ class Subscription:
 
     topic_filter: str
     qos: int = 1
+    no_local: bool = False
+    """MQTT v5: do not send us what we publish ourselves (not allowed on shared ones)."""
+    retain_handling: int = 0
+    """MQTT v5: 0 sends retained messages on subscribe, 2 sends none."""
 
 
 @dataclass(slots=True, eq=False)
@@ -224,8 +244,17 @@ class MqttSession:
         self._subscriptions: dict[str, Subscription] = {s.topic_filter: s for s in subscriptions}
         self._state = _State.NEW
         self._buffer: deque[InboundMessage] = deque()
-        self._buffer_cap = cfg.receive_maximum
-        self._resume_below = max(1, int(cfg.receive_maximum * RESUME_READING_FRACTION))
+        self._buffer_bytes = 0
+        self._buffer_cap = cfg.receive_maximum * BUFFER_CEILING_FACTOR
+        self._resume_below = max(1, int(self._buffer_cap * RESUME_READING_FRACTION))
+        # (topic, payload) of messages handled but possibly unacknowledged at the broker.
+        self._recent: deque[InboundMessage] = deque(
+            maxlen=cfg.receive_maximum * REDELIVERY_MEMORY_FACTOR
+        )
+        self._handled: dict[tuple[str, bytes], int] = {}
+        self._handled_max = cfg.receive_maximum * REDELIVERY_MEMORY_FACTOR * 2
+        self._session_present = False
+        self._suback_task: asyncio.Task[None] | None = None
         self._reader: _BurstReader | None = None
         self._window: deque[InboundMessage] = deque()
         self._ready = asyncio.Event()
@@ -239,6 +268,7 @@ class MqttSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connects = 0
         self.overflowed = 0
+        self.redeliveries_skipped = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -342,11 +372,22 @@ class MqttSession:
             await self._subscribe(client, [subscription])
 
     async def _subscribe(self, client: aiomqtt.Client, subs: Sequence[Subscription]) -> None:
+        v5 = self._cfg.protocol == "5"
         for sub in subs:
+            options = (
+                SubscribeOptions(
+                    qos=sub.qos, noLocal=sub.no_local, retainHandling=sub.retain_handling
+                )
+                if v5
+                else None
+            )
             with mqtt_errors("subscribe"):
                 async with asyncio.timeout(self._cfg.connect_timeout_s):
                     granted = await client.subscribe(
-                        sub.topic_filter, qos=sub.qos, timeout=self._cfg.connect_timeout_s
+                        sub.topic_filter,
+                        qos=0 if options is not None else sub.qos,
+                        options=options,
+                        timeout=self._cfg.connect_timeout_s,
                     )
             for rc in granted:
                 code = _code(rc)
@@ -381,13 +422,19 @@ class MqttSession:
         self._raise_failure()
         count = min(len(buffer), max_messages)
         taken = [buffer.popleft() for _ in range(count)]
+        self._buffer_bytes -= sum(len(m.payload) for m in taken)
         reader = self._reader
-        if reader is not None and reader.paused and len(buffer) < self._resume_below:
+        if (
+            reader is not None
+            and reader.paused
+            and len(buffer) < self._resume_below
+            and self._buffer_bytes < BUFFER_BYTES_MAX * RESUME_READING_FRACTION
+        ):
             reader.resume()
         return taken
 
     def _buffer_full(self) -> bool:
-        return len(self._buffer) >= self._buffer_cap
+        return len(self._buffer) >= self._buffer_cap or self._buffer_bytes >= BUFFER_BYTES_MAX
 
     def ack(self, message: InboundMessage) -> bool:
         """Mark ``message`` durably handled; PUBACK the settled prefix of the window in order.
@@ -397,24 +444,57 @@ class MqttSession:
             the broker will redeliver it.
         """
         message.settled = True
-        if message.generation != self._generation or message.qos == 0:
-            return message.qos == 0
+        if message.qos == 0:
+            return True
+        if message.generation != self._generation:
+            # Handled, but its connection is gone: the broker sends it again (with DUP set).
+            self._remember(message)
+            return False
+        self._ack_prefix()
+        return True
+
+    def _ack_prefix(self) -> None:
         window = self._window
         client = self._paho
+        recent = self._recent
         while window and window[0].settled:
             head = window.popleft()
             if client is not None:
                 client.ack(head.mid, head.qos)
+            # The PUBACK may die with the connection (a broker restart): keep it in mind.
+            recent.append(head)
+
+    def _remember(self, message: InboundMessage) -> None:
+        """Note a handled message the broker may redeliver, so the copy is only acked."""
+        key = (message.topic, message.payload)
+        handled = self._handled
+        handled[key] = handled.get(key, 0) + 1
+        if len(handled) > self._handled_max:
+            del handled[next(iter(handled))]  # the oldest: its redelivery is long overdue
+
+    def _skip_redelivery(self, topic: str, payload: bytes) -> bool:
+        key = (topic, payload)
+        count = self._handled.get(key)
+        if not count:
+            return False
+        if count == 1:
+            del self._handled[key]
+        else:
+            self._handled[key] = count - 1
         return True
 
     def _on_paho_message(self, client: paho.Client, _userdata: Any, message: Any) -> None:
         # paho's own path (QoS 2 only; see _BurstReader). Runs on the event loop thread.
         if client is not self._paho:
             return  # a stale client of a failed connect attempt: never ours to ack
-        self._accept(bytes(message._topic), message.payload, message.qos, message.mid)  # noqa: SLF001
+        topic = bytes(message._topic)  # noqa: SLF001
+        self._accept(topic, message.payload, message.qos, message.mid, message.dup)
 
-    def _accept(self, topic_raw: bytes, payload: bytes, qos: int, mid: int) -> None:
+    def _accept(self, topic_raw: bytes, payload: bytes, qos: int, mid: int, dup: bool) -> None:
         """Take one PUBLISH into the buffer (and the ack window for QoS > 0).
+
+        A redelivery (DUP) of a message already handled on a lost connection is acknowledged
+        in its turn without being handed over again, so Kafka gets it once.
 
         Runs inside paho's read on the event loop thread; it must never raise into paho,
         which would drop the connection and cause a redelivery loop.
@@ -422,6 +502,15 @@ class MqttSession:
         try:
             topic = topic_raw.decode("utf-8", errors="replace")
             assert self._loop is not None
+            if dup and qos and self._handled and self._skip_redelivery(topic, payload):
+                skipped = InboundMessage(
+                    topic, payload, qos, mid, datetime.now(UTC), self._loop.time(),
+                    self._generation, settled=True,
+                )  # fmt: skip
+                self._window.append(skipped)
+                self._ack_prefix()
+                self.redeliveries_skipped += 1
+                return
             if len(self._buffer) >= self._buffer_cap + READ_BURST_SLACK_MESSAGES:
                 # Cannot happen while the reader pauses at the cap; kept as a hard bound. An
                 # unacked QoS 1 message comes back on reconnect, a QoS 0 one is gone.
@@ -445,6 +534,7 @@ class MqttSession:
             if qos > 0:
                 self._window.append(msg)
             self._buffer.append(msg)
+            self._buffer_bytes += len(payload)
             self._ready.set()
         except Exception:
             log.exception("mqtt message callback failed")
@@ -498,7 +588,17 @@ class MqttSession:
         raw.manual_ack_set(True)
         raw.connect_timeout = cfg.connect_timeout_s
         raw.on_message = self._on_paho_message
+        on_connect = raw.on_connect
+
+        def note_session(*args: Any) -> None:
+            # (client, userdata, ConnectFlags, reason code, properties): paho's v2 callback
+            self._session_present = bool(getattr(args[2], "session_present", False))
+            if on_connect is not None:
+                on_connect(*args)
+
+        raw.on_connect = note_session
         assert self._loop is not None
+        self._session_present = False
         self._reader = _BurstReader(
             client, self._loop, self._buffer_full, self._accept, has_properties=v5
         )
@@ -564,7 +664,20 @@ class MqttSession:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         self._client = client
-        await self._subscribe(client, list(self._subscriptions.values()))
+        subs = list(self._subscriptions.values())
+        if self._session_present and not any(s.topic_filter.startswith("$share/") for s in subs):
+            # The broker kept our session, plain subscriptions included, and sends its backlog
+            # right behind CONNACK, ahead of any SUBACK: re-subscribe (a changed registry)
+            # without waiting, and let the backlog flow; the SUBACK is checked when it comes.
+            # Shared subscriptions are not kept across a Mosquitto 2.0 restart even when the
+            # session is, so with one of those we wait for the SUBACK as for a new session.
+            self._suback_task = asyncio.create_task(
+                self._confirm_subscriptions(client, subs), name="mqtt-resubscribe"
+            )
+        else:
+            # A new session: nothing will be redelivered, and nothing flows before SUBACK.
+            self._handled.clear()
+            await self._subscribe(client, subs)
         self.connects += 1
         if self._on_connected is not None:
             self._on_connected()
@@ -576,6 +689,7 @@ class MqttSession:
             client_id=self._cfg.client_id,
             protocol=self._cfg.protocol,
             subscriptions=sorted(self._subscriptions),
+            session_present=self._session_present,
             generation=self._generation,
         )
         disconnected: asyncio.Future[Any] = client._disconnected  # noqa: SLF001
@@ -589,9 +703,31 @@ class MqttSession:
             exc = None if disconnected.cancelled() else disconnected.exception()
             raise MqttUnavailable(f"mqtt connection lost: {exc}") from exc
 
+    async def _confirm_subscriptions(
+        self, client: aiomqtt.Client, subs: Sequence[Subscription]
+    ) -> None:
+        try:
+            await self._subscribe(client, subs)
+        except FatalError as exc:
+            self._fail(exc)
+        except MqttUnavailable as exc:
+            # The session's subscriptions stand at the broker; a lost link shows elsewhere.
+            log.warning("mqtt re-subscribe not confirmed", error=str(exc))
+
     def _lost(self) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        if self._suback_task is not None:
+            self._suback_task.cancel()
+            self._suback_task = None
+        # What was handled here may come back after the reconnect: settled but not acked
+        # (an earlier message was still open), or acked while the broker went down.
+        for message in self._window:
+            if message.settled:
+                self._remember(message)
+        for message in self._recent:
+            self._remember(message)
+        self._recent.clear()
         # Messages of this connection can no longer be acknowledged; the broker redelivers.
         self._generation += 1
         self._window.clear()
@@ -652,7 +788,7 @@ class _BurstReader:
         client: aiomqtt.Client,
         loop: asyncio.AbstractEventLoop,
         full: Callable[[], bool],
-        accept: Callable[[bytes, bytes, int, int], None],
+        accept: Callable[[bytes, bytes, int, int, bool], None],
         *,
         has_properties: bool = True,
     ) -> None:
@@ -681,7 +817,8 @@ class _BurstReader:
         never allow topic aliases (TopicAliasMaximum stays 0), so the topic is always present.
         """
         packet = bytes(self._raw._in_packet["packet"])  # noqa: SLF001
-        qos = (self._raw._in_packet["command"] & 0x06) >> 1  # noqa: SLF001
+        command = self._raw._in_packet["command"]  # noqa: SLF001
+        qos = (command & 0x06) >> 1
         if qos == 2:
             return self._handle_publish()
         end = 2 + int.from_bytes(packet[0:2], "big")
@@ -701,7 +838,7 @@ class _BurstReader:
                     break
                 shift += 7
             end += props_len
-        self._accept(topic, packet[end:], qos, mid)
+        self._accept(topic, packet[end:], qos, mid, bool(command & 0x08))
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _recv(self, bufsize: int) -> bytes:
