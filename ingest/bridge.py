@@ -242,6 +242,7 @@ class Bridge:
         self._retry_queue: deque[_Outgoing] = deque()
         self._retry_ready = asyncio.Event()
         self._retry_attempt = 0
+        self._topics_unsure = False
         self._started = asyncio.Event()
         self._max_in_flight = settings.mqtt.receive_maximum
         self._status = _StatusBoard()
@@ -526,6 +527,14 @@ class Bridge:
         pending = outgoing
         attempt = 0
         while pending:
+            if self._topics_unsure and not await self._recheck_topics():
+                if self._stopping or self._stop.is_set():
+                    for item in pending:
+                        self._abandon(item.job, "kafka unavailable at stop")
+                    return
+                await self._pause(_backoff_s(attempt))
+                attempt += 1
+                continue
             sent, error = await producer.send_grouped([o.record for o in pending])
             handed: set[int] = set()
             for future, members in sent:
@@ -584,7 +593,30 @@ class Bridge:
             self._retry_ready.clear()
             await self._produce(batch)
 
+    async def _recheck_topics(self) -> bool:
+        """After a failed produce, make sure our topics exist before producing again.
+
+        A broker that came back empty (tansu keeps topics in memory; a rebuilt cluster) may
+        auto-create a topic on the first produce to it: tansu then confirmed records that a
+        CreateTopics racing that produce wiped (issue 9 finding 10: all acked, the retried
+        window gone). Creating the topics first, as at start, closes that window.
+
+        Returns:
+            True when the topics are known to exist.
+        """
+        try:
+            await ensure_topics(
+                self._settings.kafka,
+                self._settings.kafka_bootstrap(),
+                [self._readings_topic, self._deadletter_topic],
+            )
+        except BrokerUnavailable:
+            return False
+        self._topics_unsure = False
+        return True
+
     def _produce_failed(self, exc: GhgwatchError, topic: str) -> None:
+        self._topics_unsure = True
         self.metrics.produce_errors += 1
         if self._should_log("kafka", topic):
             log.warning(

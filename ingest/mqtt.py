@@ -8,14 +8,19 @@ How the session keeps QoS 1 readings safe:
 1. It connects with MQTT v5, a fixed client id, ``clean_start=False`` and a
    ``SessionExpiryInterval``, so the broker keeps the session and its queued messages while
    the bridge is down.
-2. ``ReceiveMaximum`` caps the unacknowledged messages the broker sends us, and the incoming
-   buffer holds at most that many: when it is full the socket is not read, so TCP holds back
-   even a broker that ignores the limit (Mosquitto 2.0 does when replaying a queued backlog).
+2. ``ReceiveMaximum`` caps the unacknowledged messages the broker sends us. The socket is
+   read on past it, so acknowledgements of our own publishes, PINGRESP and SUBACK are never
+   stuck behind PUBLISH packets; only a broker that overruns the limit
+   ``BUFFER_CEILING_FACTOR``-fold (Mosquitto 2.0 does after a reconnect) makes reading
+   pause, and TCP holds it back.
 3. Acknowledgement is manual: :meth:`MqttSession.ack` marks a message settled, and PUBACKs go
    out for the settled prefix of the in-flight window, in arrival order as MQTT requires.
-4. Every connect re-subscribes the whole local registry; a lost connection is re-established by
-   one named task with capped, jittered exponential backoff. Messages of a lost connection are
-   never acknowledged on a later one (the broker redelivers them).
+4. Every connect re-subscribes the whole local registry (without waiting for the SUBACK when
+   the broker kept our session and its plain subscriptions: its backlog comes first); a lost
+   connection is re-established by one named task with capped, jittered exponential backoff.
+   Messages of a lost connection are never acknowledged on a later one (the broker
+   redelivers them); a redelivery (DUP) of one already handled is acknowledged in its turn
+   and not handed over again.
 5. Refused credentials or authorisation end the session with :class:`CredentialsRefused`.
 
 With ``mqtt.protocol = "3.1.1"`` (brokers without v5, such as amqtt) the session connects
@@ -25,8 +30,8 @@ QoS 1 messages while the bridge is down. No v5 properties are sent, so there is 
 ReceiveMaximum and the broker alone decides how many messages it has in flight to us; what
 bounds the bridge's memory is step 2's second half: reading pauses while the buffer holds
 ``mqtt.receive_maximum`` messages, and TCP holds the rest back at the broker. Manual, in-order
-acknowledgement is unchanged. 3.1.1 has no shared subscriptions: set ``mqtt.share_group`` to
-``""`` for a plain subscription (so one bridge per client id, none splitting the load).
+acknowledgement is unchanged. 3.1.1 has no shared subscriptions: keep ``mqtt.share_group``
+``""`` (the default, plain subscriptions; bridges split the load by ``mqtt.topic_filters``).
 
 For throughput (15,000+ messages/s) the socket is read in large chunks and PUBLISH packets
 are decoded straight into the buffer, bypassing paho's per-message objects (see

@@ -18,6 +18,7 @@ from ingest_helpers import (
     running_bridge,
 )
 
+from adapters import ensure_topics
 from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, start_tansu
 from ingest import Bridge
@@ -107,10 +108,8 @@ async def test_nothing_is_acked_while_kafka_is_down_and_everything_arrives_after
             # tansu keeps topics in memory only: the new broker starts empty.
             kafka = await start_tansu(tmp_path / "tansu-2", port=kafka.port)
             assert f"127.0.0.1:{kafka.port}" == bootstrap
-            # No CreateTopics here: the bridge is already producing into the new broker, which
-            # takes a produce to a topic it does not know yet (auto-creating it), and a
-            # CreateTopics racing that produce wiped records tansu had already confirmed (the
-            # flaky failure of issue 9 finding 10: all 300 acked, the retried window missing).
+            topics = [settings.kafka.readings_topic, settings.kafka.deadletter_topic]
+            await ensure_topics(settings.kafka, bootstrap, topics)
             # Acked means in Kafka: wait for the acks first (recovery under load may take a
             # while), then Kafka must already hold every reading. ">=": a redelivery after a
             # reconnect is acked again (at-least-once), so "==" could be stepped over.
