@@ -14,7 +14,8 @@ What a message goes through, in order:
    ``kafka.deadletter_topic`` and, when the topic names a device, a retained
    :class:`~wire.schemas.DeviceStatus` is queued for its status topic.
 4. Records are produced (``acks=all``) as one Kafka batch per partition per pass; a failed
-   batch is retried with backoff until it succeeds or the bridge stops, never dropped.
+   batch is retried with backoff until it succeeds or the bridge stops, never dropped
+   (after a failure the bridge first makes sure its topics exist, as at start).
 5. Only when Kafka confirmed is the message acknowledged; PUBACKs leave in arrival order.
    A rejected message's status reply never holds it: the replies go out from their own
    queue, in order per device, at most ``STATUS_QUEUE_PER_DEVICE`` waiting per device (a
@@ -517,43 +518,42 @@ class Bridge:
     # -- producing ---------------------------------------------------------------------------
 
     async def _produce(self, outgoing: list[_Outgoing]) -> None:
-        """Hand records to the producer; while Kafka is down, retry (not reading).
+        """Hand records to the producer; what cannot be sent goes to the retry loop.
 
         Records go in one batch per partition; each batch's delivery settles its messages
-        when Kafka confirms it.
+        when Kafka confirms it. A failed hand-over does not hold the pump: the records wait
+        in the retry queue (bounded: each holds one of at most receive_maximum in-flight
+        messages), and the pump goes on taking messages until that window is full.
         """
         producer = self._producer
         assert producer is not None
-        pending = outgoing
-        attempt = 0
-        while pending:
-            if self._topics_unsure and not await self._recheck_topics():
-                if self._stopping or self._stop.is_set():
-                    for item in pending:
-                        self._abandon(item.job, "kafka unavailable at stop")
-                    return
-                await self._pause(_backoff_s(attempt))
-                attempt += 1
-                continue
-            sent, error = await producer.send_grouped([o.record for o in pending])
-            handed: set[int] = set()
-            for future, members in sent:
-                items = [pending[i] for i in members]
-                future.add_done_callback(functools.partial(self._on_delivered, items))
-                handed.update(members)
-            if error is None:
-                return
-            pending = [o for i, o in enumerate(pending) if i not in handed]
-            if isinstance(error, FatalError):
-                self._fail(error)
-            else:
-                self._produce_failed(error, pending[0].record[0])
-            if self._fatal is not None or self._stopping or self._stop.is_set():
-                for item in pending:
-                    self._abandon(item.job, "kafka unavailable at stop")
-                return
-            await self._pause(_backoff_s(attempt))
-            attempt += 1
+        if self._topics_unsure and not await self._recheck_topics():
+            self._requeue(outgoing)
+            return
+        sent, error = await producer.send_grouped([o.record for o in outgoing])
+        handed: set[int] = set()
+        for future, members in sent:
+            items = [outgoing[i] for i in members]
+            future.add_done_callback(functools.partial(self._on_delivered, items))
+            handed.update(members)
+        if error is None:
+            return
+        pending = [o for i, o in enumerate(outgoing) if i not in handed]
+        if isinstance(error, FatalError):
+            self._fail(error)
+            for item in pending:
+                self._abandon(item.job, "kafka refused the record")
+            return
+        self._produce_failed(error, pending[0].record[0])
+        self._requeue(pending)
+
+    def _requeue(self, items: list[_Outgoing]) -> None:
+        if self._stopping or self._stop.is_set() or self._fatal is not None:
+            for item in items:
+                self._abandon(item.job, "kafka unavailable at stop")
+            return
+        self._retry_queue.extend(items)
+        self._retry_ready.set()
 
     def _on_delivered(self, items: list[_Outgoing], future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
@@ -574,9 +574,7 @@ class Bridge:
                 self._abandon(item.job, "kafka refused the record")
             return
         self._produce_failed(exc, items[0].record[0])
-        # Bounded: every queued record holds one of at most receive_maximum in-flight messages.
-        self._retry_queue.extend(items)
-        self._retry_ready.set()
+        self._requeue(items)
 
     async def _retry_loop(self) -> None:
         """The one task re-sending failed deliveries, all together, after a growing backoff.
