@@ -48,12 +48,13 @@ from core.settings import Settings
 from ingest.exceptions import MqttUnavailable, SessionClosed
 from ingest.metrics import BridgeMetrics, BridgeStats
 from ingest.mqtt import RETAIN_HANDLING_NONE, InboundMessage, MqttSession, Subscription
-from wire.topics import STATUS_CHANNEL
+from wire.topics import DATA_CHANNEL, STATUS_CHANNEL
 from wire.validate import AcceptedMessage, RejectedMessage, validate_messages
 
 __all__ = [
     "DRAIN_TIMEOUT_S",
     "Bridge",
+    "retired_filters",
     "subscriptions",
 ]
 
@@ -189,6 +190,21 @@ def _backoff_s(attempt: int) -> float:
 
 def _excerpt(payload: bytes) -> str:
     return payload[:LOG_PAYLOAD_CHARS].decode("utf-8", errors="replace")
+
+
+# The shared group every bridge used by default before plain subscriptions became the default.
+_FORMER_SHARE_GROUP = "ghgwatch-bridge"
+
+
+def retired_filters(settings: Settings) -> list[str]:
+    """Filters earlier releases subscribed with (data topics only, shared by default or plain).
+
+    A broker that kept the bridge's session may still hold them; alongside today's filters
+    each message would then come twice, so the session unsubscribes them.
+    """
+    root = settings.mqtt.topic_root
+    data = f"{root}/+/+/+/+/{DATA_CHANNEL}"
+    return [f"$share/{_FORMER_SHARE_GROUP}/{data}", data]
 
 
 def subscriptions(settings: Settings) -> list[Subscription]:
@@ -330,6 +346,7 @@ class Bridge:
                     cfg.mqtt,
                     cfg.mqtt_url(),
                     subscriptions=subscriptions(cfg),
+                    retired_filters=retired_filters(cfg),
                     on_connected=self._count_connect,
                 )
                 await session.open()

@@ -229,6 +229,7 @@ class MqttSession:
         url: str,
         *,
         subscriptions: Sequence[Subscription] = (),
+        retired_filters: Sequence[str] = (),
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         """Prepare the session; nothing connects before :meth:`open`.
@@ -238,6 +239,9 @@ class MqttSession:
                 ReceiveMaximum...).
             url: ``mqtt://host:port`` or ``mqtts://host:port``.
             subscriptions: the initial registry, subscribed on every connect.
+            retired_filters: filters an earlier release subscribed with; a session the broker
+                kept may still hold them (then each message would come twice), so they are
+                unsubscribed whenever the session was kept.
             on_connected: called after each successful connect and resubscribe.
 
         Raises:
@@ -247,6 +251,7 @@ class MqttSession:
         self._cfg = cfg
         self._host, self._port, self._tls = _parse_url(url)
         self._subscriptions: dict[str, Subscription] = {s.topic_filter: s for s in subscriptions}
+        self._retired = [f for f in retired_filters if f not in self._subscriptions]
         self._state = _State.NEW
         self._buffer: deque[InboundMessage] = deque()
         self._buffer_bytes = 0
@@ -259,7 +264,6 @@ class MqttSession:
         self._handled: dict[tuple[str, bytes], int] = {}
         self._handled_max = cfg.receive_maximum * REDELIVERY_MEMORY_FACTOR * 2
         self._session_present = False
-        self._suback_task: asyncio.Task[None] | None = None
         self._reader: _BurstReader | None = None
         self._window: deque[InboundMessage] = deque()
         self._ready = asyncio.Event()
@@ -672,13 +676,18 @@ class MqttSession:
         subs = list(self._subscriptions.values())
         if self._session_present and not any(s.topic_filter.startswith("$share/") for s in subs):
             # The broker kept our session, plain subscriptions included, and sends its backlog
-            # right behind CONNACK, ahead of any SUBACK: re-subscribe (a changed registry)
-            # without waiting, and let the backlog flow; the SUBACK is checked when it comes.
+            # right behind CONNACK, ahead of the SUBACK. The socket is read on meanwhile and
+            # the backlog is handled as it comes, so the SUBACK arrives once what precedes it
+            # is taken; should that take longer than the timeout (Kafka slow), the kept
+            # subscriptions stand: log it, do not reconnect (that replayed the backlog and
+            # timed out again, in a loop).
+            await self._confirm_subscriptions(client, subs)
+            self._raise_failure()
+        elif self._session_present:
             # Shared subscriptions are not kept across a Mosquitto 2.0 restart even when the
-            # session is, so with one of those we wait for the SUBACK as for a new session.
-            self._suback_task = asyncio.create_task(
-                self._confirm_subscriptions(client, subs), name="mqtt-resubscribe"
-            )
+            # session is: without the SUBACK nothing is known to flow, so wait for it.
+            await self._subscribe(client, subs)
+            await self._unsubscribe_retired(client)
         else:
             # A new session: nothing will be redelivered, and nothing flows before SUBACK.
             self._handled.clear()
@@ -715,16 +724,28 @@ class MqttSession:
             await self._subscribe(client, subs)
         except FatalError as exc:
             self._fail(exc)
+            return
         except MqttUnavailable as exc:
             # The session's subscriptions stand at the broker; a lost link shows elsewhere.
             log.warning("mqtt re-subscribe not confirmed", error=str(exc))
+        # Only now: until the new filters stand, the retired ones still deliver.
+        await self._unsubscribe_retired(client)
+
+    async def _unsubscribe_retired(self, client: aiomqtt.Client) -> None:
+        """Drop filters of an earlier release from a kept session (no answer needed)."""
+        for flt in self._retired:
+            try:
+                with mqtt_errors("unsubscribe"):
+                    async with asyncio.timeout(self._cfg.connect_timeout_s):
+                        await client.unsubscribe(flt, timeout=self._cfg.connect_timeout_s)
+            except MqttUnavailable as exc:
+                log.warning(
+                    "mqtt unsubscribe of a retired filter failed", filter=flt, error=str(exc)
+                )
 
     def _lost(self) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if self._suback_task is not None:
-            self._suback_task.cancel()
-            self._suback_task = None
         # What was handled here may come back after the reconnect: settled but not acked
         # (an earlier message was still open), or acked while the broker went down.
         for message in self._window:

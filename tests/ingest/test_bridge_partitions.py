@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiomqtt
 import pytest
 from ingest_helpers import (
     city_readings,
@@ -17,12 +18,14 @@ from ingest_helpers import (
     reading_keys,
     running_bridge,
 )
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 from test_bridge_recovery import _all_of, _until
 
 from core.settings import MqttSettings, Settings
 from ghgwatch.embedded import start_tansu
-from ingest.bridge import subscriptions
+from ingest.bridge import retired_filters, subscriptions
 
 
 def _mine_readings(root: str, count: int) -> list[tuple[str, bytes]]:
@@ -109,3 +112,41 @@ def test_a_malformed_topic_filter_is_refused(bad: str) -> None:
     """topic_filters must be MQTT filters below the root."""
     with pytest.raises(ValidationError):
         MqttSettings(topic_filters=(bad,))
+
+
+async def test_a_kept_session_with_the_former_shared_subscription_does_not_double_messages(
+    fast_settings: Callable[..., Settings], kafka_bootstrap: str
+) -> None:
+    """A bridge upgraded in place finds its session still holding the former default filter
+    (a shared subscription of data topics); it drops that filter, so each message comes once
+    rather than once per overlapping subscription."""
+    settings = fast_settings(mqtt={"share_group": ""})
+    root = settings.mqtt.topic_root
+    host, port = mqtt_host_port(settings)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 600
+    async with aiomqtt.Client(
+        host,
+        port,
+        identifier=settings.mqtt.client_id,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=False,
+        properties=props,
+    ) as former:
+        await former.subscribe(retired_filters(settings)[0], qos=1)
+    messages = city_readings(root, 60)
+    async with running_bridge(settings) as bridge:
+        await publish_many(host, port, messages)
+        records = await read_topic(
+            kafka_bootstrap, settings.kafka.readings_topic, _all_of(expected_keys(messages, root))
+        )
+        await _until(lambda: bridge.stats().acked >= len(messages), "every message acked")
+        late = await read_topic(
+            kafka_bootstrap,
+            settings.kafka.readings_topic,
+            lambda got: len(got) > len(messages),
+            deadline_s=1.0,
+        )
+    assert reading_keys(records) == expected_keys(messages, root)
+    assert len(late) == len(messages)
+    assert bridge.stats().received == len(messages)
