@@ -9,7 +9,11 @@ Two measurements, both with publishers in C (mosquitto_pub, one per device):
 - live: the bridge runs while the publishers send N messages; from the first publish to the
   last ack (publisher, broker, bridge and tansu all share the machine).
 
+With ``--rejects`` every message is schema-invalid (an unknown key), so each is dead-lettered
+and its device sent a status reply: the cost of rejection against acceptance.
+
     python benchmarks/bench_bridge.py --messages 100000
+    python benchmarks/bench_bridge.py --messages 20000 --rejects
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from ingest import Bridge
 DEVICES = 20
 
 
-def _lines(device: int, count: int) -> bytes:
+def _lines(device: int, count: int, *, rejects: bool = False) -> bytes:
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    extra = {"junk": 1} if rejects else {}
     return b"".join(
         json.dumps(
             {
@@ -39,6 +44,7 @@ def _lines(device: int, count: int) -> bytes:
                 "metric": "co2_ppm",
                 "value": 420.0 + (i % 50) * 0.1,
                 "flag": "N",
+                **extra,
             }
         ).encode()
         + b"\n"
@@ -61,7 +67,7 @@ def _publish(port: int, payloads: list[bytes]) -> list[subprocess.Popen[bytes]]:
     return procs
 
 
-async def main(messages: int, profile: bool) -> None:
+async def main(messages: int, profile: bool, rejects: bool = False) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     mosquitto = await start_mosquitto(work / "mqtt", port=0, persistence=False)
     tansu = await start_tansu(work / "kafka", port=0)
@@ -95,7 +101,7 @@ async def main(messages: int, profile: bool) -> None:
         await register.wait()
         # 2. Prefill: the broker queues every message for the offline sessions.
         per_device = messages // DEVICES
-        payloads = [_lines(d, per_device) for d in range(DEVICES)]
+        payloads = [_lines(d, per_device, rejects=rejects) for d in range(DEVICES)]
         t0 = time.perf_counter()
         for proc in _publish(mosquitto.port, payloads):
             proc.wait()
@@ -125,6 +131,7 @@ async def main(messages: int, profile: bool) -> None:
             print(f"profile: {work / 'bridge.prof'}")
         print(
             f"drain: received={stats.received} acked={stats.acked} produced={stats.produced} "
+            f"status_published={stats.status_published} coalesced={stats.status_coalesced} "
             f"errors={stats.produce_errors} in {elapsed:.2f} s "
             f"-> {stats.acked / elapsed:,.0f} msg/s; bridge CPU {cpu:.2f} s "
             f"= {cpu / stats.acked * 1e6:.0f} us/msg = {stats.acked / cpu:,.0f} msg/s per core; "
@@ -153,5 +160,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--rejects", action="store_true", help="every message schema-invalid (dead-lettered)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.messages, args.profile))
+    asyncio.run(main(args.messages, args.profile, args.rejects))

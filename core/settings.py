@@ -143,10 +143,42 @@ class MqttSettings(_Section):
         " default: derived from this installation's machine id (stable, not guessable)",
     )
     share_group: str = Field(
-        default="ghgwatch-bridge",
-        description="Shared-subscription group: bridges in one group split the load;"
-        ' "" subscribes plainly (needed with protocol "3.1.1": one bridge only)',
+        default="",
+        description='"" (default): plain subscriptions, which Mosquitto keeps with the'
+        " bridge's session across a broker restart; bridges split the load by topic_filters."
+        " A group name: one shared subscription per filter, bridges in the group split the load"
+        " by message, but Mosquitto 2.0 forgets shared subscriptions on restart and drops what"
+        " is published until the bridge re-subscribes (measured: 17 of 2,006 readings in a 5 s"
+        " test; 25,000-34,000 of 360,000 at 8,000/s)",
     )
+    topic_filters: tuple[str, ...] = Field(
+        default=("#",),
+        min_length=1,
+        description="MQTT topic filters below topic_root this bridge subscribes to (plain"
+        ' subscriptions unless share_group is set). The default "#" takes every topic under'
+        " the root, so a topic off the data scheme is dead-lettered as bad_topic, not lost."
+        " To split the load, give each bridge a disjoint share that together cover the"
+        ' scheme, e.g. ["city/#", "cems/#"] and ["mine/#", "leak/#"], or named networks'
+        ' ["mine/ordos-coal/#"]; only a bridge holding "#" sees topics of unknown kinds',
+    )
+
+    @field_validator("topic_filters")
+    @classmethod
+    def _check_filters(cls, filters: tuple[str, ...]) -> tuple[str, ...]:
+        for flt in filters:
+            levels = flt.split("/")
+            if (
+                not flt
+                or flt.startswith(("/", "$"))
+                or "#" in levels[:-1]
+                or any(("#" in lvl or "+" in lvl) and len(lvl) > 1 for lvl in levels)
+            ):
+                raise ValueError(
+                    f"topic filter {flt!r} is not an MQTT filter below the root"
+                    ' (e.g. "#", "city/#", "mine/ordos-coal/#")'
+                )
+        return filters
+
     protocol: Literal["5", "3.1.1"] = Field(
         default="5",
         description='MQTT version the bridge and simulator speak; "3.1.1" for brokers without'

@@ -4,16 +4,23 @@ What a message goes through, in order:
 
 1. The MQTT session hands it over (at most ``mqtt.receive_maximum`` are unacknowledged at
    once: the broker holds the rest, which is the bridge's only buffer).
+   The bridge subscribes to ``mqtt.topic_filters`` below the topic root (default ``#``,
+   everything), so a topic off the data scheme is dead-lettered, not lost. What ghgwatch
+   itself publishes there (device status replies, alert topics) is acknowledged and skipped.
 2. :func:`wire.validate.validate_messages` accepts or rejects it, together with the other
    messages taken in the same pass; it never raises.
 3. Accepted: its :class:`~wire.batch.ReadingBatch` is produced to ``kafka.readings_topic``
    keyed by ``device_id``. Rejected: a :class:`~wire.schemas.DeadLetterRecord` is produced to
    ``kafka.deadletter_topic`` and, when the topic names a device, a retained
-   :class:`~wire.schemas.DeviceStatus` is published on its status topic.
+   :class:`~wire.schemas.DeviceStatus` is queued for its status topic.
 4. Records are produced (``acks=all``) as one Kafka batch per partition per pass; a failed
-   batch is retried with backoff until it succeeds or the bridge stops, never dropped.
-5. Only when Kafka confirmed (and the status was handed to the broker) is the message
-   acknowledged; PUBACKs leave in arrival order.
+   batch is retried with backoff until it succeeds or the bridge stops, never dropped
+   (after a failure the bridge first makes sure its topics exist, as at start).
+5. Only when Kafka confirmed is the message acknowledged; PUBACKs leave in arrival order.
+   A rejected message's status reply never holds it: the replies go out from their own
+   queue, in order per device, at most ``STATUS_QUEUE_PER_DEVICE`` waiting per device (a
+   flood keeps the newest) and ``STATUS_PENDING_DEVICES_MAX`` devices, best effort: the
+   dead letter is the record, the status a courtesy that a stop may leave unsent.
 
 A stop (event, ``timeout_s`` or ``max_messages``) stops reading, waits up to
 ``DRAIN_TIMEOUT_S`` for in-flight produces, acknowledges them, flushes the producer and
@@ -40,13 +47,15 @@ from core.errors import BrokerUnavailable, FatalError, GhgwatchError
 from core.settings import Settings
 from ingest.exceptions import MqttUnavailable, SessionClosed
 from ingest.metrics import BridgeMetrics, BridgeStats
-from ingest.mqtt import InboundMessage, MqttSession, Subscription
-from wire.topics import data_subscription
+from ingest.mqtt import RETAIN_HANDLING_NONE, InboundMessage, MqttSession, Subscription
+from wire.topics import DATA_CHANNEL, STATUS_CHANNEL
 from wire.validate import AcceptedMessage, RejectedMessage, validate_messages
 
 __all__ = [
     "DRAIN_TIMEOUT_S",
     "Bridge",
+    "retired_filters",
+    "subscriptions",
 ]
 
 log = structlog.get_logger(__name__)
@@ -65,6 +74,15 @@ TASK_CANCEL_TIMEOUT_S = 5.0
 PRODUCE_BACKOFF_MIN_S = 0.2
 PRODUCE_BACKOFF_MAX_S = 5.0
 STATUS_PUBLISH_TIMEOUT_S = 5.0
+# Status replies in flight at once (each waits for its PUBACK, none holds an inbound slot).
+STATUS_WORKERS = 8
+# Replies waiting per device; beyond it the oldest waiting one is dropped (coalesced): a
+# device sending garbage in a loop needs its latest reason, not thousands of them.
+STATUS_QUEUE_PER_DEVICE = 8
+# Devices with replies waiting; a reply for one more device beyond it is dropped (counted).
+STATUS_PENDING_DEVICES_MAX = 10_000
+# A device's status topic: {root}/{kind}/{network}/{site}/{device}/status.
+_STATUS_TOPIC_LEVELS = 5
 # Log a repeated reject (same device, same reason) or produce failure at most this often.
 REPEAT_LOG_INTERVAL_S = 60.0
 REPEAT_LOG_KEYS_MAX = 10_000
@@ -78,6 +96,70 @@ class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     DONE = "done"
+
+
+class _StatusBoard:
+    """Status replies waiting to be published: in order per device, bounded, coalesced.
+
+    A worker takes a device that has replies waiting and no reply in flight, publishes its
+    oldest one and waits for the PUBACK; so one device's replies reach the broker in order
+    while several devices' go out at once, and a flood of rejects queues at most
+    ``STATUS_QUEUE_PER_DEVICE`` replies per device. The JSON is built only when a reply is
+    published, so a coalesced one costs nothing.
+    """
+
+    __slots__ = ("_busy", "_pending", "_ready", "_wake", "coalesced", "dropped")
+
+    def __init__(self) -> None:
+        self._pending: dict[str, deque[RejectedMessage]] = {}
+        self._ready: deque[str] = deque()
+        self._busy: set[str] = set()
+        self._wake = asyncio.Event()
+        self.coalesced = 0
+        self.dropped = 0
+
+    def put(self, topic: str, result: RejectedMessage) -> None:
+        """Queue a reply for the device whose status topic is ``topic``."""
+        queue = self._pending.get(topic)
+        if queue is None:
+            if len(self._pending) >= STATUS_PENDING_DEVICES_MAX:
+                self.dropped += 1
+                return
+            queue = self._pending[topic] = deque(maxlen=STATUS_QUEUE_PER_DEVICE)
+            if topic not in self._busy:
+                self._ready.append(topic)
+                self._wake.set()
+        elif len(queue) == STATUS_QUEUE_PER_DEVICE:
+            self.coalesced += 1
+        queue.append(result)
+
+    async def take(self) -> tuple[str, RejectedMessage]:
+        """Wait for a device with a reply waiting and none in flight; mark it busy."""
+        while not self._ready:
+            self._wake.clear()
+            await self._wake.wait()
+        topic = self._ready.popleft()
+        queue = self._pending[topic]
+        result = queue.popleft()
+        if not queue:
+            del self._pending[topic]
+        self._busy.add(topic)
+        return topic, result
+
+    def done(self, topic: str, retry: RejectedMessage | None = None) -> None:
+        """The device's reply in flight is settled; ``retry`` puts it back at the front."""
+        self._busy.discard(topic)
+        queue = self._pending.get(topic)
+        if retry is not None:
+            if queue is None:
+                queue = self._pending[topic] = deque(maxlen=STATUS_QUEUE_PER_DEVICE)
+            if len(queue) < STATUS_QUEUE_PER_DEVICE:
+                queue.appendleft(retry)
+            else:
+                self.coalesced += 1
+        if topic in self._pending:
+            self._ready.append(topic)
+            self._wake.set()
 
 
 class _Job:
@@ -110,6 +192,44 @@ def _excerpt(payload: bytes) -> str:
     return payload[:LOG_PAYLOAD_CHARS].decode("utf-8", errors="replace")
 
 
+# The shared group every bridge used by default before plain subscriptions became the default.
+_FORMER_SHARE_GROUP = "ghgwatch-bridge"
+
+
+def retired_filters(settings: Settings) -> list[str]:
+    """Filters earlier releases subscribed with (data topics only, shared by default or plain).
+
+    A broker that kept the bridge's session may still hold them; alongside today's filters
+    each message would then come twice, so the session unsubscribes them.
+    """
+    root = settings.mqtt.topic_root
+    data = f"{root}/+/+/+/+/{DATA_CHANNEL}"
+    return [f"$share/{_FORMER_SHARE_GROUP}/{data}", data]
+
+
+def subscriptions(settings: Settings) -> list[Subscription]:
+    """The bridge's subscriptions: one per ``mqtt.topic_filters`` entry below the root.
+
+    Plain by default: Mosquitto keeps a plain subscription, and what it queues for it, with
+    the bridge's persistent session across a broker restart. With ``mqtt.share_group`` each
+    filter is shared by the group (Mosquitto 2.0 forgets those on restart: what is published
+    until the bridge re-subscribes is lost). Plain ones ask for no echo of the bridge's own
+    status replies and no retained messages (MQTT v5; 3.1.1 ignores both).
+    """
+    cfg = settings.mqtt
+    root = cfg.topic_root
+    out = []
+    for flt in cfg.topic_filters:
+        full = f"{root}/{flt}"
+        if cfg.share_group:
+            out.append(Subscription(f"$share/{cfg.share_group}/{full}", cfg.qos))
+        else:
+            out.append(
+                Subscription(full, cfg.qos, no_local=True, retain_handling=RETAIN_HANDLING_NONE)
+            )
+    return out
+
+
 class Bridge:
     """Moves device messages from MQTT to Kafka without losing any (at-least-once).
 
@@ -129,6 +249,7 @@ class Bridge:
         self._readings_topic = settings.kafka.readings_topic
         self._deadletter_topic = settings.kafka.deadletter_topic
         self.metrics = BridgeMetrics()
+        self.metrics.refresh = self._sync_session_counters
         self.metrics_port: int | None = None
         self._state = _State.NEW
         self._stop = asyncio.Event()
@@ -138,8 +259,13 @@ class Bridge:
         self._retry_queue: deque[_Outgoing] = deque()
         self._retry_ready = asyncio.Event()
         self._retry_attempt = 0
+        self._topics_unsure = False
         self._started = asyncio.Event()
         self._max_in_flight = settings.mqtt.receive_maximum
+        self._status = _StatusBoard()
+        # Topics ghgwatch publishes on itself below the root: never device input.
+        alerts_root = settings.alerts.mqtt_topic_root.rstrip("/") + "/"
+        self._own_prefixes = (alerts_root,) if alerts_root.startswith(self._root + "/") else ()
         self._jobs: set[_Job] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._fatal: GhgwatchError | None = None
@@ -219,11 +345,8 @@ class Bridge:
                 session = MqttSession(
                     cfg.mqtt,
                     cfg.mqtt_url(),
-                    subscriptions=[
-                        Subscription(
-                            data_subscription(self._root, cfg.mqtt.share_group), cfg.mqtt.qos
-                        )
-                    ],
+                    subscriptions=subscriptions(cfg),
+                    retired_filters=retired_filters(cfg),
                     on_connected=self._count_connect,
                 )
                 await session.open()
@@ -231,6 +354,8 @@ class Bridge:
                 self._producer, self._session = producer, session
                 self._started.set()
                 self._spawn(self._retry_loop(), "produce-retry")
+                for n in range(STATUS_WORKERS):
+                    self._spawn(self._status_worker(session), f"status-publish-{n}")
                 log.info(
                     "bridge running",
                     mqtt=cfg.mqtt_url(),
@@ -260,6 +385,12 @@ class Bridge:
 
     def _count_connect(self) -> None:
         self.metrics.mqtt_connects += 1
+
+    def _sync_session_counters(self) -> None:
+        session, metrics = self._session, self.metrics
+        if session is not None:
+            metrics.redeliveries_skipped = session.redeliveries_skipped
+        metrics.status_coalesced = self._status.coalesced + self._status.dropped
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -329,15 +460,36 @@ class Bridge:
             taken += len(batch)
             metrics.received += len(batch)
             metrics.in_flight += len(batch)
+            batch = self._skip_own(batch)
             verdicts = validate_messages(
                 [(m.topic, m.payload, m.received_at) for m in batch], root=self._root
             )
             outgoing = [self._handle(m, v) for m, v in zip(batch, verdicts, strict=True)]
-            await self._produce(outgoing)
+            if outgoing:
+                await self._produce(outgoing)
             if max_messages is not None and taken >= max_messages:
                 return
             # Let the MQTT socket reader and the Kafka sender run between batches.
             await asyncio.sleep(0)
+
+    def _skip_own(self, batch: list[InboundMessage]) -> list[InboundMessage]:
+        """Settle what ghgwatch itself published (status replies, alerts); keep the rest.
+
+        A subscription to the whole root also matches the bridge's own status replies (MQTT
+        3.1.1 has no "no local"; retained ones come on subscribe) and the alert topics.
+        """
+        keep = [m for m in batch if not self._is_own(m.topic)]
+        if len(keep) != len(batch):
+            for message in batch:
+                if self._is_own(message.topic):
+                    self.metrics.ignored += 1
+                    self._settle(self._track(message, 1, None))
+        return keep
+
+    def _is_own(self, topic: str) -> bool:
+        if topic.endswith("/" + STATUS_CHANNEL) and topic.startswith(self._root + "/"):
+            return topic.count("/", len(self._root) + 1) == _STATUS_TOPIC_LEVELS - 1
+        return bool(self._own_prefixes) and topic.startswith(self._own_prefixes)
 
     def _track(self, message: InboundMessage, pending: int, device: str | None) -> _Job:
         job = _Job(message, pending, device)
@@ -373,14 +525,9 @@ class Bridge:
                 detail=record.detail,
                 payload=_excerpt(message.payload),
             )
-        job = self._track(message, 2 if device is not None else 1, device_id)
+        job = self._track(message, 1, device_id)
         if device is not None:
-            # Tasks start in creation order, so a device hears its rejections in order.
-            status = result.status().model_dump_json().encode()
-            self._spawn(
-                self._publish_status(job, device.status_topic(self._root), status),
-                "status-publish",
-            )
+            self._status.put(device.status_topic(self._root), result)
         key = device_id.encode() if device_id is not None else None
         value = record.model_dump_json().encode()
         return _Outgoing(job, ROLE_DEADLETTER, (self._deadletter_topic, key, value))
@@ -388,35 +535,42 @@ class Bridge:
     # -- producing ---------------------------------------------------------------------------
 
     async def _produce(self, outgoing: list[_Outgoing]) -> None:
-        """Hand records to the producer; while Kafka is down, retry (not reading).
+        """Hand records to the producer; what cannot be sent goes to the retry loop.
 
         Records go in one batch per partition; each batch's delivery settles its messages
-        when Kafka confirms it.
+        when Kafka confirms it. A failed hand-over does not hold the pump: the records wait
+        in the retry queue (bounded: each holds one of at most receive_maximum in-flight
+        messages), and the pump goes on taking messages until that window is full.
         """
         producer = self._producer
         assert producer is not None
-        pending = outgoing
-        attempt = 0
-        while pending:
-            sent, error = await producer.send_grouped([o.record for o in pending])
-            handed: set[int] = set()
-            for future, members in sent:
-                items = [pending[i] for i in members]
-                future.add_done_callback(functools.partial(self._on_delivered, items))
-                handed.update(members)
-            if error is None:
-                return
-            pending = [o for i, o in enumerate(pending) if i not in handed]
-            if isinstance(error, FatalError):
-                self._fail(error)
-            else:
-                self._produce_failed(error, pending[0].record[0])
-            if self._fatal is not None or self._stopping or self._stop.is_set():
-                for item in pending:
-                    self._abandon(item.job, "kafka unavailable at stop")
-                return
-            await self._pause(_backoff_s(attempt))
-            attempt += 1
+        if self._topics_unsure and not await self._recheck_topics():
+            self._requeue(outgoing)
+            return
+        sent, error = await producer.send_grouped([o.record for o in outgoing])
+        handed: set[int] = set()
+        for future, members in sent:
+            items = [outgoing[i] for i in members]
+            future.add_done_callback(functools.partial(self._on_delivered, items))
+            handed.update(members)
+        if error is None:
+            return
+        pending = [o for i, o in enumerate(outgoing) if i not in handed]
+        if isinstance(error, FatalError):
+            self._fail(error)
+            for item in pending:
+                self._abandon(item.job, "kafka refused the record")
+            return
+        self._produce_failed(error, pending[0].record[0])
+        self._requeue(pending)
+
+    def _requeue(self, items: list[_Outgoing]) -> None:
+        if self._stopping or self._stop.is_set() or self._fatal is not None:
+            for item in items:
+                self._abandon(item.job, "kafka unavailable at stop")
+            return
+        self._retry_queue.extend(items)
+        self._retry_ready.set()
 
     def _on_delivered(self, items: list[_Outgoing], future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
@@ -437,9 +591,7 @@ class Bridge:
                 self._abandon(item.job, "kafka refused the record")
             return
         self._produce_failed(exc, items[0].record[0])
-        # Bounded: every queued record holds one of at most receive_maximum in-flight messages.
-        self._retry_queue.extend(items)
-        self._retry_ready.set()
+        self._requeue(items)
 
     async def _retry_loop(self) -> None:
         """The one task re-sending failed deliveries, all together, after a growing backoff.
@@ -456,7 +608,30 @@ class Bridge:
             self._retry_ready.clear()
             await self._produce(batch)
 
+    async def _recheck_topics(self) -> bool:
+        """After a failed produce, make sure our topics exist before producing again.
+
+        A broker that came back empty (tansu keeps topics in memory; a rebuilt cluster) may
+        auto-create a topic on the first produce to it: tansu then confirmed records that a
+        CreateTopics racing that produce wiped (issue 9 finding 10: all acked, the retried
+        window gone). Creating the topics first, as at start, closes that window.
+
+        Returns:
+            True when the topics are known to exist.
+        """
+        try:
+            await ensure_topics(
+                self._settings.kafka,
+                self._settings.kafka_bootstrap(),
+                [self._readings_topic, self._deadletter_topic],
+            )
+        except BrokerUnavailable:
+            return False
+        self._topics_unsure = False
+        return True
+
     def _produce_failed(self, exc: GhgwatchError, topic: str) -> None:
+        self._topics_unsure = True
         self.metrics.produce_errors += 1
         if self._should_log("kafka", topic):
             log.warning(
@@ -468,34 +643,27 @@ class Bridge:
 
     # -- telling the device --------------------------------------------------------------------
 
-    async def _publish_status(self, job: _Job, topic: str, payload: bytes) -> None:
-        session = self._session
-        assert session is not None
-        attempt = 0
+    async def _status_worker(self, session: MqttSession) -> None:
+        """Publish queued status replies (retained, QoS 1) until the bridge stops."""
+        board = self._status
         while True:
+            topic, result = await board.take()
+            retry: RejectedMessage | None = None
             try:
+                payload = result.status().model_dump_json().encode()
                 await session.publish(
                     topic, payload, qos=1, retain=True, timeout_s=STATUS_PUBLISH_TIMEOUT_S
                 )
             except MqttUnavailable as exc:
-                if job.message.generation != session.generation:
-                    # The connection this message came on is gone: it cannot be acked, and the
-                    # broker redelivers it, when the status is published again.
-                    log.info("status not published; message will be redelivered", topic=topic)
-                    self._settle(job)
-                    return
-                if self._stopping:
-                    # Not acked without its status: the broker redelivers it next time.
-                    self._abandon(job, "status not published at stop")
-                    return
                 if self._should_log("status", topic):
                     log.warning("status publish failed; retrying", topic=topic, error=str(exc))
-                await self._pause(_backoff_s(attempt))
-                attempt += 1
-                continue
-            self.metrics.status_published += 1
-            self._settle(job)
-            return
+                retry = result
+            else:
+                self.metrics.status_published += 1
+            finally:
+                board.done(topic, retry)
+            if retry is not None:
+                await self._pause(_backoff_s(0))
 
     # -- settling --------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ scrape time.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -44,6 +44,12 @@ class BridgeStats:
         acked: MQTT messages acknowledged to the broker (QoS 1) or settled (QoS 0).
         in_flight: messages received but not yet settled.
         status_published: status messages handed to the broker for rejected messages.
+        ignored: messages on topics ghgwatch publishes itself (status replies, alerts),
+            acknowledged and skipped.
+        status_coalesced: status replies never sent because newer ones for the same device
+            replaced them (a reject flood), or too many devices had replies waiting.
+        redeliveries_skipped: broker redeliveries of messages already in Kafka (after a
+            reconnect), acknowledged without producing them again.
     """
 
     received: int
@@ -55,6 +61,9 @@ class BridgeStats:
     acked: int
     in_flight: int
     status_published: int
+    ignored: int = 0
+    status_coalesced: int = 0
+    redeliveries_skipped: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -80,7 +89,12 @@ class BridgeMetrics:
         self.acked = 0
         self.in_flight = 0
         self.status_published = 0
+        self.ignored = 0
+        self.status_coalesced = 0
+        self.redeliveries_skipped = 0
         self.mqtt_connects = 0
+        # Called before each snapshot or scrape, to pull counters kept elsewhere.
+        self.refresh: Callable[[], None] | None = None
         self._bucket_counts = [0] * (len(ACK_LATENCY_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
         self._latency_count = 0
@@ -107,6 +121,8 @@ class BridgeMetrics:
 
     def snapshot(self) -> BridgeStats:
         """The current values as an immutable :class:`BridgeStats`."""
+        if self.refresh is not None:
+            self.refresh()
         return BridgeStats(
             received=self.received,
             accepted=self.accepted,
@@ -117,10 +133,15 @@ class BridgeMetrics:
             acked=self.acked,
             in_flight=self.in_flight,
             status_published=self.status_published,
+            ignored=self.ignored,
+            status_coalesced=self.status_coalesced,
+            redeliveries_skipped=self.redeliveries_skipped,
         )
 
     def collect(self) -> Iterator[Metric]:
         """Yield the Prometheus families (called by the registry on each scrape)."""
+        if self.refresh is not None:
+            self.refresh()
         simple = (
             ("messages_received", "MQTT messages received", self.received),
             ("messages_accepted", "MQTT messages that passed validation", self.accepted),
@@ -128,6 +149,17 @@ class BridgeMetrics:
             ("messages_acked", "MQTT messages acknowledged after Kafka confirmed", self.acked),
             ("status_published", "Rejection notices published to devices", self.status_published),
             ("mqtt_connects", "Successful MQTT (re)connections", self.mqtt_connects),
+            ("messages_ignored", "Messages on ghgwatch's own topics, skipped", self.ignored),
+            (
+                "status_coalesced",
+                "Status replies replaced by newer ones for the same device",
+                self.status_coalesced,
+            ),
+            (
+                "redeliveries_skipped",
+                "Broker redeliveries of messages already in Kafka, acked only",
+                self.redeliveries_skipped,
+            ),
         )
         for name, text, value in simple:
             family = CounterMetricFamily(f"{_PREFIX}_{name}", text)

@@ -8,14 +8,19 @@ How the session keeps QoS 1 readings safe:
 1. It connects with MQTT v5, a fixed client id, ``clean_start=False`` and a
    ``SessionExpiryInterval``, so the broker keeps the session and its queued messages while
    the bridge is down.
-2. ``ReceiveMaximum`` caps the unacknowledged messages the broker sends us, and the incoming
-   buffer holds at most that many: when it is full the socket is not read, so TCP holds back
-   even a broker that ignores the limit (Mosquitto 2.0 does when replaying a queued backlog).
+2. ``ReceiveMaximum`` caps the unacknowledged messages the broker sends us. The socket is
+   read on past it, so acknowledgements of our own publishes, PINGRESP and SUBACK are never
+   stuck behind PUBLISH packets; only a broker that overruns the limit
+   ``BUFFER_CEILING_FACTOR``-fold (Mosquitto 2.0 does after a reconnect) makes reading
+   pause, and TCP holds it back.
 3. Acknowledgement is manual: :meth:`MqttSession.ack` marks a message settled, and PUBACKs go
    out for the settled prefix of the in-flight window, in arrival order as MQTT requires.
-4. Every connect re-subscribes the whole local registry; a lost connection is re-established by
-   one named task with capped, jittered exponential backoff. Messages of a lost connection are
-   never acknowledged on a later one (the broker redelivers them).
+4. Every connect re-subscribes the whole local registry (without waiting for the SUBACK when
+   the broker kept our session and its plain subscriptions: its backlog comes first); a lost
+   connection is re-established by one named task with capped, jittered exponential backoff.
+   Messages of a lost connection are never acknowledged on a later one (the broker
+   redelivers them); a redelivery (DUP) of one already handled is acknowledged in its turn
+   and not handed over again.
 5. Refused credentials or authorisation end the session with :class:`CredentialsRefused`.
 
 With ``mqtt.protocol = "3.1.1"`` (brokers without v5, such as amqtt) the session connects
@@ -25,8 +30,8 @@ QoS 1 messages while the bridge is down. No v5 properties are sent, so there is 
 ReceiveMaximum and the broker alone decides how many messages it has in flight to us; what
 bounds the bridge's memory is step 2's second half: reading pauses while the buffer holds
 ``mqtt.receive_maximum`` messages, and TCP holds the rest back at the broker. Manual, in-order
-acknowledgement is unchanged. 3.1.1 has no shared subscriptions: set ``mqtt.share_group`` to
-``""`` for a plain subscription (so one bridge per client id, none splitting the load).
+acknowledgement is unchanged. 3.1.1 has no shared subscriptions: keep ``mqtt.share_group``
+``""`` (the default, plain subscriptions; bridges split the load by ``mqtt.topic_filters``).
 
 For throughput (15,000+ messages/s) the socket is read in large chunks and PUBLISH packets
 are decoded straight into the buffer, bypassing paho's per-message objects (see
@@ -54,6 +59,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.settings import MqttSettings
@@ -75,8 +81,23 @@ DISCONNECT_TIMEOUT_S = 5.0
 # connect_timeout_s inside paho/aiomqtt; this catches anything that slips past both.
 _CONNECT_PHASES = 2
 _CONNECT_SLACK_S = 1.0
-# Reading resumes once the buffer has drained to this fraction of its capacity.
+# The socket is read on past ReceiveMaximum: PUBACKs of our own publishes, PINGRESP and
+# SUBACK queue behind PUBLISH packets, and a bridge that stops reading at the window's edge
+# stops hearing them (issue 9: keepalive timeouts, subscribes timing out behind a backlog).
+# A compliant broker never sends more than ReceiveMaximum unacknowledged messages, so only a
+# broker that ignores the limit (Mosquitto 2.0 does after a reconnect and after acks: 540 and
+# more in flight measured with a limit of 50) fills the buffer beyond it. Only then, at this
+# many times the window or BUFFER_BYTES_MAX, reading pauses and TCP holds the broker back.
+BUFFER_CEILING_FACTOR = 4
+BUFFER_BYTES_MAX = 64 * 1024 * 1024
+# Reading resumes once the buffer has drained to this fraction of its ceiling.
 RESUME_READING_FRACTION = 0.5
+# Messages PUBACKed (or settled after their connection was lost) that the broker may send
+# again with the DUP flag after a reconnect, remembered per window size to skip re-producing
+# them: Kafka then holds each once across a broker restart.
+REDELIVERY_MEMORY_FACTOR = 2
+# MQTT v5 subscription option "retain handling": 2 = send no retained messages on subscribe.
+RETAIN_HANDLING_NONE = 2
 MQTT_RETRY_AFTER_S = 1.0
 # A connection that lasted this long resets the reconnect backoff to its minimum.
 STABLE_CONNECTION_S = 10.0
@@ -145,6 +166,10 @@ class Subscription:
 
     topic_filter: str
     qos: int = 1
+    no_local: bool = False
+    """MQTT v5: do not send us what we publish ourselves (not allowed on shared ones)."""
+    retain_handling: int = 0
+    """MQTT v5: 0 sends retained messages on subscribe, 2 sends none."""
 
 
 @dataclass(slots=True, eq=False)
@@ -204,6 +229,7 @@ class MqttSession:
         url: str,
         *,
         subscriptions: Sequence[Subscription] = (),
+        retired_filters: Sequence[str] = (),
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         """Prepare the session; nothing connects before :meth:`open`.
@@ -213,6 +239,9 @@ class MqttSession:
                 ReceiveMaximum...).
             url: ``mqtt://host:port`` or ``mqtts://host:port``.
             subscriptions: the initial registry, subscribed on every connect.
+            retired_filters: filters an earlier release subscribed with; a session the broker
+                kept may still hold them (then each message would come twice), so they are
+                unsubscribed whenever the session was kept.
             on_connected: called after each successful connect and resubscribe.
 
         Raises:
@@ -222,10 +251,19 @@ class MqttSession:
         self._cfg = cfg
         self._host, self._port, self._tls = _parse_url(url)
         self._subscriptions: dict[str, Subscription] = {s.topic_filter: s for s in subscriptions}
+        self._retired = [f for f in retired_filters if f not in self._subscriptions]
         self._state = _State.NEW
         self._buffer: deque[InboundMessage] = deque()
-        self._buffer_cap = cfg.receive_maximum
-        self._resume_below = max(1, int(cfg.receive_maximum * RESUME_READING_FRACTION))
+        self._buffer_bytes = 0
+        self._buffer_cap = cfg.receive_maximum * BUFFER_CEILING_FACTOR
+        self._resume_below = max(1, int(self._buffer_cap * RESUME_READING_FRACTION))
+        # (topic, payload) of messages handled but possibly unacknowledged at the broker.
+        self._recent: deque[InboundMessage] = deque(
+            maxlen=cfg.receive_maximum * REDELIVERY_MEMORY_FACTOR
+        )
+        self._handled: dict[tuple[str, bytes], int] = {}
+        self._handled_max = cfg.receive_maximum * REDELIVERY_MEMORY_FACTOR * 2
+        self._session_present = False
         self._reader: _BurstReader | None = None
         self._window: deque[InboundMessage] = deque()
         self._ready = asyncio.Event()
@@ -239,6 +277,7 @@ class MqttSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connects = 0
         self.overflowed = 0
+        self.redeliveries_skipped = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -342,11 +381,22 @@ class MqttSession:
             await self._subscribe(client, [subscription])
 
     async def _subscribe(self, client: aiomqtt.Client, subs: Sequence[Subscription]) -> None:
+        v5 = self._cfg.protocol == "5"
         for sub in subs:
+            options = (
+                SubscribeOptions(
+                    qos=sub.qos, noLocal=sub.no_local, retainHandling=sub.retain_handling
+                )
+                if v5
+                else None
+            )
             with mqtt_errors("subscribe"):
                 async with asyncio.timeout(self._cfg.connect_timeout_s):
                     granted = await client.subscribe(
-                        sub.topic_filter, qos=sub.qos, timeout=self._cfg.connect_timeout_s
+                        sub.topic_filter,
+                        qos=0 if options is not None else sub.qos,
+                        options=options,
+                        timeout=self._cfg.connect_timeout_s,
                     )
             for rc in granted:
                 code = _code(rc)
@@ -381,13 +431,19 @@ class MqttSession:
         self._raise_failure()
         count = min(len(buffer), max_messages)
         taken = [buffer.popleft() for _ in range(count)]
+        self._buffer_bytes -= sum(len(m.payload) for m in taken)
         reader = self._reader
-        if reader is not None and reader.paused and len(buffer) < self._resume_below:
+        if (
+            reader is not None
+            and reader.paused
+            and len(buffer) < self._resume_below
+            and self._buffer_bytes < BUFFER_BYTES_MAX * RESUME_READING_FRACTION
+        ):
             reader.resume()
         return taken
 
     def _buffer_full(self) -> bool:
-        return len(self._buffer) >= self._buffer_cap
+        return len(self._buffer) >= self._buffer_cap or self._buffer_bytes >= BUFFER_BYTES_MAX
 
     def ack(self, message: InboundMessage) -> bool:
         """Mark ``message`` durably handled; PUBACK the settled prefix of the window in order.
@@ -397,24 +453,57 @@ class MqttSession:
             the broker will redeliver it.
         """
         message.settled = True
-        if message.generation != self._generation or message.qos == 0:
-            return message.qos == 0
+        if message.qos == 0:
+            return True
+        if message.generation != self._generation:
+            # Handled, but its connection is gone: the broker sends it again (with DUP set).
+            self._remember(message)
+            return False
+        self._ack_prefix()
+        return True
+
+    def _ack_prefix(self) -> None:
         window = self._window
         client = self._paho
+        recent = self._recent
         while window and window[0].settled:
             head = window.popleft()
             if client is not None:
                 client.ack(head.mid, head.qos)
+            # The PUBACK may die with the connection (a broker restart): keep it in mind.
+            recent.append(head)
+
+    def _remember(self, message: InboundMessage) -> None:
+        """Note a handled message the broker may redeliver, so the copy is only acked."""
+        key = (message.topic, message.payload)
+        handled = self._handled
+        handled[key] = handled.get(key, 0) + 1
+        if len(handled) > self._handled_max:
+            del handled[next(iter(handled))]  # the oldest: its redelivery is long overdue
+
+    def _skip_redelivery(self, topic: str, payload: bytes) -> bool:
+        key = (topic, payload)
+        count = self._handled.get(key)
+        if not count:
+            return False
+        if count == 1:
+            del self._handled[key]
+        else:
+            self._handled[key] = count - 1
         return True
 
     def _on_paho_message(self, client: paho.Client, _userdata: Any, message: Any) -> None:
         # paho's own path (QoS 2 only; see _BurstReader). Runs on the event loop thread.
         if client is not self._paho:
             return  # a stale client of a failed connect attempt: never ours to ack
-        self._accept(bytes(message._topic), message.payload, message.qos, message.mid)  # noqa: SLF001
+        topic = bytes(message._topic)  # noqa: SLF001
+        self._accept(topic, message.payload, message.qos, message.mid, message.dup)
 
-    def _accept(self, topic_raw: bytes, payload: bytes, qos: int, mid: int) -> None:
+    def _accept(self, topic_raw: bytes, payload: bytes, qos: int, mid: int, dup: bool) -> None:
         """Take one PUBLISH into the buffer (and the ack window for QoS > 0).
+
+        A redelivery (DUP) of a message already handled on a lost connection is acknowledged
+        in its turn without being handed over again, so Kafka gets it once.
 
         Runs inside paho's read on the event loop thread; it must never raise into paho,
         which would drop the connection and cause a redelivery loop.
@@ -422,6 +511,15 @@ class MqttSession:
         try:
             topic = topic_raw.decode("utf-8", errors="replace")
             assert self._loop is not None
+            if dup and qos and self._handled and self._skip_redelivery(topic, payload):
+                skipped = InboundMessage(
+                    topic, payload, qos, mid, datetime.now(UTC), self._loop.time(),
+                    self._generation, settled=True,
+                )  # fmt: skip
+                self._window.append(skipped)
+                self._ack_prefix()
+                self.redeliveries_skipped += 1
+                return
             if len(self._buffer) >= self._buffer_cap + READ_BURST_SLACK_MESSAGES:
                 # Cannot happen while the reader pauses at the cap; kept as a hard bound. An
                 # unacked QoS 1 message comes back on reconnect, a QoS 0 one is gone.
@@ -445,6 +543,7 @@ class MqttSession:
             if qos > 0:
                 self._window.append(msg)
             self._buffer.append(msg)
+            self._buffer_bytes += len(payload)
             self._ready.set()
         except Exception:
             log.exception("mqtt message callback failed")
@@ -498,7 +597,17 @@ class MqttSession:
         raw.manual_ack_set(True)
         raw.connect_timeout = cfg.connect_timeout_s
         raw.on_message = self._on_paho_message
+        on_connect = raw.on_connect
+
+        def note_session(*args: Any) -> None:
+            # (client, userdata, ConnectFlags, reason code, properties): paho's v2 callback
+            self._session_present = bool(getattr(args[2], "session_present", False))
+            if on_connect is not None:
+                on_connect(*args)
+
+        raw.on_connect = note_session
         assert self._loop is not None
+        self._session_present = False
         self._reader = _BurstReader(
             client, self._loop, self._buffer_full, self._accept, has_properties=v5
         )
@@ -564,7 +673,25 @@ class MqttSession:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         self._client = client
-        await self._subscribe(client, list(self._subscriptions.values()))
+        subs = list(self._subscriptions.values())
+        if self._session_present and not any(s.topic_filter.startswith("$share/") for s in subs):
+            # The broker kept our session, plain subscriptions included, and sends its backlog
+            # right behind CONNACK, ahead of the SUBACK. The socket is read on meanwhile and
+            # the backlog is handled as it comes, so the SUBACK arrives once what precedes it
+            # is taken; should that take longer than the timeout (Kafka slow), the kept
+            # subscriptions stand: log it, do not reconnect (that replayed the backlog and
+            # timed out again, in a loop).
+            await self._confirm_subscriptions(client, subs)
+            self._raise_failure()
+        elif self._session_present:
+            # Shared subscriptions are not kept across a Mosquitto 2.0 restart even when the
+            # session is: without the SUBACK nothing is known to flow, so wait for it.
+            await self._subscribe(client, subs)
+            await self._unsubscribe_retired(client)
+        else:
+            # A new session: nothing will be redelivered, and nothing flows before SUBACK.
+            self._handled.clear()
+            await self._subscribe(client, subs)
         self.connects += 1
         if self._on_connected is not None:
             self._on_connected()
@@ -576,6 +703,7 @@ class MqttSession:
             client_id=self._cfg.client_id,
             protocol=self._cfg.protocol,
             subscriptions=sorted(self._subscriptions),
+            session_present=self._session_present,
             generation=self._generation,
         )
         disconnected: asyncio.Future[Any] = client._disconnected  # noqa: SLF001
@@ -589,9 +717,43 @@ class MqttSession:
             exc = None if disconnected.cancelled() else disconnected.exception()
             raise MqttUnavailable(f"mqtt connection lost: {exc}") from exc
 
+    async def _confirm_subscriptions(
+        self, client: aiomqtt.Client, subs: Sequence[Subscription]
+    ) -> None:
+        try:
+            await self._subscribe(client, subs)
+        except FatalError as exc:
+            self._fail(exc)
+            return
+        except MqttUnavailable as exc:
+            # The session's subscriptions stand at the broker; a lost link shows elsewhere.
+            log.warning("mqtt re-subscribe not confirmed", error=str(exc))
+        # Only now: until the new filters stand, the retired ones still deliver.
+        await self._unsubscribe_retired(client)
+
+    async def _unsubscribe_retired(self, client: aiomqtt.Client) -> None:
+        """Drop filters of an earlier release from a kept session (no answer needed)."""
+        for flt in self._retired:
+            try:
+                with mqtt_errors("unsubscribe"):
+                    async with asyncio.timeout(self._cfg.connect_timeout_s):
+                        await client.unsubscribe(flt, timeout=self._cfg.connect_timeout_s)
+            except MqttUnavailable as exc:
+                log.warning(
+                    "mqtt unsubscribe of a retired filter failed", filter=flt, error=str(exc)
+                )
+
     def _lost(self) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        # What was handled here may come back after the reconnect: settled but not acked
+        # (an earlier message was still open), or acked while the broker went down.
+        for message in self._window:
+            if message.settled:
+                self._remember(message)
+        for message in self._recent:
+            self._remember(message)
+        self._recent.clear()
         # Messages of this connection can no longer be acknowledged; the broker redelivers.
         self._generation += 1
         self._window.clear()
@@ -652,7 +814,7 @@ class _BurstReader:
         client: aiomqtt.Client,
         loop: asyncio.AbstractEventLoop,
         full: Callable[[], bool],
-        accept: Callable[[bytes, bytes, int, int], None],
+        accept: Callable[[bytes, bytes, int, int, bool], None],
         *,
         has_properties: bool = True,
     ) -> None:
@@ -681,7 +843,8 @@ class _BurstReader:
         never allow topic aliases (TopicAliasMaximum stays 0), so the topic is always present.
         """
         packet = bytes(self._raw._in_packet["packet"])  # noqa: SLF001
-        qos = (self._raw._in_packet["command"] & 0x06) >> 1  # noqa: SLF001
+        command = self._raw._in_packet["command"]  # noqa: SLF001
+        qos = (command & 0x06) >> 1
         if qos == 2:
             return self._handle_publish()
         end = 2 + int.from_bytes(packet[0:2], "big")
@@ -701,7 +864,7 @@ class _BurstReader:
                     break
                 shift += 7
             end += props_len
-        self._accept(topic, packet[end:], qos, mid)
+        self._accept(topic, packet[end:], qos, mid, bool(command & 0x08))
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _recv(self, bufsize: int) -> bytes:

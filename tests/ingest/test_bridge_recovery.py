@@ -18,7 +18,6 @@ from ingest_helpers import (
     running_bridge,
 )
 
-from adapters import ensure_topics
 from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, start_tansu
 from ingest import Bridge
@@ -108,12 +107,17 @@ async def test_nothing_is_acked_while_kafka_is_down_and_everything_arrives_after
             # tansu keeps topics in memory only: the new broker starts empty.
             kafka = await start_tansu(tmp_path / "tansu-2", port=kafka.port)
             assert f"127.0.0.1:{kafka.port}" == bootstrap
-            topics = [settings.kafka.readings_topic, settings.kafka.deadletter_topic]
-            await ensure_topics(settings.kafka, bootstrap, topics)
+            # The bridge creates its topics on the new broker itself before producing again.
+            # The test must not: tansu takes a second CreateTopics of a topic that was just
+            # created as a new topic and drops what it had already confirmed (seen as the
+            # flaky failure of issue 9 finding 10: all 300 acked, the retried window gone).
+            # Acked means in Kafka: wait for the acks first (recovery under load may take a
+            # while), then Kafka must already hold every reading. ">=": a redelivery after a
+            # reconnect is acked again (at-least-once), so "==" could be stepped over.
+            await _until(lambda: bridge.stats().acked >= len(messages), "every message to be acked")
             records = await read_topic(
                 bootstrap, settings.kafka.readings_topic, _all_of(expected_keys(messages, root))
             )
-            await _until(lambda: bridge.stats().acked == len(messages), "every message to be acked")
     finally:
         await kafka.stop()
     assert reading_keys(records) == expected_keys(messages, root)
