@@ -22,6 +22,17 @@ those records feed the engine's windows but their detections are dropped, becaus
 made durable before the commit. Detections whose onset lies in that window keep their
 ``detection_id`` (it depends on event time only), so a CLEARED record after a restart still
 matches its OPEN row. On revoke the partition's streams are forgotten.
+
+Open episodes survive restarts (issue 9, finding 5): the warm-up may start after an open
+episode's onset, and the rebuilt state would then re-open it under a later onset, so its
+clear would miss the stored row. Before a stream's first live reading after assignment, the
+detections stored open for it are reconciled with the rebuilt state
+(:meth:`~processors.detection.DetectionEngine.resume_episode`): an episode the engine has open
+continues under the stored id and onset; one the rebuilt state has closed is cleared at the
+stream's watermark with evidence ``restart_closed = 1``; a second stored open episode of the
+same stream and detector (left by an older version) is cleared with ``restart_duplicate = 1``.
+Detections of CEMS units and network neighbours keep no per-stream episode in the engine and
+are left as stored.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -51,15 +63,18 @@ from adapters import (
 from core.errors import TransientError
 from core.settings import Settings
 from processors.detection import (
+    NEVER_NS,
     DetectionEngine,
+    Detector,
     EngineOutput,
+    ns_to_datetime,
     parse_kind,
     to_records,
 )
 from processors.detector_metrics import DetectorMetrics
 from processors.storage import DetectionStore
 from wire import ReadingBatch, ReadingFrame
-from wire.events import DetectionRecord
+from wire.events import DetectionRecord, DetectionState
 
 __all__ = ["DetectorService", "DetectorStats"]
 
@@ -70,6 +85,10 @@ COMMITTED_QUERY_TIMEOUT_S = 10.0
 # Output retries back off up to this; well under max_poll_interval_ms.
 RETRY_MAX_PAUSE_S = 20.0
 MAX_OUTPUT_FAILURES = 8
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Evidence keys of the clears a restart's reconciliation writes (value 1.0).
+RESTART_CLOSED = "restart_closed"
+RESTART_DUPLICATE = "restart_duplicate"
 
 
 @dataclass(slots=True)
@@ -81,6 +100,8 @@ class DetectorStats:
     warmup_records: int = 0
     late: int = 0
     detections: int = 0
+    resumed: int = 0
+    restart_cleared: int = 0
     derived: int = 0
     undecodable: int = 0
     batches: int = 0
@@ -125,6 +146,8 @@ class DetectorService(ConsumerService):
         self._stats = DetectorStats()
         self._warmup_until: dict[TopicPartition, int] = {}
         self._devices_of: dict[TopicPartition, set[str]] = {}
+        # streams whose stored open episodes were reconciled since their assignment
+        self._reconciled: set[int] = set()
         self._store: DetectionStore | None = None
         self._producer: AIOKafkaProducer | None = None
         self._loop = ConsumerLoop(
@@ -172,7 +195,9 @@ class DetectorService(ConsumerService):
             self._warmup_until.pop(tp, None)
             devices |= self._devices_of.pop(tp, set())
         if devices:
-            self.engine.reset_streams(self.engine.streams.ids_for_devices(devices))
+            ids = self.engine.streams.ids_for_devices(devices)
+            self._reconciled.difference_update(ids.tolist())
+            self.engine.reset_streams(ids)
 
     @contextlib.asynccontextmanager
     async def _open_producer(self) -> AsyncIterator[AIOKafkaProducer]:
@@ -239,8 +264,10 @@ class DetectorService(ConsumerService):
             # windows only: these records' detections were made durable before the commit
             self._process(warm)
             self._stats.warmup_records += len(warm)
-        output = self._process(live)
-        records = to_records(output.events, self.engine.streams)
+        decoded = self._decode(live)
+        restart_clears = await self._reconcile(decoded.stream)
+        output = self._detect(decoded)
+        records = restart_clears + to_records(output.events, self.engine.streams)
         await self._write_outputs(records, output)
         st = self._stats
         st.batches += 1
@@ -259,7 +286,9 @@ class DetectorService(ConsumerService):
         return output.readings
 
     def _process(self, recs: Sequence[Any]) -> EngineOutput:
-        decoded = self._decode(recs)
+        return self._detect(self._decode(recs))
+
+    def _detect(self, decoded: _Decoded) -> EngineOutput:
         usable = self.engine.usable(decoded.flags, decoded.value)
         return self.engine.process(decoded.stream, decoded.ts_ns, decoded.value, usable)
 
@@ -293,6 +322,74 @@ class DetectorService(ConsumerService):
             loc = h.location.value if h.location is not None else None
             sid = self.engine.register(h.device_id, metric, parse_kind(h.kind.value), loc)
         return sid
+
+    async def _reconcile(self, streams: np.ndarray) -> list[DetectionRecord]:
+        """Reconcile the stored open episodes of streams seen live for the first time.
+
+        Runs after the warm-up rebuilt their state and before their first live reading
+        (see the module docstring). Returns the CLEARED records of stored episodes that
+        are no longer open, to be written and published with the batch.
+        """
+        fresh = [i for i in np.unique(streams).tolist() if i not in self._reconciled]
+        if not fresh:
+            return []
+        store = self._store
+        assert store is not None, "outside run()"
+        infos = self.engine.streams.infos
+        pairs = [(infos[i].device_id, infos[i].metric) for i in fresh]
+        failures = 0
+        while True:
+            try:
+                stored = await store.open_detections(pairs)
+            except TransientError as exc:
+                failures += 1
+                if failures >= MAX_OUTPUT_FAILURES or self._loop.stopping:
+                    raise
+                wait_s = min(RETRY_MAX_PAUSE_S, exc.retry_after * 2 ** (failures - 1))
+                log.warning("open detections unreadable: pausing input", error=str(exc),
+                            wait_s=wait_s, failures=failures)  # fmt: skip
+                await self._loop.pause(wait_s)
+                continue
+            break
+        self._reconciled.update(fresh)
+        clears: list[DetectionRecord] = []
+        continued: set[tuple[int, str]] = set()
+        for rec in stored:
+            sid = self.engine.streams.get(rec.device_id, rec.metric)
+            det = Detector.__members__.get(rec.detector.upper())
+            if sid is None or det is None:
+                continue
+            if (sid, rec.detector) in continued:
+                reason = RESTART_DUPLICATE
+            else:
+                onset_ns = (rec.started_at - _EPOCH) // timedelta(microseconds=1) * 1000
+                verdict = self.engine.resume_episode(sid, det, onset_ns)
+                if verdict is None:
+                    continue
+                if verdict:
+                    continued.add((sid, rec.detector))
+                    self._stats.resumed += 1
+                    log.info("open detection continued after restart",
+                             detection_id=rec.detection_id, detector=rec.detector)  # fmt: skip
+                    continue
+                reason = RESTART_CLOSED
+            mark = self.engine.watermark_ns(sid)
+            ended = rec.started_at
+            if mark != NEVER_NS:
+                ended = max(ended, ns_to_datetime(mark))
+            clears.append(
+                rec.model_copy(
+                    update={
+                        "state": DetectionState.CLEARED,
+                        "ended_at": ended,
+                        "evidence": {**rec.evidence, reason: 1.0},
+                    }
+                )
+            )
+            self._stats.restart_cleared += 1
+            log.info("stored open detection cleared after restart", reason=reason,
+                     detection_id=rec.detection_id, detector=rec.detector)  # fmt: skip
+        return clears
 
     async def _write_outputs(self, records: list[DetectionRecord], output: EngineOutput) -> None:
         """Database, then Kafka; on a transient failure pause input and retry the same."""
