@@ -339,6 +339,19 @@ class DetectionEngine:
         self._f[_LEVEL_COUNTERS[slot]][stream] = 0.0
         return True
 
+    def silence_allowance_s(self, ids: I64) -> F64:
+        """How long each stream may be silent as part of its learned sampling pattern.
+
+        ``no_data_factor`` typical intervals, or its learned regular (duty-cycle) pause
+        times ``duty_pause_factor``, whichever is longer; 0 for a stream with no interval
+        learned yet. The liveness check adds its floor (``no_data_floor_s``).
+        """
+        cfg = self.cfg
+        dt = np.nan_to_num(self._f["dt_avg"][ids]) * cfg.no_data_factor
+        pause = np.nan_to_num(self._f["pause"][ids]) * cfg.duty_pause_factor
+        out: F64 = np.maximum(dt, pause)
+        return out
+
     def usable(self, flags: npt.NDArray[np.uint8], value: F64) -> BOOL:
         """Readings that take part in detection: finite and not flagged out."""
         return np.isfinite(value) & ~np.isin(flags, self._excluded)
