@@ -88,7 +88,7 @@ from processors.detection import (
 )
 from processors.detection.liveness import DEVICE_METRIC, LivenessTracker
 from processors.detector_metrics import DetectorMetrics
-from processors.storage import DetectionStore
+from processors.storage import RESTART_CLOSED, RESTART_DUPLICATE, DetectionStore
 from wire import DeadLetterRecord, ReadingBatch, ReadingFrame
 from wire.events import DetectionRecord, DetectionState
 
@@ -102,9 +102,6 @@ COMMITTED_QUERY_TIMEOUT_S = 10.0
 RETRY_MAX_PAUSE_S = 20.0
 MAX_OUTPUT_FAILURES = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Evidence keys of the clears a restart's reconciliation writes (value 1.0).
-RESTART_CLOSED = "restart_closed"
-RESTART_DUPLICATE = "restart_duplicate"
 # The payload of a device's MQTT last will on its data topic (docs/wire-contract.md).
 WILL_PAYLOAD = {"status": "offline"}
 

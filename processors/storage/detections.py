@@ -28,12 +28,17 @@ from core.settings import DbSettings
 from processors.detection import DerivedTable
 from wire.events import DetectionRecord, DetectionState, Severity
 
-__all__ = ["DetectionStore"]
+__all__ = ["RESTART_CLOSED", "RESTART_DUPLICATE", "DetectionStore"]
 
 CONNECT_TIMEOUT_S = 10.0
 # One writer, one transaction at a time: a second connection only covers a reconnect.
 _POOL_MAX = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Evidence keys (value 1.0) of the clears a restarted detector writes for stored open
+# detections: its rebuilt state has the episode closed / a second open one of it.
+RESTART_CLOSED = "restart_closed"
+RESTART_DUPLICATE = "restart_duplicate"
+_RESTART_REASONS = [RESTART_CLOSED, RESTART_DUPLICATE]
 
 _UPSERT_DETECTION = """
 INSERT INTO detections (detection_id, state, device_id, kind, network, site, metric, detector,
@@ -41,7 +46,11 @@ INSERT INTO detections (detection_id, state, device_id, kind, network, site, met
                         evidence)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb)
 ON CONFLICT (detection_id) DO UPDATE
-SET state = EXCLUDED.state, ended_at = EXCLUDED.ended_at
+SET state = EXCLUDED.state, ended_at = EXCLUDED.ended_at,
+    -- a clear a restart wrote keeps its reason with the row (RESTART_REASONS)
+    evidence = CASE WHEN EXCLUDED.evidence ?| $17::text[]
+                    THEN detections.evidence || EXCLUDED.evidence
+                    ELSE detections.evidence END
 WHERE EXCLUDED.state = 'cleared'
 """
 _OPEN_DETECTIONS = """
@@ -146,7 +155,7 @@ class DetectionStore:
             (
                 r.detection_id, r.state.value, r.device_id, r.kind, r.network, r.site,
                 r.metric, r.detector, r.severity.value, r.location, r.started_at, r.ended_at,
-                r.score, r.value, r.threshold, json.dumps(r.evidence),
+                r.score, r.value, r.threshold, json.dumps(r.evidence), _RESTART_REASONS,
             )
             for r in records
         ]  # fmt: skip

@@ -22,9 +22,10 @@ from proc_helpers import mixed_records, produce, total_readings, wait_until
 
 from adapters import client_options, ensure_topics, make_producer
 from core.settings import Settings
+from processors.detection import DerivedTable
 from processors.detector import DetectorService
 from processors.replay import iter_csv_blocks, parse_times_ns, replay_csv
-from processors.storage import migrate
+from processors.storage import DetectionStore, migrate
 from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
 from tests.adapters.loop_helpers import check_survives_commit_timeouts
 from wire import MineLocation, ReadingRecord, SourceKind, WireReading
@@ -524,3 +525,43 @@ async def test_alarm_open_across_a_restart_clears_once_and_resolves_the_alert(
         stop.set()
         async with asyncio.timeout(30):
             await alert_task
+
+
+async def test_open_detections_left_by_an_older_detector_are_cleared_on_restart(
+    proc_settings: Callable[..., Settings], test_id: str
+) -> None:
+    """Orphans the old restart path left (two alarms stored open while the readings are
+    long below the level) are cleared once, naming why, when the detector restarts and its
+    rebuilt state has no alarm."""
+    settings = _settings(proc_settings, test_id, warmup_records=3)
+    await migrate(settings.db_url(), settings.db)
+    await _produce(settings, _level_records(0, 5, 0.3))
+    first = await DetectorService(settings).run(max_readings=30, timeout_s=60)
+    assert first.readings == 30
+    orphans = [
+        DetectionRecord(
+            detection_id=f"orphan-{k}", state="open", device_id=_ALARM_DEV, kind="mine",
+            network="ordos", site="buertai", metric="ch4_pct_vol", detector="threshold_alarm",
+            severity="critical", started_at=T0 - timedelta(hours=2 - k), score=1.2, value=1.2,
+            threshold=1.0, location="T1",
+        )
+        for k in range(2)
+    ]  # fmt: skip
+    async with DetectionStore(settings.db_url(), settings.db) as store:
+        await store.write(orphans, DerivedTable.empty())
+    await _produce(settings, _level_records(30, 2, 0.3))
+    second = await DetectorService(settings).run(max_readings=12, timeout_s=60)
+    assert second.warmup_records == 3
+    assert second.restart_cleared == 2
+    rows = await _db_detections(settings.db_url())
+    assert [(r["detection_id"], r["state"]) for r in rows] == [
+        ("orphan-0", "cleared"),
+        ("orphan-1", "cleared"),
+    ]
+    # the rebuilt state has no alarm: both are closed for that reason
+    assert [json.loads(r["evidence"]) for r in rows] == [{"restart_closed": 1.0}] * 2
+    published = await _read_topic(settings, 2)
+    assert sorted((p.detection_id, p.state.value) for p in published) == [
+        ("orphan-0", "cleared"),
+        ("orphan-1", "cleared"),
+    ]
