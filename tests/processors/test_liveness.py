@@ -189,3 +189,43 @@ def test_tracker_times_silence_from_the_floor_and_the_learned_pattern() -> None:
     back = t.seen("n/s/d", "leak", None, 1050.0)
     assert back is not None
     assert (back.detection_id, back.state.value) == (rec.detection_id, "cleared")
+
+
+async def test_a_device_silent_across_a_restart_keeps_one_no_data_cleared_on_resume(
+    proc_settings: Callable[..., Settings], test_id: str
+) -> None:
+    """no_data open when the detector restarts: the restarted detector continues the stored
+    one (no second OPEN) and the device's next reading clears it."""
+    from proc_helpers import produce, reading_record
+
+    from wire import SourceKind
+
+    settings = _settings(proc_settings, test_id, no_data_floor_s=2.0, warmup_records=10)
+    await migrate(settings.db_url(), settings.db)
+    rec = reading_record(SourceKind.MINE, 1, 0)
+    # one message: no interval learned yet, so the floor alone times the silence
+    await produce(settings, [rec])
+    for round_ in range(2):
+        stop = asyncio.Event()
+        svc = DetectorService(settings)
+        task = asyncio.create_task(svc.run(stop=stop))
+        try:
+
+            async def silent(svc: DetectorService = svc) -> bool:
+                return svc.liveness.is_open(rec.device_id)
+
+            await wait_until(silent, f"no_data open in run {round_}", 30)
+            if round_ == 1:
+                await produce(settings, [reading_record(SourceKind.MINE, 1, 2)])
+
+                async def back(svc: DetectorService = svc) -> bool:
+                    return svc.stats.no_data_cleared == 1
+
+                await wait_until(back, "no_data cleared after the restart", 30)
+        finally:
+            stop.set()
+            async with asyncio.timeout(30):
+                await task
+    assert svc.stats.no_data_opened == 0  # continued, not opened again
+    rows = await _no_data_rows(settings.db_url())
+    assert [(r["device_id"], r["state"]) for r in rows] == [(rec.device_id, "cleared")]
