@@ -160,6 +160,9 @@ class ConsumerLoop:
             to drop their windows).
         max_records: records to take in the next poll (default ``cfg.batch_max``).
         health: called before every poll; raise from it to stop the run (helper tasks).
+        tick: awaited after every poll, with records or idle (at most ``poll_timeout_ms``
+            apart), for wall-clock work such as a liveness check; it runs outside the
+            checkpoint lock, and what it raises ends the run like the handler's errors.
         extra_topics: further topics to create at start (ones the service produces to).
         rewind_on_backpressure: False for a handler that retries its outputs itself because
             its state already moved on; its ``StorageBackpressure`` then ends the run.
@@ -179,6 +182,7 @@ class ConsumerLoop:
         on_revoked: PartitionHook | None = None,
         max_records: Callable[[], int] | None = None,
         health: Callable[[], None] | None = None,
+        tick: Callable[[], Awaitable[None]] | None = None,
         extra_topics: Sequence[str] = (),
         rewind_on_backpressure: bool = True,
         max_partition_fetch_bytes: int | None = None,
@@ -194,6 +198,7 @@ class ConsumerLoop:
         self._on_revoked = on_revoked
         self._max_records = max_records
         self._health = health
+        self._tick = tick
         self._rewind_on_backpressure = rewind_on_backpressure
         self._max_partition_fetch_bytes = max_partition_fetch_bytes
         self.checkpoint = Checkpoint(cfg.commit_interval_s)
@@ -337,6 +342,8 @@ class ConsumerLoop:
             self.stats.batches += 1
             self.stats.records += sum(len(recs) for recs in batch.values())
             self.stats.items += items
+        if self._tick is not None:
+            await self._tick()
         await self._commit_if_due(consumer)
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> Batch:

@@ -389,7 +389,9 @@ def _catalogue_rules() -> tuple[AlertRule, ...]:
     """
     members: dict[tuple[str, str], list[DetectorSpec]] = {}
     for spec in DETECTORS:
-        members.setdefault((spec.group, str(spec.severity)), []).append(spec)
+        # per-kind severities: a rule of its own
+        sev = f"{spec.severity}/{spec.name}" if spec.severity_by_kind else str(spec.severity)
+        members.setdefault((spec.group, sev), []).append(spec)
     groups = [g for g, _ in members]
     rules = []
     for (group, severity), specs in members.items():
@@ -398,7 +400,11 @@ def _catalogue_rules() -> tuple[AlertRule, ...]:
             AlertRule(
                 name=name,
                 detectors=tuple(s.name for s in specs),
-                severity=cast("AlertSeverity", severity),  # Severity's values are these
+                # a detector whose severity depends on the kind (no_data) keeps the one the
+                # detector stamped from its settings (DetectionSettings.no_data_severity)
+                severity=None
+                if specs[0].severity_by_kind
+                else cast("AlertSeverity", severity),  # Severity's values are these
                 group=group,
                 group_by=specs[0].group_by,
             )
@@ -589,6 +595,12 @@ def _cems_benchmarks() -> dict[str, float]:
     }
 
 
+def _no_data_severity() -> dict[str, AlertSeverity]:
+    spec = detector_spec("no_data")
+    assert spec is not None, "no_data is in the catalogue"
+    return {k: cast("AlertSeverity", str(v)) for k, v in spec.severity_by_kind}
+
+
 class DetectionSettings(ConsumerSettings):
     """Windowed detection: regulatory levels, detector parameters, the detector's consumer."""
 
@@ -655,6 +667,26 @@ class DetectionSettings(ConsumerSettings):
         ge=0,
         description="Maintenance detections of one device and detector closer than this to"
         " the previous occurrence belong to the same problem episode: one ticket",
+    )
+    no_data_floor_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A device silent (wall clock) longer than this, and than its learned"
+        " sampling pattern allows, raises no_data until its data is back",
+    )
+    no_data_factor: float = Field(
+        default=5.0,
+        gt=1,
+        description="... the pattern allows this many typical intervals, or its learned"
+        " regular pause times duty_pause_factor",
+    )
+    no_data_check_s: float = Field(
+        default=1.0, gt=0, description="How often the wall-clock liveness check runs"
+    )
+    no_data_severity: dict[str, AlertSeverity] = Field(
+        default_factory=_no_data_severity,
+        description="Severity of no_data per source kind (a silent mine sensor is an alarm"
+        " condition: critical)",
     )
     baseline_tau_s: float = Field(default=1800.0, gt=0, description="Baseline time constant")
     scale_tau_s: float = Field(default=3600.0, gt=0, description="Noise-scale time constant")

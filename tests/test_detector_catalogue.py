@@ -76,12 +76,14 @@ def test_every_emitted_detector_has_labels_a_rule_and_a_meaning(code: Detector) 
     # the engine stamps the catalogue severity on its records
     assert DETECTOR_SEVERITY[code] == spec.severity.value
     rule = next(r for r in DEFAULT_ALERT_RULES if spec.name in r.detectors)
-    assert rule.severity == spec.severity.value
+    # a kind-dependent severity (no_data) is stamped by the detector; its rule keeps it
+    assert rule.severity == (None if spec.severity_by_kind else spec.severity.value)
     for kind in spec.kinds:
         # the record's own severity must not matter: the rule decides
-        d = classify(det(detector=spec.name, kind=kind, severity=Severity.INFO), RULES)
+        stamped = spec.severity_for(kind) if spec.severity_by_kind else Severity.INFO
+        d = classify(det(detector=spec.name, kind=kind, severity=stamped), RULES)
         assert d.rule != "default"
-        assert d.severity == spec.severity.value
+        assert d.severity == spec.severity_for(kind).value
         assert d.group == spec.group
     text = render_text(_message(spec.name), "both")
     assert f"{spec.label_zh} {spec.name}" in text
@@ -119,6 +121,21 @@ def test_severities_follow_the_regulations_and_operations() -> None:
         assert spec is not None
         assert (spec.severity, spec.group_by, spec.pages) == (Severity.MAINTENANCE, "device", False)
     assert {s.name for s in DETECTORS if s.regulatory} == {"threshold_alarm", "power_cut"}
+
+
+def test_a_silent_device_is_critical_on_a_mine_and_a_setting_per_kind() -> None:
+    """no_data: a disconnected mine sensor is an alarm condition (critical), a silent leak
+    monitor a warning, city and CEMS maintenance; the detector stamps the setting."""
+    spec = detector_spec("no_data")
+    assert spec is not None
+    assert spec.severity == Severity.CRITICAL
+    assert set(spec.kinds) == set(ALL_KINDS)
+    assert DetectionSettings().no_data_severity == {
+        "mine": "critical", "leak": "warning", "city": "maintenance", "cems": "maintenance",
+        "generic": "maintenance",
+    }  # fmt: skip
+    d = classify(det(detector="no_data", kind="leak", severity=Severity.WARNING), RULES)
+    assert (d.severity, d.group) == ("warning", "liveness")
 
 
 @pytest.mark.parametrize("name", [*FORMER_NAMES, "releese"])

@@ -11,7 +11,8 @@ Severities follow the regulations and operations: a crossed regulatory level (AQ
 Coal Mine Safety Regulations 2022 methane alarm and power-cut levels) and a gas release at a
 mine or gas site are critical; CEMS intensity above its class benchmark and an anomaly of an
 unknown metric are warnings; a city plume is information; every sensor or data fault is a
-maintenance ticket for the device, never a page.
+maintenance ticket for the device, never a page. A silent device (``no_data``) is the one
+detector whose severity depends on the source kind (``DetectorSpec.severity_by_kind``).
 
 There is no separate rising-trend detector: a sustained rise of methane above its robust
 baseline is what ``release`` reports (see :data:`FORMER_NAMES`).
@@ -57,6 +58,9 @@ class DetectorSpec:
         meaning: what it means, one sentence (documentation and the README table).
         label_zh: Chinese label in messages.
         label_en: English label in messages.
+        severity_by_kind: for a detector whose severity depends on the source kind, the
+            default per kind (``severity`` is then the highest); the detector stamps it on
+            its records (a setting) and its default rule keeps the record's severity.
     """
 
     name: str
@@ -69,11 +73,16 @@ class DetectorSpec:
     meaning: str
     label_zh: str
     label_en: str
+    severity_by_kind: tuple[tuple[str, Severity], ...] = ()
 
     @property
     def pages(self) -> bool:
         """Whether its default alert notifies on-call staff (warning or critical)."""
         return self.severity in PAGING_SEVERITIES
+
+    def severity_for(self, kind: str) -> Severity:
+        """The default severity of its detections on a source kind."""
+        return dict(self.severity_by_kind).get(kind, self.severity)
 
 
 def _fault(
@@ -222,6 +231,29 @@ DETECTORS: tuple[DetectorSpec, ...] = (
         "neighbour_drift", 16, ("city",), "相对邻站漂移", "drift against neighbours",
         "A city station's baseline moved away from its network's other stations: a "
         "calibration problem.",
+    ),
+    DetectorSpec(
+        name="no_data",
+        code=17,
+        kinds=ALL_KINDS,
+        severity=Severity.CRITICAL,
+        group="liveness",
+        group_by="device",
+        regulatory=False,
+        meaning="A device or gateway has sent nothing for longer than its learned sampling "
+        "pattern allows (wall clock, with a floor), or its MQTT last will said it went "
+        "offline; cleared when its data is back. A silent mine sensor is an alarm "
+        "condition (Coal Mine Safety Regulations 2022): critical there, a warning on leak "
+        "monitors, a maintenance ticket elsewhere (settings).",
+        label_zh="设备离线/无数据",
+        label_en="no data (device silent)",
+        severity_by_kind=(
+            ("mine", Severity.CRITICAL),
+            ("leak", Severity.WARNING),
+            ("city", Severity.MAINTENANCE),
+            ("cems", Severity.MAINTENANCE),
+            ("generic", Severity.MAINTENANCE),
+        ),
     ),
 )  # fmt: skip
 

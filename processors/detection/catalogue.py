@@ -63,6 +63,7 @@ class Detector(IntEnum):
     IMPLAUSIBLE_CO2_O2 = 14
     MASS_RATE_STEP = 15
     NEIGHBOUR_DRIFT = 16
+    NO_DATA = 17
 
 
 # Names and severities come from the catalogue in wire/, the contract every service reads;

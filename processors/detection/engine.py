@@ -111,6 +111,16 @@ _N_SLOTS = 6
 _EPISODE_SLOTS = frozenset({_SLOT_STUCK, _SLOT_OOR, _SLOT_DRIFT})
 # Instant maintenance detectors, one ticket per device and episode (row in ``_ep_last``).
 _INSTANT_TICKETS = (Detector.SPIKE, Detector.GAP)
+# Detectors with a fixed stateful slot (the trend slot's detector depends on the stream).
+_DETECTOR_SLOT = {
+    Detector.THRESHOLD_ALARM: _SLOT_ALARM,
+    Detector.POWER_CUT: _SLOT_CUT,
+    Detector.STUCK: _SLOT_STUCK,
+    Detector.OUT_OF_RANGE: _SLOT_OOR,
+    Detector.DRIFT: _SLOT_DRIFT,
+}
+# The regulatory level slots and their run-below counters.
+_LEVEL_COUNTERS = {_SLOT_ALARM: "al_below", _SLOT_CUT: "cut_below"}
 _FLOAT_STATE = (
     "n",
     "base",
@@ -290,6 +300,57 @@ class DetectionEngine:
             keep = ~np.isin(self._pending[0], ids)
             self._pending = tuple(a[keep] for a in self._pending)  # type: ignore[assignment]
         self.cems.reset_devices({self.streams.infos[i].device_id for i in ids.tolist()})
+
+    def resume_episode(self, stream: int, detector: Detector, onset_ns: int) -> bool | None:
+        """Continue a stored open episode after a restart (its clear then shares its id).
+
+        Called once per stream after the warm-up re-read rebuilt its window state. The
+        warm-up may start after the episode's onset, so the rebuilt state opens it again
+        under a later onset; the stored onset is carried instead. A stream that saw no
+        warm-up reading has no rebuilt state: a regulatory level is carried as open (its
+        clear depends on readings only), anything else cannot be judged.
+
+        Args:
+            stream: the stream id.
+            detector: the stored episode's detector.
+            onset_ns: the stored episode's onset, ns since the epoch.
+
+        Returns:
+            True when the episode continues, False when the rebuilt state has it closed
+            (the caller clears the stored row), None when the engine cannot tell (the
+            detector keeps no per-stream episode here, or no state was rebuilt).
+        """
+        slot = _DETECTOR_SLOT.get(detector)
+        if slot is None and int(self.streams.trend_detector[stream]) == detector:
+            slot = _SLOT_TREND
+        if slot is None:
+            return None
+        if self._active[slot, stream]:
+            self._onset[slot, stream] = onset_ns
+            # a maintenance episode continued from the store is reported when it clears
+            self._ep_supp[slot, stream] = False
+            return True
+        if self._i["last_ts"][stream] != NEVER_NS:
+            return False
+        if slot not in _LEVEL_COUNTERS:
+            return None
+        self._active[slot, stream] = True
+        self._onset[slot, stream] = onset_ns
+        self._f[_LEVEL_COUNTERS[slot]][stream] = 0.0
+        return True
+
+    def silence_allowance_s(self, ids: I64) -> F64:
+        """How long each stream may be silent as part of its learned sampling pattern.
+
+        ``no_data_factor`` typical intervals, or its learned regular (duty-cycle) pause
+        times ``duty_pause_factor``, whichever is longer; 0 for a stream with no interval
+        learned yet. The liveness check adds its floor (``no_data_floor_s``).
+        """
+        cfg = self.cfg
+        dt = np.nan_to_num(self._f["dt_avg"][ids]) * cfg.no_data_factor
+        pause = np.nan_to_num(self._f["pause"][ids]) * cfg.duty_pause_factor
+        out: F64 = np.maximum(dt, pause)
+        return out
 
     def usable(self, flags: npt.NDArray[np.uint8], value: F64) -> BOOL:
         """Readings that take part in detection: finite and not flagged out."""

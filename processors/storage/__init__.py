@@ -8,7 +8,7 @@ from processors.storage.decode import (
     KafkaValue,
     decode_values,
 )
-from processors.storage.detections import DetectionStore
+from processors.storage.detections import RESTART_CLOSED, RESTART_DUPLICATE, DetectionStore
 from processors.storage.migrate import (
     MIGRATION_PACKAGES,
     MIGRATIONS_DIR,
@@ -30,6 +30,8 @@ __all__ = [
     "MIGRATION_PACKAGES",
     "QUARANTINE_REASON",
     "REQUIRED_TABLES",
+    "RESTART_CLOSED",
+    "RESTART_DUPLICATE",
     "UNDECODABLE_REASON",
     "DeadLetter",
     "DecodedBatch",

@@ -44,3 +44,7 @@ async def migrated(proc_settings: Callable[..., Settings]) -> Settings:
     settings = proc_settings()
     await migrate(settings.db_url(), settings.db)
     return settings
+
+
+# the alert tests' capturing HTTP receiver, for detector -> alert service tests
+from tests.alerts.conftest import receiver  # noqa: E402, F401

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,14 +17,15 @@ from typing import Any
 import asyncpg
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
-from proc_helpers import mixed_records, produce, total_readings
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from proc_helpers import mixed_records, produce, total_readings, wait_until
 
 from adapters import client_options, ensure_topics, make_producer
 from core.settings import Settings
+from processors.detection import DerivedTable
 from processors.detector import DetectorService
 from processors.replay import iter_csv_blocks, parse_times_ns, replay_csv
-from processors.storage import migrate
+from processors.storage import DetectionStore, migrate
 from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
 from tests.adapters.loop_helpers import check_survives_commit_timeouts
 from wire import MineLocation, ReadingRecord, SourceKind, WireReading
@@ -369,3 +374,194 @@ async def test_commits_timing_out_do_not_stop_the_detector(
         feed=feed,
     )
     assert svc.stats.readings == total_readings(records)
+
+
+# -- an alarm open across a restart (issue 9, finding 5) -------------------------------------
+
+_ALARM_DEV = "ordos/buertai/t1-0101"
+# 6 readings a record, 10 s apart: 5 records below the levels, 5 above the power-cut level
+# (the alarm and the cut open at reading 30), then 5 records back below: they clear.
+_PER_RECORD = 6
+
+
+def _level_records(first_step: int, count: int, value: float) -> list[tuple[str, bytes]]:
+    out = []
+    for r in range(count):
+        rows = [
+            (T0 + timedelta(seconds=10 * k), "ch4_pct_vol", value, "N")
+            for k in range(first_step + r * _PER_RECORD, first_step + (r + 1) * _PER_RECORD)
+        ]
+        out.append((_ALARM_DEV, _record(_ALARM_DEV, SourceKind.MINE, "T1", rows)))
+    return out
+
+
+async def _group_committed(settings: Settings) -> int:
+    """The detector group's committed offsets on the readings topic, summed."""
+    consumer = AIOKafkaConsumer(
+        **client_options(settings.kafka, settings.kafka_bootstrap()),
+        group_id=settings.detection.group_id,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        total = 0
+        for p in range(settings.kafka.partitions):
+            async with asyncio.timeout(WAIT_S):
+                off = await consumer.committed(TopicPartition(settings.kafka.readings_topic, p))
+            total += off if off and off > 0 else 0
+        return total
+    finally:
+        await consumer.stop()
+
+
+_DETECTOR_FIELDS = {
+    "group_id", "commit_interval_s", "poll_timeout_ms", "warmup_records", "session_timeout_ms",
+    "max_poll_interval_ms",
+}  # fmt: skip
+
+
+def _detector_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
+    env.update(
+        GHGWATCH_KAFKA__BOOTSTRAP=settings.kafka_bootstrap(),
+        GHGWATCH_KAFKA__READINGS_TOPIC=settings.kafka.readings_topic,
+        GHGWATCH_KAFKA__DETECTIONS_TOPIC=settings.kafka.detections_topic,
+        GHGWATCH_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+        GHGWATCH_DB__URL=settings.db_url(),
+        GHGWATCH_DETECTION=settings.detection.model_dump_json(include=_DETECTOR_FIELDS),
+        GHGWATCH_METRICS__ENABLED="false",
+    )
+    return env
+
+
+@pytest.mark.parametrize("how", ["stopped", "sigkilled"])
+async def test_alarm_open_across_a_restart_clears_once_and_resolves_the_alert(
+    proc_settings: Callable[..., Settings],
+    test_id: str,
+    receiver: Any,
+    tmp_path: Path,
+    how: str,
+) -> None:
+    """A mine sensor above the alarm and power-cut levels when the detector restarts: the
+    restarted detector continues the stored episodes (before, it re-opened them under a new
+    onset, so the clear missed the stored rows and the critical alert never resolved)."""
+    from alerts import AlertFilter, AlertService, AlertStore
+
+    alerts = {
+        "group_id": f"alerts-{test_id}",
+        "notifiers": [{"name": "oncall", "type": "webhook", "url": receiver.url("/hook")}],
+        "routes": [
+            {"name": "all", "severities": ["maintenance", "warning", "critical"],
+             "targets": ["oncall"]}
+        ],
+        "resolve_hold_s": 0.2, "dispatch_poll_s": 0.2, "tick_s": 0.1, "session_timeout_ms": 6000,
+    }  # fmt: skip
+    # the warm-up re-reads 3 records: it starts after the onset (record 5 of 10)
+    settings = proc_settings(
+        kafka={"detections_topic": f"det-{test_id}"},
+        detection={"group_id": f"det-{test_id}", "commit_interval_s": 0.2,
+                   "poll_timeout_ms": 200, "warmup_records": 3},
+        alerts=alerts,
+    )  # fmt: skip
+    await migrate(settings.db_url(), settings.db)
+    await ensure_topics(
+        settings.kafka, settings.kafka_bootstrap(), [settings.kafka.detections_topic]
+    )
+    stop = asyncio.Event()
+    alert_task = asyncio.create_task(AlertService(settings).run(stop=stop))
+    try:
+        await _produce(settings, _level_records(0, 5, 0.3) + _level_records(30, 5, 1.8))
+        if how == "stopped":
+            first = await DetectorService(settings).run(max_readings=60, timeout_s=60)
+            assert first.readings == 60
+        else:
+            log_path = tmp_path / "detector.log"
+            with log_path.open("wb") as log_file:
+                proc = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "ghgwatch"), "detector"],
+                    env=_detector_env(settings),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                )
+                try:
+
+                    async def all_committed() -> bool:
+                        return await _group_committed(settings) == 10
+
+                    await wait_until(all_committed, "the detector committed every record", 60)
+                finally:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(10)
+        opened = await _db_detections(settings.db_url())
+        assert {(r["detector"], r["state"]) for r in opened} == {
+            ("threshold_alarm", "open"),
+            ("power_cut", "open"),
+        }
+        await _produce(settings, _level_records(60, 5, 0.3))
+        second = await DetectorService(settings).run(max_readings=30, timeout_s=60)
+        assert second.readings == 30
+        assert second.warmup_records == 3
+
+        rows = await _db_detections(settings.db_url())
+        assert sorted((r["detector"], r["state"]) for r in rows) == [
+            ("power_cut", "cleared"),
+            ("threshold_alarm", "cleared"),
+        ]
+        assert {r["detection_id"] for r in rows} == {r["detection_id"] for r in opened}
+        assert all(r["started_at"] == T0 + timedelta(seconds=300) for r in rows)
+        published = await _read_topic(settings, 4)
+        states: dict[str, list[str]] = {}
+        for p in published:
+            states.setdefault(p.detection_id, []).append(p.state.value)
+        assert states == {r["detection_id"]: ["open", "cleared"] for r in rows}
+
+        async def resolved() -> bool:
+            async with AlertStore(settings.db_url(), settings.alerts, settings.db) as store:
+                found = await store.list_alerts(AlertFilter())
+            return bool(found) and all(a.state == "resolved" for a in found)
+
+        await wait_until(resolved, "the alert resolved", 30)
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await alert_task
+
+
+async def test_open_detections_left_by_an_older_detector_are_cleared_on_restart(
+    proc_settings: Callable[..., Settings], test_id: str
+) -> None:
+    """Orphans the old restart path left (two alarms stored open while the readings are
+    long below the level) are cleared once, naming why, when the detector restarts and its
+    rebuilt state has no alarm."""
+    settings = _settings(proc_settings, test_id, warmup_records=3)
+    await migrate(settings.db_url(), settings.db)
+    await _produce(settings, _level_records(0, 5, 0.3))
+    first = await DetectorService(settings).run(max_readings=30, timeout_s=60)
+    assert first.readings == 30
+    orphans = [
+        DetectionRecord(
+            detection_id=f"orphan-{k}", state="open", device_id=_ALARM_DEV, kind="mine",
+            network="ordos", site="buertai", metric="ch4_pct_vol", detector="threshold_alarm",
+            severity="critical", started_at=T0 - timedelta(hours=2 - k), score=1.2, value=1.2,
+            threshold=1.0, location="T1",
+        )
+        for k in range(2)
+    ]  # fmt: skip
+    async with DetectionStore(settings.db_url(), settings.db) as store:
+        await store.write(orphans, DerivedTable.empty())
+    await _produce(settings, _level_records(30, 2, 0.3))
+    second = await DetectorService(settings).run(max_readings=12, timeout_s=60)
+    assert second.warmup_records == 3
+    assert second.restart_cleared == 2
+    rows = await _db_detections(settings.db_url())
+    assert [(r["detection_id"], r["state"]) for r in rows] == [
+        ("orphan-0", "cleared"),
+        ("orphan-1", "cleared"),
+    ]
+    # the rebuilt state has no alarm: both are closed for that reason
+    assert [json.loads(r["evidence"]) for r in rows] == [{"restart_closed": 1.0}] * 2
+    published = await _read_topic(settings, 2)
+    assert sorted((p.detection_id, p.state.value) for p in published) == [
+        ("orphan-0", "cleared"),
+        ("orphan-1", "cleared"),
+    ]
