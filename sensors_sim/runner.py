@@ -99,7 +99,7 @@ async def run_simulation(
                     stats.events += 1
                     log.info(
                         "simulated event injected",
-                        event=event.kind.value,
+                        what=event.kind.value,
                         device_id=device_id,
                         lasts_s=round(event.end_s - event.start_s),
                     )
