@@ -123,9 +123,10 @@ class EventPlan:
         assert self._origin_s is not None
         kind = _ORDER[number % len(_ORDER)]
         # Each kind has its own devices (index modulo 3) and walks them in turn, so a silent
-        # device never hides a release or a fault when there are three devices or more.
+        # device never hides a release or a fault when there are three devices or more; with
+        # fewer, the last device is shared (silence hides a fault before it hides a release).
         role = _ORDER.index(kind)
-        own = list(range(role, self._devices, len(_ORDER))) or [role % self._devices]
+        own = list(range(role, self._devices, len(_ORDER))) or [self._devices - 1]
         device = own[(number // len(_ORDER)) % len(own)]
         start = self._origin_s + self._first_s + number * self._every_s
         duration = _DURATION_S[kind]

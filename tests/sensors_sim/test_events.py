@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.errors import ConfigurationError
-from sensors_sim import EventKind, InjectedEvent, SimulationConfig, Simulator
+from sensors_sim import EventKind, EventPlan, InjectedEvent, SimulationConfig, Simulator
 from sensors_sim.events import FAULT_VALUE_PCT, RELEASE_RISE_PCT, SILENT_S
 from wire.schemas import SourceKind
 
@@ -102,3 +102,15 @@ def test_events_need_mine_sensors() -> None:
             progress=False,
             events_every_s=10.0,
         )
+
+
+def test_with_two_mine_devices_a_silence_never_hides_a_release() -> None:
+    """With fewer devices than kinds of events, the silent device is not the release's."""
+    plan = EventPlan(EVERY_S, mine_devices=2)
+    plan.started(T0_S)
+    events = [e for k in range(1, 40) for e in plan.started(T0_S + k * EVERY_S)]
+    release = {e.device for e in events if e.kind is EventKind.RELEASE}
+    silent = {e.device for e in events if e.kind is EventKind.SILENT_DEVICE}
+    assert release
+    assert silent
+    assert not release & silent
