@@ -149,7 +149,9 @@ class AlertLog:
         """
         s = self._settings
         first = True
-        async with AlertStore(s.db_url(), s.alerts, s.db) as store:
+        # One query at a time: one connection is all this needs of the database.
+        db = s.db.model_copy(update={"pool_min": 1, "pool_max": 1})
+        async with AlertStore(s.db_url(), s.alerts, db) as store:
             while not stop.is_set():
                 try:
                     alerts = await store.list_alerts(AlertFilter(limit=ALERT_POLL_LIMIT))
