@@ -20,9 +20,9 @@ What it does, in order:
    is printed for every alert that opens, escalates, is acknowledged, clears or resolves
    (:mod:`ghgwatch.alert_log`), so a first run shows something happen within minutes.
 4. On the stop event, ``timeout_s`` or the first failing service: stop them in reverse order
-   (simulator, bridge, detection service, on-call API, alert service, processor; each given
-   ``SERVICE_STOP_TIMEOUT_S``), then the embedded services in reverse start order. A failed
-   service makes ``run_up`` raise, so the CLI exits non-zero with its error.
+   (simulator, bridge, detection service, alert log, on-call API, alert service, processor;
+   each given ``SERVICE_STOP_TIMEOUT_S``), then the embedded services in reverse start order.
+   A failed service makes ``run_up`` raise, so the CLI exits non-zero with its error.
 """
 
 from __future__ import annotations
