@@ -20,7 +20,7 @@ from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
 from ghgwatch.status import collect_status, render_status
-from ghgwatch.up import UpOptions, run_up
+from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
 from ingest import Bridge
 from processors import Processor
 from processors.detector import DetectorService
@@ -191,6 +191,17 @@ def up(
     simulate: Annotated[bool, typer.Option("--simulate", help="Also run the simulator.")] = False,
     devices: Annotated[int, typer.Option(help="Simulated devices per kind.")] = 5,
     invalid_rate: Annotated[float, typer.Option(help="Simulated malformed fraction.")] = 0.01,
+    events_every_s: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="With --simulate: inject a mine gas release, a sensor fault or a silent device"
+            " this often (seconds), in turn, the first within a minute.",
+        ),
+    ] = DEFAULT_EVENTS_EVERY_S,
+    no_events: Annotated[
+        bool, typer.Option("--no-events", help="With --simulate: inject no events.")
+    ] = False,
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     mqtt_broker: Annotated[
         Literal["auto", "mosquitto", "amqtt"],
@@ -209,6 +220,7 @@ def up(
         invalid_rate=invalid_rate,
         timeout_s=timeout_s,
         mqtt_broker=mqtt_broker,
+        events_every_s=None if no_events else events_every_s,
     )
 
     async def main_fn(stop: asyncio.Event) -> None:

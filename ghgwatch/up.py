@@ -14,11 +14,15 @@ What it does, in order:
    ``data_dir/endpoints.json`` so ``ghgwatch status`` in another terminal finds everything,
    and print where everything is.
 3. Run the processor, the alert service and its on-call API, the detector, the bridge and
-   (``--simulate``) the simulator as tasks in this process.
+   (``--simulate``) the simulator as tasks in this process. The simulator injects an event
+   (a mine gas release, a sensor fault, a silent device: :mod:`sensors_sim.events`) every
+   ``UpOptions.events_every_s`` unless that is None (``--no-events``), and a console line
+   is printed for every alert that opens, escalates, is acknowledged, clears or resolves
+   (:mod:`ghgwatch.alert_log`), so a first run shows something happen within minutes.
 4. On the stop event, ``timeout_s`` or the first failing service: stop them in reverse order
-   (simulator, bridge, detection service, on-call API, alert service, processor; each given
-   ``SERVICE_STOP_TIMEOUT_S``), then the embedded services in reverse start order. A failed
-   service makes ``run_up`` raise, so the CLI exits non-zero with its error.
+   (simulator, bridge, detection service, alert log, on-call API, alert service, processor;
+   each given ``SERVICE_STOP_TIMEOUT_S``), then the embedded services in reverse start order.
+   A failed service makes ``run_up`` raise, so the CLI exits non-zero with its error.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from adapters.ports import free_port, pid_alive
 from alerts import AlertApi, AlertService
 from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.settings import Settings
+from ghgwatch.alert_log import AlertLog
 from ghgwatch.embedded import (
     ManagedProcess,
     mosquitto_binary,
@@ -58,6 +63,7 @@ from processors.storage import migrate
 from sensors_sim import SimulationConfig, run_simulation
 
 __all__ = [
+    "DEFAULT_EVENTS_EVERY_S",
     "ENDPOINTS_FILE",
     "Endpoints",
     "MqttBroker",
@@ -80,6 +86,8 @@ SERVICE_STOP_TIMEOUT_S = 30.0
 MIGRATE_TIMEOUT_S = 120.0
 # How long the simulator waits for the bridge's first subscription before publishing anyway.
 BRIDGE_CONNECT_TIMEOUT_S = 30.0
+# `up --simulate` injects an event this often by default: something to see, not a flood.
+DEFAULT_EVENTS_EVERY_S = 180.0
 
 MqttBroker = Literal["auto", "mosquitto", "amqtt"]
 """Which MQTT stand-in ``up`` starts: ``auto`` is Mosquitto when installed, else amqtt."""
@@ -99,6 +107,9 @@ class UpOptions:
     """Run the alert service (detections -> alerts, notifications, escalation)."""
     mqtt_broker: MqttBroker = "auto"
     """The MQTT stand-in when ``mqtt.url`` is unset (``auto``: Mosquitto if installed)."""
+    events_every_s: float | None = DEFAULT_EVENTS_EVERY_S
+    """With ``simulate``: inject a release, a sensor fault or a silent device this often, in
+    turn, the first within a minute (None: no events)."""
 
 
 class Endpoints(BaseModel):
@@ -356,7 +367,12 @@ def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> N
         ("data dir", endpoints.data_dir),
         *((f"embedded {name}", where) for name, where in endpoints.embedded.items()),
         ("services", ", ".join(_service_names(opts))),
-        ("simulator", f"{opts.devices} devices per kind" if opts.simulate else "off"),
+        ("simulator", _simulator_row(opts)),
+        *(
+            (("alerts", "a line here per alert change; ghgwatch alerts list"),)
+            if opts.alerts
+            else ()
+        ),
         ("status", "ghgwatch status   (another terminal, same folder and settings)"),
         ("stop", "Ctrl-C" + (f" (or after {opts.timeout_s:g} s)" if opts.timeout_s else "")),
     ]
@@ -369,6 +385,18 @@ def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> N
         console.print(f"  note: {note}", style=style, soft_wrap=True, highlight=False)
 
 
+def _simulator_row(opts: UpOptions) -> str:
+    if not opts.simulate:
+        return "off"
+    row = f"{opts.devices} devices per kind"
+    if opts.events_every_s is None:
+        return row + ", no injected events"
+    return (
+        f"{row}, an event on a mine sensor every {opts.events_every_s:g} s"
+        " (gas release, sensor fault, silent device in turn)"
+    )
+
+
 def _redact(url: str) -> str:
     """Hide a password in a URL before printing it."""
     scheme, sep, rest = url.partition("://")
@@ -379,7 +407,7 @@ def _redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
+async def _run_services(settings: Settings, opts: UpOptions, console: Console) -> list[_Service]:
 
     services: list[_Service] = []
 
@@ -397,6 +425,7 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
         spawn("alert-service", lambda ev: AlertService(settings).run(stop=ev), False)
 
         spawn("alerts-api", lambda ev: AlertApi(settings).run(stop=ev), False)
+        spawn("alert-log", lambda ev: AlertLog(settings, console).run(stop=ev), False)
     if opts.detect:
         spawn("detector", lambda ev: DetectorService(settings).run(stop=ev), False)
     bridge = Bridge(settings)
@@ -417,6 +446,7 @@ async def _run_services(settings: Settings, opts: UpOptions) -> list[_Service]:
             invalid_rate=opts.invalid_rate,
             seed=1,
             progress=False,
+            events_every_s=opts.events_every_s,
         )
         spawn("simulator", lambda ev: run_simulation(settings, cfg, stop=ev), True)
     return services
@@ -543,7 +573,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
         stack.callback(endpoints_path.unlink, missing_ok=True)
         _print_summary(console, endpoints, opts)
 
-        services = await _run_services(resolved, opts)
+        services = await _run_services(resolved, opts, console)
         try:
             ended = await _wait_first(services, stop, opts.timeout_s)
         finally:

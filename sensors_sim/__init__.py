@@ -1,5 +1,6 @@
 """Device simulator: realistic city, CEMS, coal-mine and leak-monitor streams over MQTT."""
 
+from sensors_sim.events import EventKind, EventPlan, InjectedEvent
 from sensors_sim.payloads import (
     EXPECTED_REASON,
     Malformation,
@@ -18,7 +19,10 @@ from sensors_sim.simulator import KindCounts, SimulationConfig, SimulationStats,
 __all__ = [
     "CHANNELS",
     "EXPECTED_REASON",
+    "EventKind",
+    "EventPlan",
     "Fleet",
+    "InjectedEvent",
     "KindCounts",
     "Malformation",
     "MqttPublisher",

@@ -31,7 +31,9 @@ async def run_simulation(
     1. Devices are paced by their natural intervals, or by a token bucket at ``cfg.rate``
        messages/s (``inf``: as fast as the broker acknowledges).
     2. At most ``cfg.max_inflight`` QoS 1 publishes are unacknowledged at any time.
-    3. On stop, outstanding acknowledgements are awaited for up to ``DRAIN_TIMEOUT_S``;
+    3. With ``cfg.events_every_s``, a release, a sensor fault or a silent device is injected
+       on a mine sensor in turn (:mod:`sensors_sim.events`), each logged as it starts.
+    4. On stop, outstanding acknowledgements are awaited for up to ``DRAIN_TIMEOUT_S``;
        ``stats.acked`` says how many arrived.
 
     Args:
@@ -93,6 +95,14 @@ async def run_simulation(
                 for msg in messages:
                     await publisher.publish(msg.topic, msg.payload)
                     stats.record(msg)
+                for event, device_id in sim.started_events(now):
+                    stats.events += 1
+                    log.info(
+                        "simulated event injected",
+                        what=event.kind.value,
+                        device_id=device_id,
+                        lasts_s=round(event.end_s - event.start_s),
+                    )
                 if cfg.rate is None:
                     wait = min(max(sim.next_due_s() - time.time(), 0.0), IDLE_MAX_S)
                 else:

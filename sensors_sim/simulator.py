@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import ConfigurationError
 from sensors_sim.arrays import IntArray
+from sensors_sim.events import EventPlan, InjectedEvent
 from sensors_sim.payloads import (
     SimMessage,
     encode_block,
@@ -62,6 +63,9 @@ class SimulationConfig(BaseModel):
         client_id: MQTT client id (None: a unique one).
         shard_index: which share of the devices this simulator publishes for.
         shard_count: how many simulators share the devices (several publisher processes).
+        events_every_s: inject a release, a sensor fault or a silent device on a mine sensor
+            every this many seconds, in turn (:mod:`sensors_sim.events`; needs ``mine`` in
+            ``kinds``); None: no events.
     """
 
     # inf (as fast as possible) must survive a JSON round trip to publisher processes.
@@ -84,6 +88,7 @@ class SimulationConfig(BaseModel):
     client_id: str | None = None
     shard_index: int = Field(default=0, ge=0)
     shard_count: int = Field(default=1, ge=1)
+    events_every_s: float | None = Field(default=None, gt=0)
 
     @field_validator("kinds")
     @classmethod
@@ -98,6 +103,8 @@ class SimulationConfig(BaseModel):
             raise ValueError("samples_per_message > 1 needs batch messages")
         if self.shard_index >= self.shard_count:
             raise ValueError("shard_index must be below shard_count")
+        if self.events_every_s is not None and SourceKind.MINE not in self.kinds:
+            raise ValueError("injected events happen on mine sensors: add the mine kind")
 
     @classmethod
     def from_cli(
@@ -113,6 +120,7 @@ class SimulationConfig(BaseModel):
         seed: int,
         progress: bool,
         samples_per_message: int = 1,
+        events_every_s: float | None = None,
     ) -> SimulationConfig:
         """Build the configuration from the ``ghgwatch simulate`` options.
 
@@ -127,6 +135,7 @@ class SimulationConfig(BaseModel):
             seed: random seed.
             progress: live progress display.
             samples_per_message: consecutive samples per channel in one batch message.
+            events_every_s: inject an event every this many seconds (None: none).
 
         Raises:
             ConfigurationError: an unknown kind or an impossible combination.
@@ -150,6 +159,7 @@ class SimulationConfig(BaseModel):
                 invalid_rate=invalid_rate,
                 seed=seed,
                 progress=progress,
+                events_every_s=events_every_s,
             )
         except ValueError as exc:
             raise ConfigurationError(f"simulation options: {exc}") from exc
@@ -177,6 +187,7 @@ class SimulationStats:
         valid_readings: readings inside the valid messages (what must get stored).
         by_kind: counts per source kind.
         by_reason: malformed messages per reject reason the bridge must give.
+        events: injected events started (``SimulationConfig.events_every_s``).
     """
 
     elapsed_s: float = 0.0
@@ -187,6 +198,7 @@ class SimulationStats:
     valid_readings: int = 0
     by_kind: dict[SourceKind, KindCounts] = field(default_factory=dict)
     by_reason: Counter[RejectReason] = field(default_factory=Counter)
+    events: int = 0
 
     def record(self, msg: SimMessage) -> None:
         """Count one published message."""
@@ -263,6 +275,12 @@ class Simulator:
         )
         self._rr_msgs = per_tick[self._rr_fleet]
         self._rr_pos = 0
+        self._mine = next(
+            (i for i, f in enumerate(self._fleets) if f.kind is SourceKind.MINE), None
+        )
+        self._events: EventPlan | None = None
+        if cfg.events_every_s is not None and self._mine is not None:
+            self._events = EventPlan(cfg.events_every_s, self._fleets[self._mine].size)
 
     @property
     def fleets(self) -> tuple[Fleet, ...]:
@@ -332,10 +350,23 @@ class Simulator:
             out.extend(self._emit(int(i), np.sort(devices[fleets == i]), now_s))
         return out
 
+    def started_events(self, now_s: float) -> list[tuple[InjectedEvent, str]]:
+        """Injected events that started since the previous call, with their device ids."""
+        if self._events is None or self._mine is None:
+            return []
+        refs = self._fleets[self._mine].refs
+        return [(e, refs[e.device].device_id) for e in self._events.started(now_s)]
+
     def _emit(self, fleet_i: int, idx: IntArray, now_s: float) -> list[SimMessage]:
         cfg = self._cfg
         fleet = self._fleets[fleet_i]
         model = self._models[fleet_i]
+        events = self._events if fleet_i == self._mine else None
+        if events is not None:
+            # A silent device sends nothing; its clock simply resumes when it is back.
+            idx = idx[~events.silent(idx, now_s)]
+            if idx.size == 0:
+                return []
         k, samples = len(idx), cfg.samples_per_message
         spacing_s = (
             fleet.interval_s[idx]
@@ -360,6 +391,9 @@ class Simulator:
             sample = model.sample(idx, ts_us[:, s] / US_PER_S)
             values[:, s, :] = sample.values
             calibrating[:, s] = sample.calibrating
+            if events is not None:
+                # ch4_pct_vol is a mine sensor's one channel (profiles.CHANNELS)
+                events.apply(now_s, idx, ts_us[:, s] / US_PER_S, values[:, s, 0], calibrating[:, s])
         messages = encode_block(
             fleet, self._topics[fleet_i], idx, ts_us, values, calibrating, batch=cfg.batch
         )

@@ -372,3 +372,139 @@ async def test_mqtt_broker_choice_with_a_configured_mqtt_url_is_refused(
     with pytest.raises(ConfigurationError, match="GHGWATCH_MQTT__URL is set"):
         await run_up(settings, UpOptions(mqtt_broker="amqtt"), stop=asyncio.Event())
     assert not (settings.data_dir / "endpoints.json").exists()
+
+
+# Bounded waits of the injected-event tests: up's start, the first event (EVENTS_EVERY_S
+# after the simulator starts) and the release's ramp past the alarm level, on a busy machine.
+EVENT_DEADLINE_S = 180.0
+EVENTS_EVERY_S = "5"
+
+
+def _lines_with(path: Path, *words: str) -> list[str]:
+    """Lines of a child's output holding every one of ``words``."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return [line for line in text.splitlines() if all(w in line for w in words)]
+
+
+async def _wait_for_line(proc: subprocess.Popen[bytes], out: Path, err: Path, *words: str) -> str:
+    """Wait (bounded) for a line of ``up``'s console output holding every one of ``words``."""
+    try:
+        async with asyncio.timeout(EVENT_DEADLINE_S):
+            while not (lines := _lines_with(out, *words)):
+                assert proc.poll() is None, err.read_text()[-3000:]
+                await asyncio.sleep(0.5)
+            return lines[0]
+    except TimeoutError:
+        pytest.fail(f"no console line with {words}; got:\n{out.read_text()[-3000:]}")
+
+
+async def test_up_simulate_injects_events_and_logs_alerts_that_can_be_acknowledged(
+    settings: Settings, tmp_path: Path, up_process: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """`up --simulate --events-every-s 5`: the injected mine release opens a critical alert
+    and the sensor fault a maintenance ticket, each logged on the console with site, device,
+    detector label, reading and threshold and the ack hint; `ghgwatch alerts ack ID` in
+    another process acknowledges the alert and `up` logs that too."""
+    proc = up_process(
+        "--simulate", "--devices", "3", "--events-every-s", EVENTS_EVERY_S, "--timeout-s", "600"
+    )
+    out, err = tmp_path / "up-0.out", tmp_path / "up-0.err"
+    critical = await _wait_for_line(
+        proc, out, err, "ALERT #", "opened", "critical", "(threshold_alarm)"
+    )
+    ticket = await _wait_for_line(
+        proc, out, err, "ALERT #", "opened", "maintenance", "(out_of_range)"
+    )
+    releases = _lines_with(err, "simulated event injected", "release")
+    faults = _lines_with(err, "simulated event injected", "sensor_fault")
+    assert releases
+    assert faults
+    assert "methane alarm level" in critical
+    assert "reading " in critical
+    assert "% vol" in critical
+    alert_id = critical.split("#", 1)[1].split()[0]
+    assert f"ghgwatch alerts ack {alert_id}" in critical
+    assert "out of range" in ticket
+
+    # The console line names the alert's site and device as the store has them.
+    conn = await asyncpg.connect(settings.db_url())
+    try:
+        row = await conn.fetchrow(
+            "SELECT network, site, device_id, severity, threshold FROM alerts WHERE alert_id = $1",
+            int(alert_id),
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    assert row["severity"] == "critical"
+    assert f"{row['network']}/{row['site']}" in critical
+    assert f"device {row['device_id'].rsplit('/', 1)[-1]}" in critical
+    assert any(row["device_id"] in line for line in releases)
+    assert f"threshold {row['threshold']:g} % vol" in critical
+
+    acked = await asyncio.to_thread(
+        subprocess.run,
+        _ghgwatch("alerts", "ack", alert_id, "--by", "newcomer"),
+        env=_env(settings),
+        capture_output=True,
+        timeout=DEADLINE_S,
+    )
+    assert acked.returncode == 0, acked.stderr.decode()[-3000:]
+    line = await _wait_for_line(proc, out, err, f"ALERT #{alert_id} ", "acknowledged")
+    assert "by newcomer" in line
+
+    proc.send_signal(signal.SIGINT)
+    code = await asyncio.to_thread(proc.wait, STOP_DEADLINE_S)
+    assert code == 0, err.read_text()[-3000:]
+    assert "gas release, sensor fault, silent device" in out.read_text()
+
+
+async def test_up_simulate_no_events_injects_none(
+    settings: Settings, tmp_path: Path, up_process: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """`up --simulate --no-events` injects nothing: after mine readings well past the time
+    the first event would have come, no event was injected and no mine alarm or fault
+    was raised."""
+    proc = up_process(
+        "--simulate",
+        "--devices",
+        "3",
+        "--no-events",
+        "--events-every-s",
+        EVENTS_EVERY_S,
+        "--timeout-s",
+        "600",
+    )
+    out, err = tmp_path / "up-0.out", tmp_path / "up-0.err"
+    span_s = 6 * float(EVENTS_EVERY_S)
+
+    async def mine_span() -> bool:
+        assert proc.poll() is None, err.read_text()[-3000:]
+        try:
+            conn = await asyncpg.connect(settings.db_url())
+        except (OSError, asyncpg.PostgresError):
+            return False
+        try:
+            got = await conn.fetchval(
+                "SELECT extract(epoch FROM max(ts) - min(ts)) FROM readings"
+                " WHERE metric = 'ch4_pct_vol'"
+            )
+        except asyncpg.UndefinedTableError:
+            return False
+        finally:
+            await conn.close()
+        return got is not None and float(got) >= span_s
+
+    try:
+        async with asyncio.timeout(EVENT_DEADLINE_S):
+            while not await mine_span():
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        pytest.fail("mine readings did not cover the first event times")
+    proc.send_signal(signal.SIGINT)
+    code = await asyncio.to_thread(proc.wait, STOP_DEADLINE_S)
+    assert code == 0, err.read_text()[-3000:]
+    assert not _lines_with(err, "simulated event injected")
+    for detector in ("(threshold_alarm)", "(power_cut)", "(out_of_range)"):
+        assert not _lines_with(out, "ALERT #", detector)
+    assert "no injected events" in out.read_text()

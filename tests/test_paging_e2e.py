@@ -1,0 +1,215 @@
+"""Paging end to end on the real services: readings published over MQTT (Mosquitto) pass the
+real bridge, Kafka (tansu), the storing processor, the detector and the alert service
+(PostgreSQL) and reach on-call staff at a real HTTP receiver, or do not.
+
+The route is the production one: on-call staff hear warning and critical alerts (the
+default ``AlertRoute.severities``), so a maintenance ticket pages nobody. Escalation and
+``no_data`` end-to-end tests come with that work (issue 13, items 2 and 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiomqtt
+import asyncpg
+import numpy as np
+
+from alerts import AlertService
+from core.settings import Settings
+from ingest import Bridge
+from processors import Processor
+from processors.detector import DetectorService
+from processors.storage import migrate
+from tests.alerts.conftest import Receiver, receiver, wait_until
+
+__all__ = ["receiver"]  # the fixture, imported for this module's tests
+
+DEADLINE_S = 90.0
+STOP_TIMEOUT_S = 30.0
+SITE = ("ordos-coal", "buertai")
+# T1 (working face): alarm at 1.0 % vol, power cut at 1.5 % vol (Coal Mine Safety Regs 2022).
+T1_ALARM_PCT = 1.0
+BASELINE_PCT = 0.30
+NOISE_PCT = 0.005
+
+
+def _paging_settings(
+    settings_factory: Callable[..., Settings], test_id: str, receiver: Receiver
+) -> Settings:
+    """Settings of the whole pipeline for this test; on-call staff are one webhook."""
+    return settings_factory(
+        kafka={"detections_topic": f"det-{test_id}"},
+        detection={"group_id": f"det-{test_id}", "commit_interval_s": 0.2},
+        alerts={
+            "group_id": f"alerts-{test_id}",
+            "dispatch_poll_s": 0.2,
+            "tick_s": 0.1,
+            "notifiers": [
+                {
+                    "name": "oncall",
+                    "type": "webhook",
+                    "url": receiver.url("/hook"),
+                    "language": "en",
+                }
+            ],
+            # The default severities: warning and critical page, maintenance does not.
+            "routes": [{"name": "oncall", "targets": ["oncall"]}],
+        },
+    )
+
+
+@asynccontextmanager
+async def running_services(settings: Settings) -> AsyncIterator[None]:
+    """Migrate, then run the bridge, processor, detector and alert service until the exit."""
+    await migrate(settings.db_url(), settings.db)
+    stop = asyncio.Event()
+    bridge = Bridge(settings)
+    tasks = [
+        asyncio.create_task(Processor(settings).run(stop=stop)),
+        asyncio.create_task(AlertService(settings).run(stop=stop)),
+        asyncio.create_task(DetectorService(settings).run(stop=stop)),
+        asyncio.create_task(bridge.run(stop=stop)),
+    ]
+    try:
+        # A shared subscription keeps nothing published before the bridge subscribed.
+        await bridge.wait_connected(DEADLINE_S)
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
+async def _publish(settings: Settings, device: str, readings: list[tuple[datetime, float]]) -> None:
+    """Publish a mine methane sensor's readings over MQTT, one message each, in order."""
+    network, site = SITE
+    topic = f"{settings.mqtt.topic_root}/mine/{network}/{site}/{device}/data"
+    hostport = settings.mqtt_url().split("://", 1)[1]
+    host, _, port = hostport.partition(":")
+    async with aiomqtt.Client(host, int(port or 1883), identifier=f"{device}-{id(readings)}") as c:
+        for ts, value in readings:
+            body = {"ts": ts.isoformat(), "metric": "ch4_pct_vol", "value": value, "location": "T1"}
+            await c.publish(topic, json.dumps(body).encode(), qos=1)
+
+
+async def _fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+def _quiet(
+    rng: np.random.Generator, start: datetime, n: int, step_s: float
+) -> list[tuple[datetime, float]]:
+    """``n`` readings of a healthy T1 sensor, ``step_s`` apart from ``start``."""
+    values = BASELINE_PCT + NOISE_PCT * rng.standard_normal(n)
+    return [
+        (start + timedelta(seconds=step_s * i), round(float(v), 3)) for i, v in enumerate(values)
+    ]
+
+
+async def test_mine_gas_release_over_mqtt_pages_once_critical_naming_site_device_reading(
+    settings_factory: Callable[..., Settings], test_id: str, receiver: Receiver
+) -> None:
+    """A T1 methane sensor's readings rise past the alarm level (a gas release) and stay
+    there: the HTTP receiver gets exactly one notification, a critical new alert naming the
+    site, the device, the crossing reading and the alarm level."""
+    settings = _paging_settings(settings_factory, test_id, receiver)
+    device = "t1-0302"
+    device_id = f"{SITE[0]}/{SITE[1]}/{device}"
+    step_s = 10.0
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    readings = _quiet(np.random.default_rng(7), t0, 30, step_s)
+    rise = [0.5, 0.8, 1.05, 1.2] + [1.3] * 12  # stays below the 1.5 % power-cut level
+    crossing = next(v for v in rise if v >= T1_ALARM_PCT)
+    start = t0 + timedelta(seconds=step_s * len(readings))
+    readings += [(start + timedelta(seconds=step_s * i), v) for i, v in enumerate(rise)]
+
+    async with running_services(settings):
+        await _publish(settings, device, readings)
+        await wait_until(lambda: receiver.got("/hook"), "a notification", DEADLINE_S)
+
+        async def settled() -> bool:
+            """The alarm's detection joined its alert and nothing is left to send."""
+            joined = await _fetch(
+                settings.db_url(),
+                "SELECT count(*) AS n FROM alert_detections WHERE detector = 'threshold_alarm'",
+            )
+            waiting = await _fetch(
+                settings.db_url(),
+                "SELECT count(*) AS n FROM alert_outbox WHERE status IN ('pending', 'sending')",
+            )
+            return bool(joined[0]["n"] >= 1 and waiting[0]["n"] == 0)
+
+        await wait_until(settled, "the alarm joined to its alert, outbox empty", DEADLINE_S)
+        alerts = await _fetch(settings.db_url(), "SELECT * FROM alerts")
+
+    sent = receiver.got("/hook")
+    assert len(sent) == 1, [r.json()["title"] for r in sent]
+    body = sent[0].json()
+    assert body["event"] == "opened"
+    alert = body["alert"]
+    assert alert["severity"] == "critical"
+    assert alert["detector"] == "threshold_alarm"
+    assert (alert["network"], alert["site"], alert["device_id"]) == (*SITE, device_id)
+    assert alert["value"] == crossing
+    assert alert["threshold"] == T1_ALARM_PCT
+    text = body["text"]
+    assert f"{SITE[0]}/{SITE[1]}" in text
+    assert device_id in text
+    assert f"{crossing:.4g} % vol (threshold {T1_ALARM_PCT:.4g} % vol)" in text
+    assert "CRITICAL" in body["title"]
+    assert [(a["severity"], a["device_id"]) for a in alerts] == [("critical", device_id)]
+
+
+async def test_sensor_spike_over_mqtt_opens_a_maintenance_ticket_and_pages_nobody(
+    settings_factory: Callable[..., Settings], test_id: str, receiver: Receiver
+) -> None:
+    """Two hours of a healthy T1 sensor (past the detectors' warm-up) with one sample far
+    out that returns at once, below any alarm level: a maintenance ticket for the device
+    (detector spike), no notification queued and none received."""
+    settings = _paging_settings(settings_factory, test_id, receiver)
+    device = "t1-0417"
+    device_id = f"{SITE[0]}/{SITE[1]}/{device}"
+    step_s = 30.0
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2, minutes=10)
+    readings = _quiet(np.random.default_rng(11), t0, 250, step_s)
+    spike_at = 220  # 110 minutes in: past warmup_s (an hour) and warmup_samples
+    ts, _ = readings[spike_at]
+    readings[spike_at] = (ts, 0.70)  # far out of the noise, still below the 1.0 % alarm
+
+    async with running_services(settings):
+        await _publish(settings, device, readings)
+
+        async def ticket() -> list[asyncpg.Record]:
+            return await _fetch(
+                settings.db_url(),
+                "SELECT a.alert_id, a.severity, a.device_id FROM alerts a"
+                " JOIN alert_detections ad USING (alert_id) WHERE ad.detector = 'spike'",
+            )
+
+        rows = await wait_until(ticket, "a spike ticket", DEADLINE_S)
+        # The outbox row of a page is written in the alert's own transaction: none now
+        # means none ever for this alert.
+        queued = await _fetch(
+            settings.db_url(),
+            "SELECT count(*) AS n FROM alert_outbox WHERE alert_id = $1",
+            rows[0]["alert_id"],
+        )
+        alerts = await _fetch(settings.db_url(), "SELECT severity FROM alerts")
+
+    assert [(r["severity"], r["device_id"]) for r in rows] == [("maintenance", device_id)]
+    assert queued[0]["n"] == 0
+    assert {a["severity"] for a in alerts} == {"maintenance"}
+    assert receiver.got("/") == []
