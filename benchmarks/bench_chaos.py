@@ -197,7 +197,7 @@ def service_env(stack: Stack, row: str, db: str, hook_url: str) -> dict[str, str
             "GHGWATCH_MQTT__CLIENT_ID": f"bridge-{row}",
             "GHGWATCH_MQTT__USERNAME": f"bridge-{row}",
             "GHGWATCH_MQTT__PASSWORD": PASSWORD,
-            "GHGWATCH_MQTT__SHARE_GROUP": f"g{row}",
+            # The default subscription scheme (plain subscriptions over mqtt.topic_filters).
             "GHGWATCH_KAFKA__BOOTSTRAP": f"127.0.0.1:{stack.kafka_port}",
             "GHGWATCH_KAFKA__READINGS_TOPIC": f"readings-{row}",
             "GHGWATCH_KAFKA__DEADLETTER_TOPIC": f"deadletter-{row}",
