@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +21,37 @@ from wire import BATCH_MAGIC, ReadingBatch
 
 DEADLINE_S = 30.0
 PUBLISH_WINDOW = 500
+
+
+def bridge_env(
+    settings: Settings, mqtt_url: str, *, share_group: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment that makes a ``python -m ingest`` bridge process use these settings.
+
+    Args:
+        settings: the test's settings (topic root, client id, Kafka topics).
+        mqtt_url: the broker the process connects to.
+        share_group: the shared-subscription group; None takes the settings'.
+        **extra: more ``GHGWATCH_*`` variables (protocol, log level or format).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
+    env.update(
+        {
+            "GHGWATCH_MQTT__URL": mqtt_url,
+            "GHGWATCH_MQTT__CLIENT_ID": settings.mqtt.client_id,
+            "GHGWATCH_MQTT__SHARE_GROUP": (
+                settings.mqtt.share_group if share_group is None else share_group
+            ),
+            "GHGWATCH_MQTT__TOPIC_ROOT": settings.mqtt.topic_root,
+            "GHGWATCH_KAFKA__BOOTSTRAP": settings.kafka_bootstrap(),
+            "GHGWATCH_KAFKA__READINGS_TOPIC": settings.kafka.readings_topic,
+            "GHGWATCH_KAFKA__DEADLETTER_TOPIC": settings.kafka.deadletter_topic,
+            "GHGWATCH_KAFKA__PARTITIONS": str(settings.kafka.partitions),
+            "GHGWATCH_METRICS__ENABLED": "false",
+            **extra,
+        }
+    )
+    return env
 
 
 def mqtt_host_port(settings: Settings) -> tuple[str, int]:

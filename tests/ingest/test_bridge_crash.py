@@ -7,7 +7,6 @@ Run with MQTT v5 (shared subscription) and with MQTT 3.1.1 (plain subscription, 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,6 +17,7 @@ import pytest
 from ingest_helpers import (
     DEADLINE_S,
     at_least,
+    bridge_env,
     city_readings,
     expected_keys,
     publish_many,
@@ -38,23 +38,13 @@ PACE_S = 0.02
 
 
 def _env(settings: Settings, mqtt_port: int, protocol: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
-    env.update(
-        {
-            "GHGWATCH_MQTT__URL": f"mqtt://127.0.0.1:{mqtt_port}",
-            "GHGWATCH_MQTT__CLIENT_ID": settings.mqtt.client_id,
-            "GHGWATCH_MQTT__SHARE_GROUP": settings.mqtt.share_group if protocol == "5" else "",
-            "GHGWATCH_MQTT__PROTOCOL": protocol,
-            "GHGWATCH_MQTT__TOPIC_ROOT": settings.mqtt.topic_root,
-            "GHGWATCH_KAFKA__BOOTSTRAP": settings.kafka_bootstrap(),
-            "GHGWATCH_KAFKA__READINGS_TOPIC": settings.kafka.readings_topic,
-            "GHGWATCH_KAFKA__DEADLETTER_TOPIC": settings.kafka.deadletter_topic,
-            "GHGWATCH_KAFKA__PARTITIONS": str(settings.kafka.partitions),
-            "GHGWATCH_METRICS__ENABLED": "false",
-            "GHGWATCH_LOG__FORMAT": "json",
-        }
+    return bridge_env(
+        settings,
+        f"mqtt://127.0.0.1:{mqtt_port}",
+        share_group=None if protocol == "5" else "",
+        GHGWATCH_MQTT__PROTOCOL=protocol,
+        GHGWATCH_LOG__FORMAT="json",
     )
-    return env
 
 
 @contextmanager
