@@ -25,8 +25,9 @@ How it works, in order (``ghgwatch db migrate`` calls :func:`migrate`):
 
 Migration folders, applied together in version order:
 
-- ``processors/storage/migrations`` (versions 001-099: core storage),
-- ``processors/detection/migrations`` (100-199) and ``alerts/migrations`` (200-299) when
+- ``processors/storage/migrations`` (versions 001-049: core storage),
+- ``registry/migrations`` (050-099), ``processors/detection/migrations`` (100-199),
+  ``alerts/migrations`` (200-299) and ``reports/migrations`` (300-399) when
   those packages have such a folder: every package named in :data:`MIGRATION_PACKAGES` is
   looked up without importing it,
 - any ``extra_dirs`` passed to :func:`migrate` (tests, plug-ins).
@@ -71,7 +72,7 @@ log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Packages whose ``migrations/`` folder (if any) is part of the schema, in version-range order.
-MIGRATION_PACKAGES = ("processors.storage", "processors.detection", "alerts")
+MIGRATION_PACKAGES = ("processors.storage", "registry", "processors.detection", "alerts", "reports")
 # Arbitrary constant shared by every ghgwatch migrator ("ghgw" in ASCII).
 MIGRATE_LOCK_KEY = 0x67686777
 # A migration may take a while on a large database; a stuck lock holder must not hang us.

@@ -1,0 +1,1 @@
+"""Quarterly carbon early warning: emission accounting, analysis, warning levels and reports."""
