@@ -201,6 +201,7 @@ def service_env(stack: Stack, row: str, db: str, hook_url: str) -> dict[str, str
             "GHGWATCH_KAFKA__BOOTSTRAP": f"127.0.0.1:{stack.kafka_port}",
             "GHGWATCH_KAFKA__READINGS_TOPIC": f"readings-{row}",
             "GHGWATCH_KAFKA__DEADLETTER_TOPIC": f"deadletter-{row}",
+            "GHGWATCH_KAFKA__EVENTS_TOPIC": f"events-{row}",
             "GHGWATCH_KAFKA__DETECTIONS_TOPIC": f"detections-{row}",
             "GHGWATCH_KAFKA__PARTITIONS": "3",
             "GHGWATCH_DB__URL": f"postgresql://postgres@127.0.0.1:{stack.pg_port}/{db}",

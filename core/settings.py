@@ -212,6 +212,9 @@ class KafkaSettings(_Section):
     )
     readings_topic: str = "ghg.readings"
     deadletter_topic: str = "ghg.deadletter"
+    events_topic: str = Field(
+        default="ghg.device-events", description="Device events: last wills (bridge → detector)"
+    )
     detections_topic: str = Field(
         default="ghg.detections", description="Detections (OPEN/CLEARED) for alerting"
     )

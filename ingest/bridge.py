@@ -12,7 +12,10 @@ What a message goes through, in order:
 3. Accepted: its :class:`~wire.batch.ReadingBatch` is produced to ``kafka.readings_topic``
    keyed by ``device_id``. Rejected: a :class:`~wire.schemas.DeadLetterRecord` is produced to
    ``kafka.deadletter_topic`` and, when the topic names a device, a retained
-   :class:`~wire.schemas.DeviceStatus` is queued for its status topic.
+   :class:`~wire.schemas.DeviceStatus` is queued for its status topic. A device's last will
+   (``{"status": "offline"}`` on its data topic) is neither: a
+   :class:`~wire.events.DeviceEventRecord` is produced to ``kafka.events_topic`` (the detector
+   raises ``no_data`` from it) and the device gets no status.
 4. Records are produced (``acks=all``) as one Kafka batch per partition per pass; a failed
    batch is retried with backoff until it succeeds or the bridge stops, never dropped
    (after a failure the bridge first makes sure its topics exist, as at start).
@@ -49,7 +52,7 @@ from ingest.exceptions import MqttUnavailable, SessionClosed
 from ingest.metrics import BridgeMetrics, BridgeStats
 from ingest.mqtt import RETAIN_HANDLING_NONE, InboundMessage, MqttSession, Subscription
 from wire.topics import DATA_CHANNEL, STATUS_CHANNEL
-from wire.validate import AcceptedMessage, RejectedMessage, validate_messages
+from wire.validate import AcceptedMessage, EventMessage, RejectedMessage, Verdict, validate_messages
 
 __all__ = [
     "DRAIN_TIMEOUT_S",
@@ -90,6 +93,7 @@ LOG_PAYLOAD_CHARS = 200
 
 ROLE_READINGS = "readings"
 ROLE_DEADLETTER = "deadletter"
+ROLE_EVENTS = "events"
 
 
 class _State(enum.Enum):
@@ -248,6 +252,8 @@ class Bridge:
         self._root = settings.mqtt.topic_root
         self._readings_topic = settings.kafka.readings_topic
         self._deadletter_topic = settings.kafka.deadletter_topic
+        self._events_topic = settings.kafka.events_topic
+        self._topics = [self._readings_topic, self._deadletter_topic, self._events_topic]
         self.metrics = BridgeMetrics()
         self.metrics.refresh = self._sync_session_counters
         self.metrics_port: int | None = None
@@ -413,9 +419,7 @@ class Bridge:
         attempt = 0
         while True:
             try:
-                await ensure_topics(
-                    kafka, bootstrap, [self._readings_topic, self._deadletter_topic]
-                )
+                await ensure_topics(kafka, bootstrap, self._topics)
                 producer = RecordProducer(kafka, bootstrap)
                 await producer.start()
             except BrokerUnavailable as exc:
@@ -496,9 +500,7 @@ class Bridge:
         self._jobs.add(job)
         return job
 
-    def _handle(
-        self, message: InboundMessage, result: AcceptedMessage | RejectedMessage
-    ) -> _Outgoing:
+    def _handle(self, message: InboundMessage, result: Verdict) -> _Outgoing:
         """Build a validated message's Kafka record (a reject also starts its status)."""
         if isinstance(result, AcceptedMessage):
             self.metrics.accepted += 1
@@ -507,6 +509,12 @@ class Bridge:
                 job,
                 ROLE_READINGS,
                 (self._readings_topic, result.device_id.encode(), result.value),
+            )
+        if isinstance(result, EventMessage):
+            log.info("device last will", device=result.device_id, topic=message.topic)
+            job = self._track(message, 1, result.device_id)
+            return _Outgoing(
+                job, ROLE_EVENTS, (self._events_topic, result.device_id.encode(), result.value)
             )
         return self._reject(message, result)
 
@@ -621,9 +629,7 @@ class Bridge:
         """
         try:
             await ensure_topics(
-                self._settings.kafka,
-                self._settings.kafka_bootstrap(),
-                [self._readings_topic, self._deadletter_topic],
+                self._settings.kafka, self._settings.kafka_bootstrap(), self._topics
             )
         except BrokerUnavailable:
             return False

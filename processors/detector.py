@@ -38,9 +38,9 @@ Silent devices (issue 13, item 3): the consumer loop calls :meth:`DetectorServic
 after every poll, records or none, and every ``no_data_check_s`` it raises ``no_data`` for
 each device silent (wall clock) longer than its learned sampling pattern allows
 (:class:`~processors.detection.liveness.LivenessTracker`); the device's next reading clears
-it. The dead-letter topic is read too, for one thing only: a device's MQTT last will, which
-the bridge dead-letters as an unknown payload on the device's data topic
-(docs/wire-contract.md), raises ``no_data`` at once (a will older than ``no_data_floor_s``, read
+it. The device-events topic is read too: a device's MQTT last will, which the bridge
+forwards there as a :class:`~wire.events.DeviceEventRecord` (docs/wire-contract.md), raises
+``no_data`` at once (a will older than ``no_data_floor_s``, read
 after an outage of the detector, only starts the device's clock). Devices known from the
 warm-up are timed from the restart, so a backlog never pages every device at once; a
 ``no_data`` stored open before a restart is continued, and cleared by the device's next
@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
@@ -89,8 +88,8 @@ from processors.detection import (
 from processors.detection.liveness import DEVICE_METRIC, LivenessTracker
 from processors.detector_metrics import DetectorMetrics
 from processors.storage import RESTART_CLOSED, RESTART_DUPLICATE, DetectionStore
-from wire import DeadLetterRecord, ReadingBatch, ReadingFrame
-from wire.events import DetectionRecord, DetectionState
+from wire import ReadingBatch, ReadingFrame
+from wire.events import DetectionRecord, DetectionState, DeviceEvent, DeviceEventRecord
 
 __all__ = ["DetectorService", "DetectorStats"]
 
@@ -102,8 +101,6 @@ COMMITTED_QUERY_TIMEOUT_S = 10.0
 RETRY_MAX_PAUSE_S = 20.0
 MAX_OUTPUT_FAILURES = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The payload of a device's MQTT last will on its data topic (docs/wire-contract.md).
-WILL_PAYLOAD = {"status": "offline"}
 
 
 @dataclass(slots=True)
@@ -179,8 +176,8 @@ class DetectorService(ConsumerService):
             settings,
             self._cfg,
             name="detector",
-            # dead letters only for devices' last wills (see the module docstring)
-            topics=[settings.kafka.readings_topic, settings.kafka.deadletter_topic],
+            # device events: last wills (see the module docstring)
+            topics=[settings.kafka.readings_topic, settings.kafka.events_topic],
             extra_topics=[settings.kafka.detections_topic],
             handle=self._handle,
             tick=self._tick,
@@ -284,10 +281,10 @@ class DetectorService(ConsumerService):
         warm: list[Any] = []
         live: list[Any] = []
         wills: list[DetectionRecord] = []
-        dead_topic = self._settings.kafka.deadletter_topic
+        events_topic = self._settings.kafka.events_topic
         for tp, recs in batch.items():
             until = self._warmup_until.get(tp)
-            if tp.topic == dead_topic:
+            if tp.topic == events_topic:
                 wills += self._wills([r for r in recs if until is None or r.offset >= until])
                 if until is not None and recs and recs[-1].offset + 1 >= until:
                     self._warmup_until.pop(tp, None)
@@ -465,31 +462,27 @@ class DetectorService(ConsumerService):
         return out
 
     def _wills(self, recs: Sequence[Any]) -> list[DetectionRecord]:
-        """Devices' last wills among dead letters: each raises no_data at once."""
+        """Devices' last wills on the device-events topic: each raises no_data at once."""
         out = []
         for rec in recs:
             try:
-                dead = DeadLetterRecord.model_validate_json(rec.value or b"")
-                payload = json.loads(dead.payload)
+                event = DeviceEventRecord.model_validate_json(rec.value or b"")
             except ValueError:
+                log.warning("device event not understood; skipped", offset=rec.offset)
                 continue
-            if payload != WILL_PAYLOAD or not dead.device_id:
+            if event.event is not DeviceEvent.OFFLINE:
                 continue
-            # ghg/v1/{kind}/{network}/{site}/{device}/data
-            parts = dead.mqtt_topic.split("/")
-            kind = parts[-5] if len(parts) >= 5 else "generic"
-            if kind not in KIND_NAMES.values():
-                kind = "generic"
+            kind = event.kind if event.kind in KIND_NAMES.values() else "generic"
             self._stats.wills += 1
             now = time.time()
-            if now - dead.received_at.timestamp() > self._cfg.no_data_floor_s:
-                self.liveness.seed(dead.device_id, kind, None, now)
+            if now - event.received_at.timestamp() > self._cfg.no_data_floor_s:
+                self.liveness.seed(event.device_id, kind, None, now)
                 continue
-            opened = self.liveness.will(dead.device_id, kind, now)
+            opened = self.liveness.will(event.device_id, kind, now)
             if opened is not None:
                 out.append(opened)
                 self._stats.no_data_opened += 1
-                log.warning("device last will: no_data", device_id=dead.device_id)
+                log.warning("device last will: no_data", device_id=event.device_id)
         return out
 
     def _allowance_s(self, device_id: str) -> float:

@@ -93,6 +93,7 @@ def settings_factory(
                 "bootstrap": kafka_bootstrap,
                 "readings_topic": f"readings-{test_id}",
                 "deadletter_topic": f"deadletter-{test_id}",
+                "events_topic": f"events-{test_id}",
                 "partitions": 3,
             },
             "db": {"url": pg_url},

@@ -1,4 +1,9 @@
-"""Records the processors publish for other services: detections, on the detections topic."""
+"""Records published for other services: detections (detections topic) and device events.
+
+A device event is something a device said about itself rather than a reading: today its MQTT
+last will (``{"status": "offline"}`` on its data topic, docs/wire-contract.md), which the
+bridge forwards to the device-events topic instead of rejecting it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DetectionRecord", "DetectionState", "Severity", "detection_id"]
+__all__ = [
+    "WILL_PAYLOAD",
+    "DetectionRecord",
+    "DetectionState",
+    "DeviceEvent",
+    "DeviceEventRecord",
+    "Severity",
+    "detection_id",
+]
+
+# The payload of a device's MQTT last will on its data topic (docs/wire-contract.md).
+WILL_PAYLOAD = {"status": "offline"}
 
 
 class Severity(StrEnum):
@@ -62,3 +78,24 @@ class DetectionRecord(BaseModel):
     threshold: float | None = None
     location: str | None = None
     evidence: dict[str, float] = Field(default_factory=dict)
+
+
+class DeviceEvent(StrEnum):
+    """What a device said about itself."""
+
+    OFFLINE = "offline"  # its MQTT last will: the connection dropped without a DISCONNECT
+
+
+class DeviceEventRecord(BaseModel):
+    """One device event as published to the device-events topic (key: ``device_id``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+    device_id: str
+    kind: str
+    network: str
+    site: str
+    event: DeviceEvent
+    received_at: datetime
+    mqtt_topic: str

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from pydantic import ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, Val
 from typing_extensions import TypedDict
 
 from wire.batch import ReadingBatch, encode_batch, epoch_us, from_epoch_us, reading_header
+from wire.events import WILL_PAYLOAD, DeviceEvent, DeviceEventRecord
 from wire.schemas import (
     MAX_BATCH_READINGS,
     MAX_FUTURE_SKEW,
@@ -65,7 +67,9 @@ __all__ = [
     "TOO_LARGE_EXCERPT_BYTES",
     "VECTOR_MIN_READINGS",
     "AcceptedMessage",
+    "EventMessage",
     "RejectedMessage",
+    "Verdict",
     "validate_message",
     "validate_messages",
 ]
@@ -118,6 +122,19 @@ class AcceptedMessage:
     def record(self) -> ReadingRecord:
         """The readings as a format-1 record (one object per reading; for tools and tests)."""
         return self.batch.to_record()
+
+
+@dataclass(frozen=True, slots=True)
+class EventMessage:
+    """A device's MQTT last will on its data topic: forwarded as an event, not a rejection."""
+
+    device_id: str
+    record: DeviceEventRecord
+
+    @property
+    def value(self) -> bytes:
+        """The record's Kafka value."""
+        return self.record.model_dump_json().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,9 +352,36 @@ def _item_detail(
     )
 
 
+Verdict = AcceptedMessage | EventMessage | RejectedMessage
+# A last will is ``{"status": "offline"}``; anything longer is not one (cheap pre-check).
+_WILL_MAX_BYTES = 64
+
+
+def _is_will(payload: bytes) -> bool:
+    if len(payload) > _WILL_MAX_BYTES or b"offline" not in payload:
+        return False
+    try:
+        return bool(json.loads(payload) == WILL_PAYLOAD)
+    except ValueError:
+        return False
+
+
+def _event(device: DeviceRef, topic: str, received_at: datetime) -> EventMessage:
+    record = DeviceEventRecord(
+        device_id=device.device_id,
+        kind=device.kind.value,
+        network=device.network,
+        site=device.site,
+        event=DeviceEvent.OFFLINE,
+        received_at=received_at,
+        mqtt_topic=topic,
+    )
+    return EventMessage(device.device_id, record)
+
+
 def validate_messages(
     messages: Sequence[tuple[str, bytes, datetime]], *, root: str
-) -> list[AcceptedMessage | RejectedMessage]:
+) -> list[Verdict]:
     """Validate MQTT messages against the topic scheme and the wire contract.
 
     Args:
@@ -346,11 +390,11 @@ def validate_messages(
         root: the topic root, e.g. ``ghg/v1``.
 
     Returns:
-        One verdict per message, in order: an accepted message with its readings batch, or a
-        rejected one with a reason code and a human-readable detail. Never raises on bad
-        input.
+        One verdict per message, in order: an accepted message with its readings batch, a
+        device event (the device's last will), or a rejected one with a reason code and a
+        human-readable detail. Never raises on bad input.
     """
-    results: list[AcceptedMessage | RejectedMessage | None] = [None] * len(messages)
+    results: list[Verdict | None] = [None] * len(messages)
     lean: list[_Parsed] = []
     full: list[int] = []
     for i, (topic, payload, received_at) in enumerate(messages):
@@ -367,6 +411,9 @@ def validate_messages(
                 topic, payload, received_at, device, RejectReason.TOO_LARGE,
                 f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}",
             )  # fmt: skip
+            continue
+        if _is_will(payload):
+            results[i] = _event(device, topic, received_at)
             continue
         parsed = _lean(i, device, payload, epoch_us(received_at))
         if parsed is None:
@@ -471,7 +518,7 @@ def _first_failures_py(
 def _check_and_build(
     ready: list[_Parsed],
     messages: Sequence[tuple[str, bytes, datetime]],
-    results: list[AcceptedMessage | RejectedMessage | None],
+    results: list[Verdict | None],
 ) -> None:
     """Step 3: the per-reading checks over all readings at once, then the batches."""
     starts: list[int] = []
@@ -530,8 +577,6 @@ def _encode(p: _Parsed, topic: str, codes: Any, ts_us: Any, values: Any) -> byte
     return encode_batch(header_json, p.received_us, ts_us, local, values, p.flags.encode())
 
 
-def validate_message(
-    topic: str, payload: bytes, received_at: datetime, *, root: str
-) -> AcceptedMessage | RejectedMessage:
+def validate_message(topic: str, payload: bytes, received_at: datetime, *, root: str) -> Verdict:
     """Validate one MQTT message (see :func:`validate_messages`)."""
     return validate_messages([(topic, payload, received_at)], root=root)[0]

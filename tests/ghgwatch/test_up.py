@@ -39,6 +39,7 @@ def _env(settings: Settings) -> dict[str, str]:
         GHGWATCH_KAFKA__BOOTSTRAP=settings.kafka_bootstrap(),
         GHGWATCH_KAFKA__READINGS_TOPIC=settings.kafka.readings_topic,
         GHGWATCH_KAFKA__DEADLETTER_TOPIC=settings.kafka.deadletter_topic,
+        GHGWATCH_KAFKA__EVENTS_TOPIC=settings.kafka.events_topic,
         GHGWATCH_KAFKA__PARTITIONS=str(settings.kafka.partitions),
         GHGWATCH_DB__URL=settings.db_url(),
         GHGWATCH_KAFKA__DETECTIONS_TOPIC=f"det-{settings.processor.group_id}",

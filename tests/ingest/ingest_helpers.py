@@ -46,6 +46,7 @@ def bridge_env(
             "GHGWATCH_KAFKA__BOOTSTRAP": settings.kafka_bootstrap(),
             "GHGWATCH_KAFKA__READINGS_TOPIC": settings.kafka.readings_topic,
             "GHGWATCH_KAFKA__DEADLETTER_TOPIC": settings.kafka.deadletter_topic,
+            "GHGWATCH_KAFKA__EVENTS_TOPIC": settings.kafka.events_topic,
             "GHGWATCH_KAFKA__PARTITIONS": str(settings.kafka.partitions),
             "GHGWATCH_METRICS__ENABLED": "false",
             **extra,

@@ -20,8 +20,9 @@ from proc_helpers import wait_until
 from core.settings import Settings
 from ingest import Bridge
 from processors.detection.liveness import LivenessTracker
-from processors.detector import WILL_PAYLOAD, DetectorService
+from processors.detector import DetectorService
 from processors.storage import migrate
+from wire.events import WILL_PAYLOAD
 
 DEVICE = "ordos-coal/buertai/t1-0401"
 # A device whose last will the broker publishes when it dies (paho, as a device would).
@@ -122,8 +123,9 @@ async def test_a_device_that_stops_publishing_raises_no_data_and_clears_on_resum
 async def test_a_last_will_raises_no_data_at_once(
     proc_settings: Callable[..., Settings], test_id: str
 ) -> None:
-    """A device with an MQTT last will dies (SIGKILL): the broker publishes the will and the
-    detector raises no_data at once, long before the silence floor (an hour here)."""
+    """A device with an MQTT last will dies (SIGKILL): the broker publishes the will, the
+    bridge forwards it as a device event (not a rejection) and the detector raises no_data at
+    once, long before the silence floor (an hour here)."""
     settings = _settings(proc_settings, test_id, no_data_floor_s=3600.0)
     await migrate(settings.db_url(), settings.db)
     host, port, topic = _mqtt(settings)
@@ -161,6 +163,10 @@ async def test_a_last_will_raises_no_data_at_once(
         (row,) = await _no_data_rows(settings.db_url())
         assert json.loads(row["evidence"])["will"] == 1.0
         assert row["severity"] == "critical"
+        # the will is an event, not a rejection: no dead letter, no rejection status to the device
+        assert bridge.metrics.produced.get("events") == 1
+        assert bridge.metrics.rejected == {}
+        assert bridge.metrics.status_published == 0
     finally:
         if device.poll() is None:
             device.kill()

@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from wire import AcceptedMessage, ReadingRecord, RejectedMessage, RejectReason, validate_message
+from wire.events import DeviceEvent, DeviceEventRecord
+from wire.validate import EventMessage, Verdict
 
 ROOT = "ghg/v1"
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 
-def _validate(topic: str, body: object) -> AcceptedMessage | RejectedMessage:
+def _validate(topic: str, body: object) -> Verdict:
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     return validate_message(f"{ROOT}/{topic}", payload, NOW, root=ROOT)
 
@@ -102,3 +104,29 @@ def test_late_data_of_any_age_is_accepted() -> None:
     old = (NOW - timedelta(days=7)).isoformat()
     result = _validate("leak/a/b/c/data", {"ts": old, "metric": "ch4_ppm", "value": 2.0})
     assert isinstance(result, AcceptedMessage)
+
+
+@pytest.mark.parametrize(
+    "payload", [b'{"status": "offline"}', b'{"status":"offline"}', b' {"status" : "offline"}\n']
+)
+def test_a_last_will_is_a_device_event_not_a_rejection(payload: bytes) -> None:
+    """The documented will payload on a device's data topic becomes an offline event."""
+    result = _validate("mine/ordos-coal/buertai/t1-0302/data", payload)
+    assert isinstance(result, EventMessage)
+    record = DeviceEventRecord.model_validate_json(result.value)
+    assert record.event is DeviceEvent.OFFLINE
+    assert (record.device_id, record.kind, record.site) == (
+        "ordos-coal/buertai/t1-0302",
+        "mine",
+        "buertai",
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"status": "online"}, {"status": "offline", "x": 1}, {"status": "OFFLINE"}, ["offline"]],
+)
+def test_anything_else_shaped_like_a_will_is_still_rejected(body: object) -> None:
+    result = _validate("mine/ordos-coal/buertai/t1-0302/data", body)
+    assert isinstance(result, RejectedMessage)
+    assert result.record.reason is RejectReason.SCHEMA
