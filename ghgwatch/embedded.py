@@ -173,6 +173,9 @@ listener {port} 127.0.0.1
 allow_anonymous true
 persistence {persistence}
 persistence_location {data_dir}/
+# Save sessions and queues every 10 s, not Mosquitto's default 30 min: a killed broker then
+# forgets at most 10 s of changes (the bridge's session and subscription included).
+autosave_interval 10
 max_queued_messages {max_queued}
 max_queued_bytes 0
 max_inflight_messages 0
