@@ -3,8 +3,9 @@ real bridge, Kafka (tansu), the storing processor, the detector and the alert se
 (PostgreSQL) and reach on-call staff at a real HTTP receiver, or do not.
 
 The route is the production one: on-call staff hear warning and critical alerts (the
-default ``AlertRoute.severities``), so a maintenance ticket pages nobody. Escalation and
-``no_data`` end-to-end tests come with that work (issue 13, items 2 and 3).
+default ``AlertRoute.severities``), so a maintenance ticket pages nobody. An unacknowledged
+critical alert is re-notified and escalated until someone acknowledges it through the on-call
+API. (``no_data`` end to end: tests/processors/test_liveness.py.)
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 
 import aiomqtt
 import asyncpg
+import httpx
 import numpy as np
 
+from adapters.ports import free_port
 from alerts import AlertService
+from alerts.api import AlertApi
 from core.settings import Settings
 from ingest import Bridge
 from processors import Processor
@@ -40,7 +44,10 @@ NOISE_PCT = 0.005
 
 
 def _paging_settings(
-    settings_factory: Callable[..., Settings], test_id: str, receiver: Receiver
+    settings_factory: Callable[..., Settings],
+    test_id: str,
+    receiver: Receiver,
+    **alerts: Any,
 ) -> Settings:
     """Settings of the whole pipeline for this test; on-call staff are one webhook."""
     return settings_factory(
@@ -60,6 +67,7 @@ def _paging_settings(
             ],
             # The default severities: warning and critical page, maintenance does not.
             "routes": [{"name": "oncall", "targets": ["oncall"]}],
+            **alerts,
         },
     )
 
@@ -87,6 +95,15 @@ async def running_services(settings: Settings) -> AsyncIterator[None]:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+
+def _release(t0: datetime, step_s: float, seed: int) -> list[tuple[datetime, float]]:
+    """A healthy T1 sensor for five minutes, then a gas release above the alarm level that
+    stays (below the 1.5 % power cut)."""
+    readings = _quiet(np.random.default_rng(seed), t0, 30, step_s)
+    start = t0 + timedelta(seconds=step_s * len(readings))
+    rise = [0.5, 0.8, 1.05, 1.2] + [1.3] * 12
+    return readings + [(start + timedelta(seconds=step_s * i), v) for i, v in enumerate(rise)]
 
 
 async def _publish(settings: Settings, device: str, readings: list[tuple[datetime, float]]) -> None:
@@ -213,3 +230,84 @@ async def test_sensor_spike_over_mqtt_opens_a_maintenance_ticket_and_pages_nobod
     assert queued[0]["n"] == 0
     assert {a["severity"] for a in alerts} == {"maintenance"}
     assert receiver.got("/") == []
+
+
+ESCALATE_AFTER_S = 2.0
+TOKEN = "e2e-token-li-na"
+
+
+async def test_unacknowledged_release_is_escalated_until_acknowledged_over_the_api(
+    settings_factory: Callable[..., Settings], test_id: str, receiver: Receiver
+) -> None:
+    """A gas release nobody acknowledges: on-call staff are re-notified and the duty manager
+    is brought in (one step every ``escalate_after_s``, at most ``max_escalations``); once
+    on-call staff acknowledge it through the on-call API, nobody hears of it again."""
+    settings = _paging_settings(
+        settings_factory,
+        test_id,
+        receiver,
+        notifiers=[
+            {"name": "oncall", "type": "webhook", "url": receiver.url("/hook"), "language": "en"},
+            {
+                "name": "manager",
+                "type": "webhook",
+                "url": receiver.url("/manager"),
+                "language": "en",
+            },
+        ],
+        routes=[{"name": "oncall", "targets": ["oncall"], "escalation": ["manager"]}],
+        escalate_after_s={"critical": ESCALATE_AFTER_S},
+        max_escalations=5,
+        api_tokens={"li.na": TOKEN},
+    )
+    device = "t1-0555"
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    api = AlertApi(settings, port=free_port())
+    api_stop = asyncio.Event()
+    api_task = asyncio.create_task(api.run(stop=api_stop))
+
+    def events(path: str) -> list[tuple[str, int]]:
+        return [(r.json()["event"], r.json()["alert"]["level"]) for r in receiver.got(path)]
+
+    try:
+        async with running_services(settings):
+            async with asyncio.timeout(20):
+                await api.started.wait()
+            await _publish(settings, device, _release(t0, 10.0, seed=5))
+            await wait_until(lambda: receiver.got("/manager"), "the duty manager paged", DEADLINE_S)
+            await wait_until(
+                lambda: len(receiver.got("/hook")) >= 3, "on-call re-notified twice", DEADLINE_S
+            )
+            async with httpx.AsyncClient(
+                base_url=api.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+            ) as client:
+                (alert,) = (await client.get("/alerts")).json()
+                resp = await client.post(f"/alerts/{alert['alert_id']}/ack", json={"note": "here"})
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["acknowledged_by"] == "li.na"
+            # what was already queued when the ack landed may still go out; then nothing more
+            await asyncio.sleep(1.0)
+            heard = len(receiver.got("/"))
+            await asyncio.sleep(3 * ESCALATE_AFTER_S)
+            after = len(receiver.got("/"))
+            history = await _fetch(
+                settings.db_url(),
+                "SELECT event FROM alert_events WHERE alert_id = $1 ORDER BY at, event_id",
+                alert["alert_id"],
+            )
+    finally:
+        api_stop.set()
+        async with asyncio.timeout(20):
+            await api_task
+
+    oncall, manager = events("/hook"), events("/manager")
+    assert oncall[0] == ("opened", 0)
+    # each escalation step re-notifies on-call staff and, from the first, the manager
+    assert [e for e, _ in oncall[1:]] == ["escalated"] * (len(oncall) - 1)
+    assert [lvl for _, lvl in oncall[1:]] == list(range(1, len(oncall)))
+    assert [e for e, _ in manager] == ["escalated"] * len(manager)
+    assert len(manager) == len(oncall) - 1
+    assert after == heard, "notified again after the acknowledgement"
+    kinds = [r["event"] for r in history]
+    assert "acknowledged" in kinds
+    assert kinds.index("acknowledged") > kinds.index("escalated")
