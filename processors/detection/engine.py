@@ -570,6 +570,7 @@ class DetectionEngine:
         warm_n, c_h = float(cfg.warmup_samples), cfg.huber_c
         warm_ns = cfg.warmup_s * NS_PER_S
         gen_warm_n = float(cfg.generic_warmup_samples)
+        a_gen = -np.expm1(-1.0 / gen_warm_n)
         z_open, z_close = cfg.z_open, cfg.z_close
         open_n, close_n = float(cfg.open_samples), float(cfg.close_samples)
         rebase_ns = cfg.rebaseline_s * NS_PER_S
@@ -722,10 +723,14 @@ class DetectionEngine:
 
             # baseline and scale: Huber-clipped updates, frozen while a trend event is open
             # (until it has been open rebaseline_s: then it is the new normal)
-            upd = use & ~a_st & (~tr_new | ((tk - since) >= rebase_ns))
+            # (generic metrics: after generic_warmup_samples typical intervals)
+            rebase_after = np.where(both, gen_warm_n * fv["dt_avg"] * NS_PER_S, rebase_ns)
+            upd = use & ~a_st & (~tr_new | ((tk - since) >= rebase_after))
             inv_n = 1.0 / np.maximum(nn, 1.0)
             alpha_b = np.where(warm, 1.0 / (nn + 1.0), ab_r[lo_k:hi_k])
-            alpha_s = np.where(warm, inv_n, as_r[lo_k:hi_k])
+            # generic metrics: the noise scale over as many samples as arm them, not over
+            # scale_tau_s (their time scale is unknown; an hour of a 1 s stream is too long)
+            alpha_s = np.where(warm, inv_n, np.where(both, a_gen, as_r[lo_k:hi_k]))
             lim = c_h * sigma
             rh = np.where(warm, r, np.clip(r, -lim, lim))
             fv["base"][...] = np.where(use & first, xk, np.where(upd, b + alpha_b * rh, b))

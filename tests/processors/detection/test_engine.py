@@ -315,6 +315,28 @@ def test_generic_detector_finds_shifts_both_ways_on_any_scale() -> None:
         assert 2200 <= onsets[1] <= 2210
 
 
+def test_generic_shift_that_stays_becomes_the_new_normal_after_the_warmup_samples() -> None:
+    """A generic channel that moves to a new steady level (a machine at a new operating
+    point) is anomalous at the move, then is taken as normal after generic_warmup_samples
+    samples open - not after rebaseline_s (4 h), which for a fast stream of unknown time scale
+    would keep the detection open long after the change."""
+    cfg = DetectionSettings()
+    engine = DetectionEngine(cfg)
+    rng = np.random.default_rng(11)
+    v = 50 + rng.standard_normal(3200)
+    v[1500:] += 12
+    ev = _events(_run(engine, "x/y/pump", "vibration_mm_s", v))
+    anomalies = [(o, at) for _, d, o, at, _ in ev if d == "anomaly"]
+    assert anomalies[0] == (True, anomalies[0][1])
+    assert 1500 <= anomalies[0][1] <= 1510
+    cleared = [at for o, at in anomalies if not o]
+    n = cfg.generic_warmup_samples
+    assert cleared, "still open at the end"
+    assert 1500 + n <= cleared[0] <= 1500 + 2 * n
+    assert cleared[0] * STEP_S < 1500 * STEP_S + cfg.rebaseline_s
+    assert [o for o, _ in anomalies] == [True, False]
+
+
 def test_city_plume_and_enhancement_series() -> None:
     """A city CO2 plume opens `plume`; derived enhancement rows are emitted per reading."""
     engine = DetectionEngine(DetectionSettings())
