@@ -102,6 +102,7 @@ async def _accounted(db_url: str) -> tuple[set[int], set[int], dict[str, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(max(300.0, ACK_DEADLINE_S + ACCOUNT_DEADLINE_S + 120.0))
 async def test_generated_hostile_messages_are_each_stored_or_dead_lettered(
     settings: Settings,
     tmp_path: Path,
