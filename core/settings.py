@@ -977,9 +977,8 @@ class TargetsSettings(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> TargetsSettings:
-        if not (
-            self.projection_yellow_ratio <= self.projection_orange_ratio <= self.projection_red_ratio
-        ):
+        ratios = (self.projection_yellow_ratio, self.projection_orange_ratio)
+        if not ratios[0] <= ratios[1] <= self.projection_red_ratio:
             raise ValueError("projection ratios must rise: yellow <= orange <= red")
         if self.intensity_yellow_ratio > self.intensity_orange_ratio:
             raise ValueError("intensity ratios must rise: yellow <= orange")

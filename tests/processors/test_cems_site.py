@@ -36,9 +36,7 @@ def _feed(cfg: DetectionSettings, channels: dict[str, float], minutes: int = 61)
             ts.append(k * 30 * NS)
             vals.append(value)
     n = len(ts)
-    return engine.process(
-        np.asarray(streams), np.asarray(ts), np.asarray(vals), np.ones(n, bool)
-    )
+    return engine.process(np.asarray(streams), np.asarray(ts), np.asarray(vals), np.ones(n, bool))
 
 
 def _series(out: EngineOutput, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +58,7 @@ def test_a_unit_with_no_pressure_reading_and_no_site_pressure_has_no_valid_minut
     assert minute.shape[0] == 61
     assert not minute_ok.any()
     assert np.isnan(minute).all()
-    hour, hour_ok = _series(out, "co2_mass_t_h_1h")
+    _, hour_ok = _series(out, "co2_mass_t_h_1h")
     assert hour_ok.tolist() == [False]
     names = [DETECTOR_NAMES[Detector(int(d))] for d in out.events.detector]
     assert "hour_invalid" in names
@@ -146,4 +144,6 @@ def test_the_site_lookup_resolves_defaults_and_the_older_class_map() -> None:
     assert site.unit_class == "300mw_sc"
     assert site.aux_power_frac == cfg.cems_default_aux_power_frac
     assert not site.aux_configured
-    assert site.baro_pa is None and site.altitude_m is None and site.co2_basis == "dry"
+    assert site.baro_pa is None
+    assert site.altitude_m is None
+    assert site.co2_basis == "dry"
