@@ -1,7 +1,8 @@
 """Reads of CEMS unit-hours for the quarterly accounting: the one place with their SQL.
 
-Rows come from the ``cems_unit_1h`` view (migration 300) for a time range, so a report's cost
-grows with units × hours, not with raw readings.
+Rows are the detection engine's hourly derived series for a time range (one point per unit,
+hour and series; the same rows the ``cems_unit_1h`` view of migration 300 pivots for
+dashboards), so a report's cost grows with units × hours, not with raw readings.
 """
 
 from __future__ import annotations
@@ -42,8 +43,77 @@ class HourRows:
     site_pressure_minutes: F64
 
 
+# PostgreSQL binary COPY: 19-byte header (signature, flags, extension length), per row a
+# field count and each field as length + big-endian value, a 2-byte trailer. Every column is
+# fixed-width and never NULL (coalesced), so the rows map straight onto a numpy dtype.
+_COPY_HEADER = 19
+_COPY_TRAILER = 2
+_ROW = np.dtype(
+    [
+        ("nfields", ">i2"),
+        ("l_unit", ">i4"), ("unit", ">i4"),
+        ("l_h", ">i4"), ("h", ">i8"),
+        ("l_valid", ">i4"), ("valid", "?"),
+        ("l_value", ">i4"), ("value", ">f8"),
+    ]
+)  # fmt: skip
+_DEVICES_SQL = (
+    "SELECT DISTINCT device_id FROM derived"
+    " WHERE series = 'co2_mass_t_h_1h' AND ts >= $1 AND ts < $2 ORDER BY 1"
+)
+# One series at a time straight from derived's (series, ts) index: pivoting all four in SQL
+# (the cems_unit_1h view) sorts and groups every point and costs 20 times as much.
+_SERIES_SQL = (
+    "SELECT (u.i - 1)::int4, (extract(epoch FROM d.ts)::bigint / 3600)::int8, d.valid,"
+    " coalesce(d.value, 'NaN')::float8"
+    " FROM derived d JOIN unnest($3::text[]) WITH ORDINALITY AS u(device_id, i)"
+    " ON u.device_id = d.device_id"
+    " WHERE d.series = $4 AND d.ts >= $1 AND d.ts < $2"
+)
+_RATE, _LOAD, _SITE_P = "co2_mass_t_h_1h", "load_mw_1h", "site_pressure_minutes_1h"
+_KEY_SHIFT = 32
+
+
+async def _series(
+    conn: asyncpg.Connection, start: datetime, end: datetime, devices: list[str], series: str
+) -> npt.NDArray[np.void]:
+    chunks: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await conn.copy_from_query(
+        _SERIES_SQL, start, end, devices, series, output=sink, format="binary"
+    )
+    raw = b"".join(chunks)
+    body = raw[_COPY_HEADER : len(raw) - _COPY_TRAILER]
+    if len(body) % _ROW.itemsize:
+        raise ValueError(f"unexpected binary COPY layout for derived series {series}")
+    return np.frombuffer(body, _ROW)
+
+
+def _key(rec: npt.NDArray[np.void]) -> I64:
+    return np.asarray((rec["unit"].astype(np.int64) << _KEY_SHIFT) | rec["h"].astype(np.int64))
+
+
+def _align(base_key: I64, rec: npt.NDArray[np.void], fill: float) -> F64:
+    """The values of ``rec`` at ``base_key`` (sorted), ``fill`` where it has none."""
+    out = np.full(base_key.shape[0], fill)
+    if rec.shape[0] == 0 or base_key.shape[0] == 0:
+        return out
+    key = _key(rec)
+    at = np.searchsorted(base_key, key)
+    hit = at < base_key.shape[0]
+    hit[hit] = base_key[at[hit]] == key[hit]
+    out[at[hit]] = rec["value"][hit]
+    return out
+
+
 async def read_hours(conn: asyncpg.Connection, start: datetime, end: datetime) -> HourRows:
-    """Every stored unit-hour in ``[start, end)``.
+    """Every stored unit-hour in ``[start, end)``, read as binary COPY into numpy arrays.
+
+    A unit-hour is a stored ``co2_mass_t_h_1h`` point; its load and site-pressure minutes
+    are joined by (unit, hour) in numpy.
 
     Args:
         conn: an open connection.
@@ -51,30 +121,26 @@ async def read_hours(conn: asyncpg.Connection, start: datetime, end: datetime) -
         end: first instant after (aware).
 
     Returns:
-        The rows as arrays.
+        The rows as arrays, sorted by unit and hour.
     """
-    rows = await conn.fetch(
-        "SELECT device_id, (extract(epoch FROM bucket)::bigint / 3600) AS h, valid,"
-        " co2_t_h, load_mw, site_pressure_minutes"
-        " FROM cems_unit_1h WHERE bucket >= $1 AND bucket < $2",
-        start,
-        end,
-    )
-    names = [r["device_id"] for r in rows]
-    devices = sorted(set(names))
-    index = {d: i for i, d in enumerate(devices)}
-
-    def col(key: str) -> F64:
-        return np.asarray([np.nan if r[key] is None else r[key] for r in rows], np.float64)
-
+    devices = [str(r[0]) for r in await conn.fetch(_DEVICES_SQL, start, end)]
+    if not devices:
+        empty = np.zeros(0, np.int64)
+        return HourRows([], empty, empty, np.zeros(0, bool), np.zeros(0), np.zeros(0), np.zeros(0))
+    rate = await _series(conn, start, end, devices, _RATE)
+    order = np.argsort(_key(rate), kind="stable")
+    rate = rate[order]
+    base = _key(rate)
+    load = _align(base, await _series(conn, start, end, devices, _LOAD), np.nan)
+    site_p = _align(base, await _series(conn, start, end, devices, _SITE_P), 0.0)
     return HourRows(
         devices=devices,
-        unit=np.asarray([index[n] for n in names], np.int64),
-        epoch_h=np.asarray([r["h"] for r in rows], np.int64),
-        valid=np.asarray([bool(r["valid"]) for r in rows], bool),
-        rate_t_h=col("co2_t_h"),
-        load_mw=col("load_mw"),
-        site_pressure_minutes=col("site_pressure_minutes"),
+        unit=rate["unit"].astype(np.int64),
+        epoch_h=rate["h"].astype(np.int64),
+        valid=rate["valid"].astype(bool),
+        rate_t_h=rate["value"].astype(np.float64),
+        load_mw=load,
+        site_pressure_minutes=site_p,
     )
 
 
@@ -101,9 +167,9 @@ async def read_month_rates(
         The monthly rates keyed by (device, month).
     """
     rows = await conn.fetch(
-        "SELECT device_id, extract(month FROM bucket AT TIME ZONE $3)::int AS m,"
-        " avg(co2_t_h) FILTER (WHERE valid) AS rate, count(*) FILTER (WHERE valid) AS n"
-        " FROM cems_unit_1h WHERE bucket >= $1 AND bucket < $2 GROUP BY 1, 2",
+        "SELECT device_id, extract(month FROM ts AT TIME ZONE $3)::int AS m,"
+        " avg(value) AS rate, count(*) AS n FROM derived"
+        " WHERE series = 'co2_mass_t_h_1h' AND valid AND ts >= $1 AND ts < $2 GROUP BY 1, 2",
         start,
         end,
         tz,
