@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.settings import Settings, TargetsSettings
+from core.settings import Settings, TargetsSettings, load_settings
 from reports.accounting import (
     RULE_LONG,
     RULE_SHORT,
@@ -159,3 +161,19 @@ def test_benchmark_is_supply_coal_times_the_stated_factor_and_unknown_class_is_n
     assert benchmark_g_co2_kwh(s, None) is None
     assert benchmark_g_co2_kwh(s, "steam_engine") is None
     assert plant_of("beifang-power/baotou-plant/unit-1") == "beifang-power/baotou-plant"
+
+
+def test_the_readme_baotou_ordos_targets_example_loads(repo_root: Path, tmp_path: Path) -> None:
+    """The README's targets example (second TOML block) is a valid configuration as written."""
+    readme = (repo_root / "README.md").read_text()
+    block = next(
+        b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if "[targets]" in b
+    )
+    config = tmp_path / "targets.toml"
+    config.write_text(block)
+    s = load_settings(config)
+    assert s.targets.plant_region["yimeng-power/dalate-plant"] == "Ordos"
+    assert set(s.targets.region_target_t) == {"Baotou", "Ordos"}
+    site = s.detection.cems_site("yimeng-power/dalate-plant/unit-3")
+    assert site.co2_basis == "wet"
+    assert benchmark_g_co2_kwh(s, "600mw_sc") == pytest.approx(798.0)
