@@ -183,8 +183,9 @@ def _configured_units(settings: Settings) -> set[str]:
 
 
 def _rows_on_grid(rows: HourRows, unit: int, grid0_h: int, n: int) -> I64:
-    """Indices of a unit's rows that fall on the grid ``[grid0_h, grid0_h + n)``."""
-    sel = np.flatnonzero(rows.unit == unit)
+    """Indices of a unit's rows on the grid ``[grid0_h, grid0_h + n)`` (rows sorted by unit)."""
+    lo, hi = np.searchsorted(rows.unit, [unit, unit + 1])
+    sel = np.arange(lo, hi, dtype=np.int64)
     pos = rows.epoch_h[sel] - grid0_h
     return np.asarray(sel[(pos >= 0) & (pos < n)], np.int64)
 
