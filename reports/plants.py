@@ -402,11 +402,15 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
         is_plant=False,
     )
     for r in sorted(set(t.region_target_t) - {p.key for p in regions}):
-        regions.append(
-            PlantFigures(r, r, [], 0, 0, 0, None, None, None, None, None,
-                         Projection(None, None, None, "no CEMS unit of the region has data"),
-                         t.region_target_t[r])
-        )  # fmt: skip
+        empty = PlantFigures(r, r, [], 0, 0, 0, None, None, None, None, None,
+                             Projection(None, None, None, "no CEMS unit is assigned to it"),
+                             t.region_target_t[r])  # fmt: skip
+        # a target nobody can be measured against is itself a warning
+        empty.judgement.raise_to(
+            "orange", "有目标但没有已分配电厂的CEMS数据", "a target but no CEMS unit assigned"
+        )
+        empty.level = empty.judgement.level
+        regions.append(empty)
     unassigned = sorted({u.plant for u in units if u.region is None})
     return CemsAnalysis(
         quarter=q,
@@ -903,7 +907,11 @@ async def regions_section(ctx: SectionContext) -> Section:
             "Plants with no region configured (left out of the regional sums): "
             + ", ".join(a.unassigned_plants)
         )
-    lagging = [r.key for r in a.regions if r.level in ("orange", "red")]
+    lagging = [r.key for r in a.regions if r.level in ("orange", "red") and r.units]
+    unmeasured = [r.key for r in a.regions if not r.units]
+    if unmeasured:
+        zh.append(f"有目标但没有CEMS机组的地区：{', '.join(unmeasured)}")
+        en.append(f"Regions with a target but no CEMS unit assigned: {', '.join(unmeasured)}")
     if lagging:
         zh.append(f"预计未完成目标的地区：{', '.join(lagging)}")
         en.append(f"Regions lagging behind their target: {', '.join(lagging)}")

@@ -211,6 +211,7 @@ async def stored(pg_url: str) -> tuple[str, Settings, dict[str, dict[str, np.nda
             "region_target_t": {
                 "Baotou": 1.5 * (y2025[OVER] + y2025[BARE]),
                 "Ordos": 0.9 * y2025[ORD],
+                "Wuhai": 1_000_000.0,  # a target, but no plant assigned to it
             },
         },
     )
@@ -281,13 +282,16 @@ async def test_levels_follow_the_rules_and_say_why(stored) -> None:  # type: ign
     # Ordos is behind its target (projected ~111 %): red, and named as lagging
     assert region_rows["Ordos"]["level"] == "red"
     assert region_rows["Baotou"]["projected_ratio"] < 95
-    assert any("lagging" in n and "Ordos" in n for n in regions.notes_en)
+    lagging = [n for n in regions.notes_en if "lagging" in n]
+    assert lagging == ["Regions lagging behind their target: Ordos"]
     # regional sums are the sums of their units
     assert region_rows["Baotou"]["quarter_t"] == pytest.approx(
         units[OVER]["quarter_t"] + units[BARE]["quarter_t"], abs=0.2
     )
     rwarn = {w.source_id: w.level for w in regions.warnings}
-    assert rwarn == {"Baotou": region_rows["Baotou"]["level"], "Ordos": "red"}
+    assert rwarn == {"Baotou": region_rows["Baotou"]["level"], "Ordos": "red", "Wuhai": "orange"}
+    assert region_rows["Wuhai"]["quarter_t"] is None
+    assert "no CEMS unit is assigned to it" in region_rows["Wuhai"]["note"]
     # the figures are real PNGs
     for fig in [*plants.figures, *regions.figures]:
         assert fig.png.startswith(b"\x89PNG\r\n\x1a\n")
