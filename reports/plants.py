@@ -907,7 +907,10 @@ async def regions_section(ctx: SectionContext) -> Section:
             "Plants with no region configured (left out of the regional sums): "
             + ", ".join(a.unassigned_plants)
         )
-    lagging = [r.key for r in a.regions if r.level in ("orange", "red") and r.units]
+    limit = ctx.settings.targets.projection_orange_ratio
+    lagging = [
+        r.key for r in a.regions if (_ratio(r.projection.total_t, r.budget_t) or 0.0) >= limit
+    ]
     unmeasured = [r.key for r in a.regions if not r.units]
     if unmeasured:
         zh.append(f"有目标但没有CEMS机组的地区：{', '.join(unmeasured)}")
