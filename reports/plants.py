@@ -292,7 +292,8 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
             short_gap_h=t.substitution_short_gap_h,
             lookback_h=t.substitution_lookback_h,
         )
-        known = bool(acc.valid.any())
+        # no hour of the quarter stored for any unit: nothing is computed (not even zeros)
+        known = bool(acc.valid.any()) and data_end_h is not None
         em = acc.emission_t
         qv = acc.valid & q_mask
         quarter_t = (
@@ -312,7 +313,7 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
         valid_months = 0
         done_months = 0
         day_month = (
-            (q_days.astype("datetime64[D]") - np.timedelta64(0, "D")).astype("datetime64[M]")
+            q_days.astype("datetime64[D]").astype("datetime64[M]")
             if q_days.size
             else np.zeros(0, "datetime64[M]")
         )

@@ -300,16 +300,19 @@ async def test_levels_follow_the_rules_and_say_why(stored) -> None:  # type: ign
 
 
 async def test_a_quarter_without_data_says_so_and_invents_nothing(stored) -> None:  # type: ignore[no-untyped-def]
-    """2024Q2 has no rows: notes say so, every figure is None, levels are not made up."""
+    """2024Q2 (before any data) and 2026Q4 (after it): notes say so, every figure is None."""
     url, cfg, _ = stored
-    plants, regions = await _sections(url, cfg, Quarter(2024, 2))
-    assert any("No CEMS hourly data in 2024Q2" in n for n in plants.notes_en)
-    assert any("No CEMS hourly data in 2024Q2" in n for n in regions.notes_en)
-    for row in plants.tables[0].rows:
-        assert row["quarter_t"] is None
-        assert row["projected_t"] is None
-        assert row["gross_g_kwh"] is None
-    assert plants.figures == []
+    for q in (Quarter(2024, 2), Quarter(2026, 4)):
+        plants, regions = await _sections(url, cfg, q)
+        assert any(f"No CEMS hourly data in {q}" in n for n in plants.notes_en)
+        assert any(f"No CEMS hourly data in {q}" in n for n in regions.notes_en)
+        for row in plants.tables[0].rows:
+            assert row["quarter_t"] is None
+            assert row["ytd_t"] is None
+            assert row["projected_t"] is None
+            assert row["gross_g_kwh"] is None
+            assert row["substituted_h"] == 0
+        assert plants.figures == []
 
 
 async def test_too_few_days_gives_no_projection_in_words(stored) -> None:  # type: ignore[no-untyped-def]
