@@ -52,7 +52,7 @@ _ROW = np.dtype(
     [
         ("nfields", ">i2"),
         ("l_unit", ">i4"), ("unit", ">i4"),
-        ("l_h", ">i4"), ("h", ">i8"),
+        ("l_ts", ">i4"), ("ts_us", ">i8"),
         ("l_valid", ">i4"), ("valid", "?"),
         ("l_value", ">i4"), ("value", ">f8"),
     ]
@@ -64,7 +64,7 @@ _DEVICES_SQL = (
 # One series at a time straight from derived's (series, ts) index: pivoting all four in SQL
 # (the cems_unit_1h view) sorts and groups every point and costs 20 times as much.
 _SERIES_SQL = (
-    "SELECT (u.i - 1)::int4, (extract(epoch FROM d.ts)::bigint / 3600)::int8, d.valid,"
+    "SELECT (u.i - 1)::int4, d.ts, d.valid,"
     " coalesce(d.value, 'NaN')::float8"
     " FROM derived d JOIN unnest($3::text[]) WITH ORDINALITY AS u(device_id, i)"
     " ON u.device_id = d.device_id"
@@ -72,6 +72,10 @@ _SERIES_SQL = (
 )
 _RATE, _LOAD, _SITE_P = "co2_mass_t_h_1h", "load_mw_1h", "site_pressure_minutes_1h"
 _KEY_SHIFT = 32
+# timestamptz in binary COPY: microseconds since 2000-01-01 00:00 UTC, i.e. this many hours
+# after the Unix epoch
+_PG_EPOCH_H = 946_684_800 // 3600
+_US_PER_H = 3_600_000_000
 
 
 async def _series(
@@ -92,8 +96,13 @@ async def _series(
     return np.frombuffer(body, _ROW)
 
 
+def _hour(rec: npt.NDArray[np.void]) -> I64:
+    """Hours since the Unix epoch of each row's (hour-aligned) timestamp."""
+    return np.asarray(rec["ts_us"].astype(np.int64) // _US_PER_H + _PG_EPOCH_H, np.int64)
+
+
 def _key(rec: npt.NDArray[np.void]) -> I64:
-    return np.asarray((rec["unit"].astype(np.int64) << _KEY_SHIFT) | rec["h"].astype(np.int64))
+    return np.asarray((rec["unit"].astype(np.int64) << _KEY_SHIFT) | _hour(rec))
 
 
 def _align(base_key: I64, rec: npt.NDArray[np.void], fill: float) -> F64:
@@ -136,7 +145,7 @@ async def read_hours(conn: asyncpg.Connection, start: datetime, end: datetime) -
     return HourRows(
         devices=devices,
         unit=rate["unit"].astype(np.int64),
-        epoch_h=rate["h"].astype(np.int64),
+        epoch_h=_hour(rate),
         valid=rate["valid"].astype(bool),
         rate_t_h=rate["value"].astype(np.float64),
         load_mw=load,
