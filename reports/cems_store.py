@@ -118,16 +118,20 @@ def _align(base_key: I64, rec: npt.NDArray[np.void], fill: float) -> F64:
     return out
 
 
-async def read_hours(conn: asyncpg.Connection, start: datetime, end: datetime) -> HourRows:
+async def read_hours(
+    conn: asyncpg.Connection, start: datetime, end: datetime, detail_start: datetime | None = None
+) -> HourRows:
     """Every stored unit-hour in ``[start, end)``, read as binary COPY into numpy arrays.
 
     A unit-hour is a stored ``co2_mass_t_h_1h`` point; its load and site-pressure minutes
-    are joined by (unit, hour) in numpy.
+    are joined by (unit, hour) in numpy, and read only from ``detail_start`` on (the
+    quarter: the year to date needs the mass rates alone), NaN and 0 before it.
 
     Args:
         conn: an open connection.
         start: first instant (aware).
         end: first instant after (aware).
+        detail_start: first instant of the load and site-pressure reads (default ``start``).
 
     Returns:
         The rows as arrays, sorted by unit and hour.
@@ -140,8 +144,9 @@ async def read_hours(conn: asyncpg.Connection, start: datetime, end: datetime) -
     order = np.argsort(_key(rate), kind="stable")
     rate = rate[order]
     base = _key(rate)
-    load = _align(base, await _series(conn, start, end, devices, _LOAD), np.nan)
-    site_p = _align(base, await _series(conn, start, end, devices, _SITE_P), 0.0)
+    d0 = start if detail_start is None else max(start, detail_start)
+    load = _align(base, await _series(conn, d0, end, devices, _LOAD), np.nan)
+    site_p = _align(base, await _series(conn, d0, end, devices, _SITE_P), 0.0)
     return HourRows(
         devices=devices,
         unit=rate["unit"].astype(np.int64),

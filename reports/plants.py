@@ -232,7 +232,7 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
     )
     read_start = y_start - timedelta(hours=t.substitution_lookback_h)
     ctx.progress("CEMS: reading unit-hours")
-    rows = await read_hours(ctx.conn, read_start, q_end)
+    rows = await read_hours(ctx.conn, read_start, q_end, detail_start=q_start)
 
     def epoch_h(d: datetime) -> int:
         return int(d.timestamp()) // 3600
