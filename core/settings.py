@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -42,6 +44,8 @@ __all__ = [
     "AlertRoute",
     "AlertRule",
     "AlertsSettings",
+    "CemsSite",
+    "CemsSiteSettings",
     "ConsumerSettings",
     "DbSettings",
     "DetectionSettings",
@@ -52,6 +56,7 @@ __all__ = [
     "NotifierTarget",
     "ProcessorSettings",
     "Settings",
+    "TargetsSettings",
     "TopicRoot",
     "describe_validation_error",
     "load_settings",
@@ -604,6 +609,51 @@ def _no_data_severity() -> dict[str, AlertSeverity]:
     return {k: cast("AlertSeverity", str(v)) for k, v in spec.severity_by_kind}
 
 
+class CemsSiteSettings(_Section):
+    """What a CEMS unit does not send but its totals depend on: pressure, basis, aux rate, class.
+
+    Barometric pressure is taken, per minute, from the unit's own ``baro_pressure_pa``
+    reading; without one, from ``baro_pa``; else from ``altitude_m`` through the standard
+    atmosphere (:func:`wire.cems.pressure_at_altitude_pa`); with none of the three the minute
+    is invalid (never a sea-level default: at Baotou/Ordos altitudes that overstates the mass
+    rate by 13-19 %).
+    """
+
+    baro_pa: float | None = Field(
+        default=None, gt=30_000, lt=110_000, description="Site barometric pressure, Pa"
+    )
+    altitude_m: float | None = Field(
+        default=None, ge=-500, le=6_000, description="Site altitude (standard atmosphere), m"
+    )
+    co2_basis: Literal["dry", "wet"] = Field(
+        default="dry",
+        description="Basis of the CO2 analyser: wet readings are made dry with the measured"
+        " moisture, C_dry = C_wet / (1 - X_sw)",
+    )
+    aux_power_frac: float | None = Field(
+        default=None,
+        ge=0,
+        lt=0.5,
+        description="Auxiliary power rate (share of gross generation used in the plant);"
+        " None: detection.cems_default_aux_power_frac",
+    )
+    unit_class: str | None = Field(
+        default=None, description="Benchmark class (detection.cems_benchmarks_g_sce_kwh keys)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CemsSite:
+    """A CEMS unit's resolved site configuration (see :meth:`DetectionSettings.cems_site`)."""
+
+    baro_pa: float | None
+    altitude_m: float | None
+    co2_basis: Literal["dry", "wet"]
+    aux_power_frac: float
+    aux_configured: bool
+    unit_class: str | None
+
+
 class DetectionSettings(ConsumerSettings):
     """Windowed detection: regulatory levels, detector parameters, the detector's consumer."""
 
@@ -807,7 +857,18 @@ class DetectionSettings(ConsumerSettings):
     )
     min_valid_minutes: int = Field(default=45, ge=1, le=60, description="HJ 76 valid hour")
     min_samples_per_minute: int = Field(default=1, ge=1)
-    default_baro_pa: float = Field(default=101_325.0, gt=0)
+    cems_sites: dict[str, CemsSiteSettings] = Field(
+        default_factory=dict,
+        description="CEMS device_id -> site configuration (pressure or altitude, analyser"
+        " basis, auxiliary power rate, class); read through cems_site()",
+    )
+    cems_default_aux_power_frac: float = Field(
+        default=0.06,
+        ge=0,
+        lt=0.5,
+        description="Auxiliary power rate of a unit without its own (coal units: 4-8 %);"
+        " reports say when this default was used",
+    )
     zero_flow_m3_h: float = Field(default=1_000.0, ge=0, description="Flow at/below: no flow")
     co2_present_pct_vol: float = Field(default=1.0, ge=0)
     load_present_mw: float = Field(default=10.0, ge=0)
@@ -820,6 +881,114 @@ class DetectionSettings(ConsumerSettings):
     cems_load_steady_frac: float = Field(
         default=0.05, ge=0, description="... while the load changed less than this fraction"
     )
+
+    def cems_site(self, device_id: str) -> CemsSite:
+        """The site configuration of one CEMS unit: the one lookup detection and reports use.
+
+        Today it reads ``cems_sites`` (and the older ``cems_unit_class`` map for the class);
+        the device registry can feed it later without changing its callers.
+
+        Args:
+            device_id: the unit's device id (``company/plant/unit``).
+
+        Returns:
+            Its pressure, altitude, analyser basis, auxiliary power rate and class.
+        """
+        site = self.cems_sites.get(device_id) or CemsSiteSettings()
+        aux = site.aux_power_frac
+        return CemsSite(
+            baro_pa=site.baro_pa,
+            altitude_m=site.altitude_m,
+            co2_basis=site.co2_basis,
+            aux_power_frac=self.cems_default_aux_power_frac if aux is None else aux,
+            aux_configured=aux is not None,
+            unit_class=site.unit_class or self.cems_unit_class.get(device_id),
+        )
+
+
+def _completeness_required() -> dict[str, float]:
+    # HJ 75-2017 asks CEMS for a quarterly valid-data capture rate of at least 90 %; the
+    # other source kinds follow the same default until their operators agree on their own.
+    return {"cems": 0.90, "city": 0.75, "mine": 0.90, "leak": 0.90}
+
+
+class TargetsSettings(_Section):
+    """Budgets, targets, baselines and the warning rules of the quarterly early warning.
+
+    Plants are ``company/plant`` (the first two parts of a CEMS device id); regions are the
+    league/city names of the plan (``Baotou``, ``Ordos``). Budgets and targets are annual
+    tonnes of CO2. Warning levels (green < yellow < orange < red) of units, plants and
+    regions: the projected year total over the budget or target reaching
+    ``projection_yellow_ratio`` / ``projection_orange_ratio`` / ``projection_red_ratio``; the
+    quarter's net intensity over its class benchmark reaching ``intensity_yellow_ratio`` /
+    ``intensity_orange_ratio``; valid-hour completeness below the source kind's
+    ``completeness_required`` raises the level to at least yellow, below
+    ``completeness_orange_frac`` of it to at least orange. The worst rule decides.
+    """
+
+    unit_budget_t: dict[str, float] = Field(
+        default_factory=dict, description="CEMS device_id -> annual CO2 budget (allowance), t"
+    )
+    plant_budget_t: dict[str, float] = Field(
+        default_factory=dict, description="company/plant -> annual CO2 budget, t"
+    )
+    plant_region: dict[str, str] = Field(
+        default_factory=dict, description="company/plant -> region (league/city)"
+    )
+    region_target_t: dict[str, float] = Field(
+        default_factory=dict, description="Region -> the year's CO2 target for its CEMS units, t"
+    )
+    city_baseline_ppm: dict[str, float] = Field(
+        default_factory=dict,
+        description="City or city network -> CO2 baseline for urban enhancement, ppm",
+    )
+    mine_allowed_exceedance_h: dict[str, float] = Field(
+        default_factory=dict,
+        description="Mine site (network/site) -> hours above the alarm level allowed a quarter",
+    )
+    completeness_required: dict[str, float] = Field(
+        default_factory=_completeness_required,
+        description="Source kind -> required share of valid data in the quarter (0-1)",
+    )
+    projection_min_days: int = Field(
+        default=14,
+        ge=2,
+        description="Days with data the quarter needs before a year projection is made",
+    )
+    projection_yellow_ratio: float = Field(default=0.95, gt=0)
+    projection_orange_ratio: float = Field(default=1.0, gt=0)
+    projection_red_ratio: float = Field(default=1.10, gt=0)
+    intensity_yellow_ratio: float = Field(default=1.0, gt=0)
+    intensity_orange_ratio: float = Field(default=1.05, gt=0)
+    completeness_orange_frac: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="Completeness below this fraction of the requirement: at least orange",
+    )
+    substitution_short_gap_h: int = Field(
+        default=24,
+        ge=1,
+        description="HJ 75-2017 missing-data rule: a run of invalid or missing hours up to"
+        " this long is filled with the mean of the valid hours either side of it",
+    )
+    substitution_lookback_h: int = Field(
+        default=720,
+        ge=1,
+        description="... a longer run with the mean of this many valid hours before it",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TargetsSettings:
+        ratios = (self.projection_yellow_ratio, self.projection_orange_ratio)
+        if not ratios[0] <= ratios[1] <= self.projection_red_ratio:
+            raise ValueError("projection ratios must rise: yellow <= orange <= red")
+        if self.intensity_yellow_ratio > self.intensity_orange_ratio:
+            raise ValueError("intensity ratios must rise: yellow <= orange")
+        bad = {k: v for k, v in self.completeness_required.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"completeness_required must be fractions 0-1: {sorted(bad)}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -844,6 +1013,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     alerts: AlertsSettings = AlertsSettings()
     detection: DetectionSettings = DetectionSettings()
+    targets: TargetsSettings = TargetsSettings()
 
     @classmethod
     def settings_customise_sources(

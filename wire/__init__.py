@@ -18,7 +18,13 @@ from wire.batch import (
     epoch_us,
     from_epoch_us,
 )
-from wire.cems import CO2_MG_M3_PER_PPM, co2_mass_rate_t_h, dry_standard_flow_m3_h
+from wire.cems import (
+    CO2_MG_M3_PER_PPM,
+    co2_dry_from_wet_pct,
+    co2_mass_rate_t_h,
+    dry_standard_flow_m3_h,
+    pressure_at_altitude_pa,
+)
 from wire.detectors import (
     DETECTORS,
     KNOWN_DETECTORS,
@@ -98,6 +104,7 @@ __all__ = [
     "SinglePayload",
     "SourceKind",
     "WireReading",
+    "co2_dry_from_wet_pct",
     "co2_mass_rate_t_h",
     "data_subscription",
     "detection_id",
@@ -107,6 +114,7 @@ __all__ = [
     "from_epoch_us",
     "parse_data_topic",
     "parse_rfc3339_us",
+    "pressure_at_altitude_pa",
     "safe_text",
     "unknown_detector_message",
     "validate_message",

@@ -11,6 +11,15 @@ emission rate:
 The one copy of the formula: the detection engine computes emissions with it and the
 simulator derives the flow a unit of given intensity must report from it. Both functions are
 linear in the flow, so the simulator inverts them by passing a unit flow.
+
+Two inputs a unit does not always measure have their own formulas here:
+
+- barometric pressure at a site of known altitude, from the standard atmosphere (ICAO/ISO 2533
+  troposphere, as the simulator uses too):
+  ``B_a = 101325 × (1 − 2.25577 × 10⁻⁵ × h)^5.25588`` Pa, h in metres (Baotou ~1,050 m:
+  ~89,300 Pa; Ordos ~1,450 m: ~85,100 Pa, 12–16 % below sea level);
+- an analyser that measures CO2 on a wet basis (extractive hot-wet or in-situ): HJ 75 reports
+  on a dry basis, ``C_dry = C_wet / (1 − X_sw)`` with the measured moisture X_sw.
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ __all__ = [
     "CO2_MG_M3_PER_PPM",
     "P0_PA",
     "T0_K",
+    "co2_dry_from_wet_pct",
     "co2_mass_rate_t_h",
     "dry_standard_flow_m3_h",
+    "pressure_at_altitude_pa",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -75,3 +86,38 @@ def co2_mass_rate_t_h(co2_pct_vol: F64, q_sn_m3_h: F64) -> F64:
     """
     mg_m3 = co2_pct_vol * _PPM_PER_PCT * CO2_MG_M3_PER_PPM
     return np.asarray(mg_m3 * q_sn_m3_h * _T_PER_MG, np.float64)
+
+
+# Standard atmosphere (troposphere): lapse-rate exponent and scale of the barometric formula.
+_ISA_K_PER_M = 2.25577e-5
+_ISA_EXPONENT = 5.25588
+
+
+def pressure_at_altitude_pa(altitude_m: F64 | float) -> F64:
+    """Standard-atmosphere barometric pressure at an altitude, Pa.
+
+    ``B_a = 101325 × (1 − 2.25577 × 10⁻⁵ × h)^5.25588`` (valid in the troposphere, h < 11 km).
+
+    Args:
+        altitude_m: site altitude above sea level, m.
+
+    Returns:
+        The pressure, Pa.
+    """
+    h = np.asarray(altitude_m, np.float64)
+    return np.asarray(P0_PA * (1.0 - _ISA_K_PER_M * h) ** _ISA_EXPONENT, np.float64)
+
+
+def co2_dry_from_wet_pct(co2_wet_pct_vol: F64, moisture_pct: F64) -> F64:
+    """CO2 on a dry basis from a wet-basis reading and the flue-gas moisture.
+
+    Args:
+        co2_wet_pct_vol: CO2 measured in the wet flue gas, % vol.
+        moisture_pct: flue-gas moisture X_sw, % vol.
+
+    Returns:
+        ``C_wet / (1 − X_sw)``, % vol dry (NaN where the moisture is 100 % or more).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dry_frac = 1.0 - np.asarray(moisture_pct, np.float64) / 100.0
+        return np.asarray(np.where(dry_frac > 0, co2_wet_pct_vol / dry_frac, np.nan), np.float64)

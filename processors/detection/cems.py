@@ -6,10 +6,17 @@ minute's dry standard flow Q_sn and CO2 mass rate G follow the HJ 75 formula of
 :mod:`wire.cems`, the one copy the simulator uses too.
 
 A minute is valid with ``min_samples_per_minute`` valid CO2 and flow samples plus a flue
-temperature and moisture (static pressure defaults to 0 Pa, barometric pressure to
-``default_baro_pa``). Hours close like minutes; an hour is valid with ``min_valid_minutes``
-valid minutes (HJ 76: 45), and its intensity (g CO2/kWh) is compared with the unit class
-benchmark (supply coal g/kWh × ``co2_t_per_t_sce``). Judged per closed minute: implausible
+temperature, moisture and a barometric pressure (static pressure defaults to 0 Pa). The
+pressure is the unit's own reading, else its site's configured pressure, else the standard
+atmosphere at its configured altitude (:meth:`core.settings.DetectionSettings.cems_site`);
+with none of them the minute is invalid, never computed at sea level. A wet-basis analyser's
+CO2 is made dry with the minute's measured moisture. Hours close like minutes; an hour is
+valid with ``min_valid_minutes`` valid minutes (HJ 76: 45). Per hour the engine derives the
+mean mass rate, the mean load, gross intensity (g CO2 per kWh generated) and net intensity
+(per kWh supplied, gross / (1 − auxiliary power rate)), the valid minutes and how many of them
+used a configured rather than a measured pressure; net intensity is compared with the unit
+class benchmark, which the plan defines per kWh supplied (supply coal g/kWh ×
+``co2_t_per_t_sce``). Judged per closed minute: implausible
 combinations (CO2 with no flow, load with no flow, CO2 + O2 above what air combustion allows)
 and abnormal steps (the mass rate jumping by ``cems_step_frac`` between valid minutes while
 the load holds within ``cems_load_steady_frac``): flow-field and analyser faults, reported as
@@ -30,9 +37,14 @@ from processors.detection.tables import (
     concat_derived,
     concat_events,
 )
-from wire import co2_mass_rate_t_h, dry_standard_flow_m3_h
+from wire import (
+    co2_dry_from_wet_pct,
+    co2_mass_rate_t_h,
+    dry_standard_flow_m3_h,
+    pressure_at_altitude_pa,
+)
 
-__all__ = ["CEMS_PARAMS", "CemsAggregator"]
+__all__ = ["CEMS_PARAMS", "HOUR_SERIES", "CemsAggregator"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -45,6 +57,16 @@ NP = len(CEMS_PARAMS)
 NS_PER_MIN = 60_000_000_000
 MIN_PER_HOUR = 60
 _UNIT_SHIFT = 32
+_HACC = 6
+# The hourly derived series, in this order (reports read them through cems_unit_1h).
+HOUR_SERIES = (
+    "co2_mass_t_h_1h",  # mean mass rate over the valid minutes, t/h (= t in the hour)
+    "intensity_g_kwh_1h",  # gross: g CO2 per kWh generated, over minutes with load
+    "valid_minutes_1h",
+    "intensity_net_g_kwh_1h",  # per kWh supplied: gross / (1 - auxiliary power rate)
+    "load_mw_1h",  # mean load over the valid minutes, MW (= MWh generated in the hour)
+    "site_pressure_minutes_1h",  # valid minutes computed with the site's configured pressure
+)
 _KWH_PER_MWH = 1000.0
 _G_PER_T = 1e6
 
@@ -94,13 +116,18 @@ class CemsAggregator:
         self.acc_sum: F64 = np.zeros((0, NP))
         self.acc_cnt: F64 = np.zeros((0, NP))
         self.open_hour: I64 = np.zeros(0, np.int64)
-        self.h_acc: F64 = np.zeros((0, 4))  # valid minutes, sum G, sum G with load, sum load
+        # valid minutes, sum G, sum G with load, sum load (with load), site-pressure minutes,
+        # sum load (valid minutes)
+        self.h_acc: F64 = np.zeros((0, _HACC))
         # co2 w/o flow, load w/o flow, intensity, co2 + o2 implausible
         self.active: BOOL = np.zeros((4, 0), bool)
         self.onset: I64 = np.zeros((4, 0), np.int64)
         self.last_g: F64 = np.zeros(0)  # last valid minute's mass rate and load, per unit
         self.last_load: F64 = np.zeros(0)
         self.bench_g_kwh: F64 = np.zeros(0)
+        self.site_baro_pa: F64 = np.zeros(0)  # NaN: no configured pressure or altitude
+        self.wet_basis: BOOL = np.zeros(0, bool)
+        self.aux_frac: F64 = np.zeros(0)
 
     def _unit(self, name: str) -> int:
         u = self._units.get(name)
@@ -111,9 +138,18 @@ class CemsAggregator:
             self._grow(max(64, 2 * self._cap))
         self._units[name] = u
         self._names.append(name)
-        cls = self.cfg.cems_unit_class.get(name)
+        site = self.cfg.cems_site(name)
+        cls = site.unit_class
         bench = self.cfg.cems_benchmarks_g_sce_kwh.get(cls) if cls else None
         self.bench_g_kwh[u] = np.nan if bench is None else bench * self.cfg.co2_t_per_t_sce
+        if site.baro_pa is not None:
+            self.site_baro_pa[u] = site.baro_pa
+        elif site.altitude_m is not None:
+            self.site_baro_pa[u] = float(pressure_at_altitude_pa(site.altitude_m))
+        else:
+            self.site_baro_pa[u] = np.nan
+        self.wet_basis[u] = site.co2_basis == "wet"
+        self.aux_frac[u] = site.aux_power_frac
         return u
 
     def _grow(self, cap: int) -> None:
@@ -131,6 +167,9 @@ class CemsAggregator:
         self.acc_cnt = grow(self.acc_cnt, 0.0)  # type: ignore[assignment]
         self.h_acc = grow(self.h_acc, 0.0)  # type: ignore[assignment]
         self.bench_g_kwh = grow(self.bench_g_kwh, np.nan)  # type: ignore[assignment]
+        self.site_baro_pa = grow(self.site_baro_pa, np.nan)  # type: ignore[assignment]
+        self.wet_basis = grow(self.wet_basis, False)  # type: ignore[assignment]
+        self.aux_frac = grow(self.aux_frac, 0.0)  # type: ignore[assignment]
         self.last_g = grow(self.last_g, np.nan)  # type: ignore[assignment]
         self.last_load = grow(self.last_load, np.nan)  # type: ignore[assignment]
         active = np.zeros((4, cap), bool)
@@ -212,10 +251,15 @@ class CemsAggregator:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / cnts
         has = cnts > 0
-        ba = np.where(has[:, _BA], mean[:, _BA], cfg.default_baro_pa)
+        # measured pressure, else the site's configured one; NaN (an invalid minute) without
+        site_pressure = ~has[:, _BA] & np.isfinite(self.site_baro_pa[cu])
+        ba = np.where(has[:, _BA], mean[:, _BA], self.site_baro_pa[cu])
         ps = np.where(has[:, _PS], mean[:, _PS], 0.0)
         q_sn = dry_standard_flow_m3_h(mean[:, _FLOW], mean[:, _TEMP], ba, ps, mean[:, _MOIST])
-        g_t_h = co2_mass_rate_t_h(mean[:, _CO2], q_sn)
+        co2_dry = np.where(
+            self.wet_basis[cu], co2_dry_from_wet_pct(mean[:, _CO2], mean[:, _MOIST]), mean[:, _CO2]
+        )
+        g_t_h = co2_mass_rate_t_h(co2_dry, q_sn)
         need = cfg.min_samples_per_minute
         valid = (
             (cnts[:, _CO2] >= need)
@@ -253,7 +297,9 @@ class CemsAggregator:
         load = np.where(has[:, _LOAD], mean[:, _LOAD], 0.0)
         events.append(self._steps(cu, ts, valid, g_t_h, load))
         with_load = valid & (load >= cfg.load_present_mw)
-        ev_h, der_h = self._add_minutes_to_hours(cu, cm, valid, g_t_h, with_load, load)
+        ev_h, der_h = self._add_minutes_to_hours(
+            cu, cm, valid, g_t_h, with_load, load, valid & site_pressure
+        )
         return concat_events([*events, ev_h]), concat_derived([*derived, der_h])
 
     def _steps(self, cu: I64, ts: I64, valid: BOOL, g_t_h: F64, load: F64) -> EventTable:
@@ -301,17 +347,26 @@ class CemsAggregator:
         )
 
     def _add_minutes_to_hours(
-        self, cu: I64, cm: I64, valid: BOOL, g_t_h: F64, with_load: BOOL, load: F64
+        self,
+        cu: I64,
+        cm: I64,
+        valid: BOOL,
+        g_t_h: F64,
+        with_load: BOOL,
+        load: F64,
+        site_pressure: BOOL,
     ) -> tuple[EventTable, DerivedTable]:
         cfg = self.cfg
         hour = cm // MIN_PER_HOUR
         units, carried, gu, gh, gi, ci = _period_groups(cu, hour, self.open_hour)
         g = gu.shape[0]
-        acc = np.zeros((g, 4))
+        acc = np.zeros((g, _HACC))
         acc[:, 0] = np.bincount(gi, weights=valid.astype(np.float64), minlength=g)
         acc[:, 1] = np.bincount(gi, weights=np.where(valid, g_t_h, 0.0), minlength=g)
         acc[:, 2] = np.bincount(gi, weights=np.where(with_load, g_t_h, 0.0), minlength=g)
         acc[:, 3] = np.bincount(gi, weights=np.where(with_load, load, 0.0), minlength=g)
+        acc[:, 4] = np.bincount(gi, weights=site_pressure.astype(np.float64), minlength=g)
+        acc[:, 5] = np.bincount(gi, weights=np.where(valid, load, 0.0), minlength=g)
         acc[ci] += self.h_acc[carried]
         current = self.open_min[gu] // MIN_PER_HOUR
         still_open = gh >= current
@@ -329,22 +384,25 @@ class CemsAggregator:
         with np.errstate(invalid="ignore", divide="ignore"):
             g_mean = np.where(n_valid > 0, a[:, 1] / n_valid, np.nan)
             intensity = np.where(a[:, 3] > 0, _G_PER_T * a[:, 2] / (a[:, 3] * _KWH_PER_MWH), np.nan)
+            load_mean = np.where(n_valid > 0, a[:, 5] / n_valid, np.nan)
+        net = intensity / (1.0 - self.aux_frac[hu])
         names = [self._names[j] for j in hu.tolist()]
         k = len(names)
+        has_int = h_valid & np.isfinite(intensity)
         derived = DerivedTable(
-            names * 3,
-            ["co2_mass_t_h_1h"] * k + ["intensity_g_kwh_1h"] * k + ["valid_minutes_1h"] * k,
-            np.concatenate([ts, ts, ts]),
-            np.concatenate([g_mean, intensity, n_valid]),
-            np.concatenate([h_valid, h_valid & np.isfinite(intensity), h_valid]),
+            names * len(HOUR_SERIES),
+            [name for name in HOUR_SERIES for _ in range(k)],
+            np.tile(ts, len(HOUR_SERIES)),
+            np.concatenate([g_mean, intensity, n_valid, net, load_mean, a[:, 4]]),
+            np.concatenate([h_valid, has_int, h_valid, has_int, h_valid, h_valid]),
         )
         bench = self.bench_g_kwh[hu]
         limit = bench * (1.0 + cfg.intensity_tolerance)
-        over = h_valid & np.isfinite(intensity) & np.isfinite(bench) & (intensity > limit)
-        known = h_valid & np.isfinite(intensity)
+        over = has_int & np.isfinite(bench) & (net > limit)
+        known = has_int
         # an invalid hour neither opens nor clears the intensity warning
         ev_int = self._state_events(
-            2, Detector.INTENSITY_ABOVE_BENCHMARK, hu, ts, over, intensity, g_mean, limit,
+            2, Detector.INTENSITY_ABOVE_BENCHMARK, hu, ts, over, net, g_mean, limit,
             mask=known,
         )  # fmt: skip
         bad = np.flatnonzero(~h_valid)
