@@ -42,6 +42,7 @@ __all__ = [
     "AlertRoute",
     "AlertRule",
     "AlertsSettings",
+    "ConsoleSettings",
     "ConsumerSettings",
     "DbSettings",
     "DetectionSettings",
@@ -819,6 +820,46 @@ class DetectionSettings(ConsumerSettings):
     )
 
 
+class ConsoleSettings(_Section):
+    """The on-call web console (served by the on-call API at ``/console``) and the signed,
+    expiring, single-purpose acknowledgement links every notification carries."""
+
+    link_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the acknowledgement links and console sessions (at least 32"
+        " characters). Unset: a random key is made once and kept in the database"
+        " (console_keys), shared by every process on that database",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL the on-call desk reaches the API at, for links in notifications"
+        " (default http://{alerts.api_host}:{alerts.api_port})",
+    )
+    link_ttl_s: float = Field(
+        default=86_400.0, gt=0, description="An acknowledgement link is refused after this"
+    )
+    session_ttl_s: float = Field(
+        default=43_200.0, gt=0, description="A console log-in lasts this long (one shift)"
+    )
+    cookie_secure: bool = Field(
+        default=False, description="Send the session cookie over HTTPS only (set behind TLS)"
+    )
+
+    @field_validator("link_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("console.link_secret must be at least 32 characters")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("console.public_url must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
 class Settings(BaseSettings):
     """Every knob of ghgwatch, one frozen object."""
 
@@ -841,6 +882,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     alerts: AlertsSettings = AlertsSettings()
     detection: DetectionSettings = DetectionSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(
