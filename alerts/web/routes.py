@@ -303,7 +303,10 @@ def console_router() -> APIRouter:
         )
 
     @router.get("/alerts/{alert_id}/readings")
-    async def alert_readings(alert_id: int, session: SessionDep, store: StoreDep) -> Response:
+    async def alert_readings(
+        request: Request, alert_id: int, session: SessionDep, store: StoreDep
+    ) -> Response:
+        settings: Settings = request.app.state.settings
         if session is None:
             return JSONResponse({"detail": "log in first"}, status.HTTP_401_UNAUTHORIZED)
         detail = await store.reads.get_alert(_alert_id(alert_id))
@@ -316,6 +319,7 @@ def console_router() -> APIRouter:
                 "values": series.values,
                 "threshold": series.threshold,
                 "started_at": series.started_at.timestamp(),
+                "timezone": settings.alerts.timezone,
             }
         )
 

@@ -14,7 +14,11 @@
         data.push(s.ts.map(function () { return s.threshold; }));
       }
       var width = function () { return Math.max(box.clientWidth, 240); };
-      var plot = new uPlot({ width: width(), height: 220, series: series, scales: { x: { time: true } } }, data, box);
+      // Times in the alert service's zone (alerts.timezone), as the rest of the page.
+      var tzDate = function (t) { return uPlot.tzDate(new Date(t * 1e3), s.timezone); };
+      var opts = { width: width(), height: 220, series: series, tzDate: tzDate,
+        scales: { x: { time: true } } };
+      var plot = new uPlot(opts, data, box);
       box.dataset.points = String(s.ts.length);
       window.addEventListener("resize", function () { plot.setSize({ width: width(), height: 220 }); });
     })
