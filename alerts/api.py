@@ -443,6 +443,11 @@ class AlertApi:
         """Base URL of the running API."""
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def console_url(self) -> str:
+        """The web console of the running API (log in there with an API token)."""
+        return f"{self.url}{CONSOLE_PREFIX}"
+
     async def run(
         self, *, stop: asyncio.Event | None = None, timeout_s: float | None = None
     ) -> None:
@@ -479,7 +484,12 @@ class AlertApi:
                             return
                         await asyncio.sleep(STARTUP_POLL_S)
                 self.started.set()
-                log.info("on-call API listening", url=self.url, docs=f"{self.url}/docs")
+                log.info(
+                    "on-call API listening",
+                    url=self.url,
+                    console=self.console_url,
+                    docs=f"{self.url}/docs",
+                )
                 waiter = asyncio.ensure_future(stop.wait())
                 try:
                     await asyncio.wait(

@@ -100,6 +100,21 @@ async def test_console_in_chromium_shows_a_release_and_acknowledges_it_desktop_a
                 await page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
                 shots.append(path)
 
+            # Every request the pages make stays on this server (no CDN): recorded here.
+            elsewhere: list[str] = []
+            desk.on(
+                "request",
+                lambda r: (
+                    None if r.url.startswith("http://127.0.0.1:") else elsewhere.append(r.url)
+                ),
+            )
+            await desk.goto(f"http://127.0.0.1:{port}/docs")
+            await expect(desk.locator(".opblock").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+            await expect(
+                desk.locator("#operations-alerts-ack_alert_alerts__alert_id__ack_post")
+            ).to_be_visible()
+            await shot(desk, "docs-offline")
+
             # Log in once with the API token; the console keeps a session.
             await desk.goto(console)
             await expect(desk.locator("h1")).to_have_text("Log in")
@@ -155,6 +170,7 @@ async def test_console_in_chromium_shows_a_release_and_acknowledges_it_desktop_a
             width = await phone.evaluate("document.documentElement.scrollWidth")
             assert width <= PHONE["width"], width
             await shot(phone, "phone-overview")
+            assert elsewhere == [], elsewhere
         finally:
             await browser.close()
             stop.set()

@@ -461,6 +461,8 @@ def install_console(app: FastAPI, settings: Settings) -> None:
             swagger_css_url=f"{STATIC_PREFIX}/{SWAGGER_DIR}/swagger-ui.css",
             swagger_favicon_url=f"{STATIC_PREFIX}/{SWAGGER_DIR}/favicon-32x32.png",
             oauth2_redirect_url="/docs/oauth2-redirect",
+            # No badge from the public validator service: nothing leaves this server.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
