@@ -30,6 +30,7 @@ DETECTIONS_SHOWN = 200
 READINGS_MAX = 5000
 BEFORE_ALERT = timedelta(minutes=30)
 AFTER_ALERT = timedelta(minutes=10)
+_REPORT_ORDER = ("created_at", "generated_at", "quarter", "report_id", "id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,18 @@ class WebReads:
         async with self._db.tx("console reports") as conn:
             if await conn.fetchval("SELECT to_regclass('reports')") is None:
                 return None
+            columns = {
+                r["attname"]
+                for r in await conn.fetch(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = 'reports'::regclass"
+                    " AND attnum > 0 AND NOT attisdropped"
+                )
+            }
+            # Newest first by the first of these the table has (the reports branch owns it).
+            order = next((c for c in _REPORT_ORDER if c in columns), None)
+            by = f'"{order}" DESC' if order else "1"
             rows = await conn.fetch(
-                "SELECT to_jsonb(r)::text AS row FROM reports r ORDER BY 1 DESC LIMIT $1", limit
+                f"SELECT to_jsonb(r)::text AS row FROM reports r ORDER BY {by} LIMIT $1",  # noqa: S608
+                limit,
             )
         return [json.loads(r["row"]) for r in rows]

@@ -66,6 +66,8 @@ FRESH_S = 300.0  # a source that sent nothing for 5 minutes is not flowing (dete
 TIMELINE = timedelta(hours=24)
 REFRESH_S = 5
 SILENCE_CHOICES_S = (3600, 4 * 3600, 24 * 3600)
+# A report's fields shown first when its row has them (the reports branch defines the table).
+REPORT_KEYS = ("quarter", "title", "status", "created_at")
 # Console pages load only their own scripts and styles; no page may frame them.
 _CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -427,7 +429,10 @@ async def _overview(request: Request, store: AlertStore, session: Session) -> di
         "recent": recent,
         "timeline": _timeline(ov.detections, ov.since, now),
         "reports": reports,
-        "report_json": lambda r: json.dumps(r, ensure_ascii=False, default=str)[:300],
+        "report_keys": REPORT_KEYS,
+        "report_json": lambda r: json.dumps(
+            {k: v for k, v in r.items() if k not in REPORT_KEYS}, ensure_ascii=False, default=str
+        )[:200],
         "label": _alert_label,
     }
 

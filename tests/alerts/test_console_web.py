@@ -281,3 +281,74 @@ async def test_docs_and_console_load_nothing_from_another_host(console: Console)
                 assert got.status_code == 200, ref
                 assert len(got.content) > 100, ref
     assert "swagger-ui-bundle.js" in docs.text
+
+
+async def test_resolve_and_silence_from_the_console_are_recorded_under_the_user(
+    console: Console,
+) -> None:
+    """Silence then resolve with the buttons' forms: both in the history under the token's
+    name; resolving again is refused with a page (409) and changes nothing."""
+    c = console
+    aid = await _open_alert(c)
+    csrf = await _log_in(c)
+    r = await c.web.post(
+        f"/console/alerts/{aid}/silence", data={"csrf": csrf, "duration_s": "14400"}
+    )
+    assert r.status_code == 303
+    r = await c.web.post(f"/console/alerts/{aid}/resolve", data={"csrf": csrf, "note": "vented"})
+    assert r.status_code == 303
+    detail = await c.store.reads.get_alert(aid)
+    assert (detail.alert.state, detail.alert.resolved_by) == ("resolved", "li.na")
+    assert detail.alert.silenced_until is not None
+    started = detail.alert.silenced_until - timedelta(hours=4)
+    assert abs((started - datetime.now(UTC)).total_seconds()) < 60
+    by_event = {e.event: e for e in detail.events}
+    assert by_event["resolved"].actor == "li.na"
+    assert by_event["resolved"].detail.get("note") == "vented"
+    again = await c.web.post(f"/console/alerts/{aid}/resolve", data={"csrf": csrf})
+    assert again.status_code == 409
+    assert "Not possible now" in again.text
+
+
+async def test_an_expired_session_or_one_whose_token_was_removed_is_no_session(
+    console: Console,
+) -> None:
+    c = console
+    aid = await _open_alert(c)
+    key = await c.store.link_key()
+    past = datetime.now(UTC) - timedelta(days=1)
+    cookies = {
+        "expired": sign(key, "session", "li.na", "li.na", past, 3600),
+        "removed token": sign(key, "session", "gone", "gone", datetime.now(UTC), 3600),
+        "a link, not a session": sign(key, "ack", str(aid), "li.na", datetime.now(UTC), 3600),
+    }
+    for what, cookie in cookies.items():
+        async with httpx.AsyncClient(
+            base_url=c.url, cookies={"ghgwatch_session": cookie}, timeout=10
+        ) as other:
+            page = await other.get("/console")
+            assert page.status_code == 303, what
+            r = await other.post(f"/console/alerts/{aid}/ack", data={"csrf": "x"})
+            assert r.status_code == 401, what
+    assert (await c.store.reads.get_alert(aid)).alert.state == "open"
+
+
+async def test_reports_are_listed_once_their_table_exists(console: Console) -> None:
+    c = console
+    await _log_in(c)
+    conn = await asyncpg.connect(c.settings.db_url())
+    try:
+        await conn.execute(
+            "CREATE TABLE reports (report_id serial PRIMARY KEY, quarter text, title text,"
+            " created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute(
+            "INSERT INTO reports (quarter, title, created_at) VALUES"
+            " ('2026Q2', 'Ordos Q2', now() - interval '90 days'), ('2026Q3', 'Ordos Q3', now())"
+        )
+    finally:
+        await conn.close()
+    html = (await c.web.get("/console/parts/overview")).text
+    assert "No reports yet." not in html
+    assert html.index("2026Q3") < html.index("2026Q2")  # newest first
+    assert "Ordos Q3" in html
