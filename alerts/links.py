@@ -3,7 +3,7 @@ the console's session cookie.
 
 A token is ``<claims>.<mac>``: the claims are compact JSON in unpadded base64url, the MAC is
 HMAC-SHA256 over a domain label and the claims with the server key
-(``console.link_secret``, or the random key kept in the database). The claims name the
+(``console.signing_key``, or the random key kept in the database). The claims name the
 purpose (``ack`` or ``session``), the alert or the user, the recipient, the expiry and a
 random nonce; :func:`verify` refuses a token whose MAC does not match (tampered or signed by
 another key), whose purpose is not the one asked for, or whose time is up. Single use is the

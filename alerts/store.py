@@ -126,9 +126,9 @@ class AlertStore:
             log.warning("no console_keys table (run `ghgwatch db migrate`): no links until then")
 
     async def link_key(self) -> bytes:
-        """The HMAC key of links and sessions (``console.link_secret`` or the database's)."""
+        """The HMAC key of links and sessions (``console.signing_key`` or the database's)."""
         if self.links.key is None:
-            secret = self._console.link_secret
+            secret = self._console.signing_key
             configured = secret.get_secret_value().encode() if secret is not None else None
             self.links.key = await self.writes.link_key(configured)
         return self.links.key

@@ -824,7 +824,7 @@ class ConsoleSettings(_Section):
     """The on-call web console (served by the on-call API at ``/console``) and the signed,
     expiring, single-purpose acknowledgement links every notification carries."""
 
-    link_secret: SecretStr | None = Field(
+    signing_key: SecretStr | None = Field(
         default=None,
         description="HMAC key of the acknowledgement links and console sessions (at least 32"
         " characters). Unset: a random key is made once and kept in the database"
@@ -845,11 +845,11 @@ class ConsoleSettings(_Section):
         default=False, description="Send the session cookie over HTTPS only (set behind TLS)"
     )
 
-    @field_validator("link_secret")
+    @field_validator("signing_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
-            raise ValueError("console.link_secret must be at least 32 characters")
+            raise ValueError("console.signing_key must be at least 32 characters")
         return value
 
     @field_validator("public_url")

@@ -137,11 +137,11 @@ def test_the_old_ack_url_template_keeps_working_and_may_carry_the_token() -> Non
 
 def test_console_settings_refuse_a_short_secret_and_never_print_it() -> None:
     with pytest.raises(ValidationError):
-        ConsoleSettings(link_secret="short")
+        ConsoleSettings(signing_key="short")
     with pytest.raises(ValidationError):
         ConsoleSettings(public_url="desk.local")
     secret = "s" * 40
-    s = Settings(console={"link_secret": secret, "public_url": "https://desk.example/"})
+    s = Settings(console={"signing_key": secret, "public_url": "https://desk.example/"})
     assert secret not in repr(s)
     assert secret not in s.model_dump_json()
     assert s.console.public_url == "https://desk.example"
