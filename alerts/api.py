@@ -1,8 +1,10 @@
 """The on-call HTTP API (FastAPI): list, show, acknowledge, resolve and silence alerts.
 
-Every route except ``/healthz`` and the docs needs ``Authorization: Bearer <token>`` with a
-token from ``alerts.api_tokens``; the token's name is recorded as the actor unless the body
-names a person. OpenAPI docs are served at ``/docs`` and ``/openapi.json``.
+Every route except ``/healthz``, the docs and the web console needs ``Authorization: Bearer
+<token>`` with a token from ``alerts.api_tokens``; the token's name is recorded as the actor
+unless the body names a person. The console (``/console``) checks its own session cookie or
+signed link (:mod:`alerts.web.routes`). OpenAPI docs are served at ``/docs`` (Swagger UI from
+the package's own assets, no CDN) and ``/openapi.json``.
 
 Hostile requests are answered before they cost anything (:class:`RequestGuard`, in order):
 
@@ -52,6 +54,7 @@ from alerts.models import (
 )
 from alerts.reads import BIGINT_MAX  # alert and silence ids are PostgreSQL bigint
 from alerts.store import AlertStore
+from alerts.web.routes import CONSOLE_PREFIX, install_console
 from core.errors import ConfigurationError, TransientError
 from core.settings import AlertsSettings, Settings
 
@@ -73,7 +76,8 @@ STARTUP_POLL_S = 0.02  # uvicorn exposes `started` as a flag, not an event
 API_VERSION = "1"
 MAX_BODY_BYTES = 64 * 1024  # the largest valid request is a few KiB of JSON
 DB_START_TIMEOUT_S = 600.0  # how long a starting API waits for its database
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+
 _NO_BEARER_DETAIL = "missing bearer token (Authorization: Bearer <token>)"
 _WRONG_BEARER_DETAIL = "invalid bearer token"
 _TOO_LARGE = f"request body larger than {MAX_BODY_BYTES} bytes"
@@ -185,7 +189,10 @@ class RequestGuard:
         if declared is not None and (not declared.isdigit() or int(declared) > self._max):
             await JSONResponse({"detail": _TOO_LARGE}, 413)(scope, receive, send)
             return
-        if scope["path"] not in PUBLIC_PATHS:
+        path: str = scope["path"]
+        # The console checks its own session or signed link on every route (alerts.web).
+        console = path == CONSOLE_PREFIX or path.startswith(f"{CONSOLE_PREFIX}/")
+        if path not in PUBLIC_PATHS and not console:
             token = _bearer_token(headers.get("authorization"))
             if token is None or _token_name(self._cfg, token) is None:
                 detail, challenge = (
@@ -252,7 +259,7 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
             yield
             return
         await wait_for_database(settings.db_url(), DB_START_TIMEOUT_S)
-        async with AlertStore(settings.db_url(), cfg, settings.db) as own:
+        async with AlertStore(settings.db_url(), cfg, settings.db, settings.console) as own:
             holder["store"] = own
             try:
                 yield
@@ -265,10 +272,13 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
         description="Leak and exceedance alerts: list, show with history, acknowledge, "
         "resolve, silence. Authenticate with `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own Swagger UI assets (install_console)
+        redoc_url=None,
     )
     app.state.alerts_cfg = cfg
     app.state.store_holder = holder
     app.add_middleware(RequestGuard, cfg=cfg, max_body_bytes=MAX_BODY_BYTES)
+    install_console(app, settings)
     if not cfg.api_tokens:
         log.warning("alerts.api_tokens is empty: the on-call API refuses every request")
 
@@ -433,6 +443,11 @@ class AlertApi:
         """Base URL of the running API."""
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def console_url(self) -> str:
+        """The web console of the running API (log in there with an API token)."""
+        return f"{self.url}{CONSOLE_PREFIX}"
+
     async def run(
         self, *, stop: asyncio.Event | None = None, timeout_s: float | None = None
     ) -> None:
@@ -450,7 +465,7 @@ class AlertApi:
                 f"on-call API port {self.host}:{self.port} is in use (alerts.api_port)"
             )
         await wait_for_database(s.db_url(), self._db_wait_s)
-        async with AlertStore(s.db_url(), s.alerts, s.db) as store:
+        async with AlertStore(s.db_url(), s.alerts, s.db, s.console) as store:
             config = uvicorn.Config(
                 create_app(s, store),
                 host=self.host,
@@ -469,7 +484,12 @@ class AlertApi:
                             return
                         await asyncio.sleep(STARTUP_POLL_S)
                 self.started.set()
-                log.info("on-call API listening", url=self.url, docs=f"{self.url}/docs")
+                log.info(
+                    "on-call API listening",
+                    url=self.url,
+                    console=self.console_url,
+                    docs=f"{self.url}/docs",
+                )
                 waiter = asyncio.ensure_future(stop.wait())
                 try:
                     await asyncio.wait(

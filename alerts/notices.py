@@ -8,7 +8,7 @@ Routing is :mod:`alerts.rules` (``route_targets``, ``escalation_targets``); the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -163,6 +163,7 @@ def outbox_entries(
     *,
     silence_id: int | None,
     grafana: bool,
+    ack_link: Callable[[str], str | None] | None = None,
 ) -> list[OutboxEntry]:
     """The outbox rows announcing one change: one per target, plus the Grafana record.
 
@@ -175,6 +176,9 @@ def outbox_entries(
         silence_id: the silence covering the alert now, if any: its targets' rows are
             recorded as suppressed.
         grafana: a Grafana URL is configured (openings and resolutions are annotated).
+        ack_link: the acknowledgement link for one target (signed for that recipient, see
+            :class:`alerts.links.LinkSigner`); None: the message's own ``ack_url``. A
+            resolution and the Grafana record carry none.
 
     Returns:
         The rows, targets first.
@@ -188,6 +192,11 @@ def outbox_entries(
     out: list[OutboxEntry] = []
     for target, channel, row_status in rows:
         key = f"alert-{message.alert_id}/{event_key}/{target}"
+        update: dict[str, Any] = {"idempotency_key": key}
+        if message.event == "resolved" or target == GRAFANA_TARGET:
+            update["ack_url"] = None
+        elif ack_link is not None:
+            update["ack_url"] = ack_link(target)
         out.append(
             OutboxEntry(
                 idempotency_key=key,
@@ -195,7 +204,7 @@ def outbox_entries(
                 event=message.event,
                 target=target,
                 channel=channel,
-                payload=message.model_copy(update={"idempotency_key": key}).model_dump(mode="json"),
+                payload=message.model_copy(update=update).model_dump(mode="json"),
                 status=row_status,
                 silence_id=silence_id if row_status == "suppressed" else None,
             )

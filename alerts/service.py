@@ -151,7 +151,9 @@ class AlertService(ConsumerService):
         s = self._settings
         await wait_for_database(s.db_url(), start_wait_s(s.db.start_timeout_s, timeout_s))
         async with AsyncExitStack() as stack:
-            store = await stack.enter_async_context(AlertStore(s.db_url(), self._cfg, s.db))
+            store = await stack.enter_async_context(
+                AlertStore(s.db_url(), self._cfg, s.db, s.console)
+            )
             self._store = store
             http = await stack.enter_async_context(
                 httpx.AsyncClient(

@@ -15,12 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import structlog
+
+from alerts.links import LinkSigner
 from alerts.outbox import Outbox, OutboxItem
 from alerts.pg import AlertDb, db_errors
 from alerts.reads import AlertReads
+from alerts.web.reads import WebReads
 from alerts.writes import AlertWrites, ApplyResult, SweepResult
-from core.errors import ConfigurationError
-from core.settings import AlertsSettings, DbSettings
+from core.errors import ConfigurationError, FatalError
+from core.settings import AlertsSettings, ConsoleSettings, DbSettings
 from wire.events import DetectionRecord
 
 __all__ = [
@@ -30,6 +34,8 @@ __all__ = [
     "SweepResult",
     "db_errors",
 ]
+
+log = structlog.get_logger(__name__)
 
 
 class AlertStore:
@@ -50,6 +56,7 @@ class AlertStore:
         url: database URL.
         cfg: the ``alerts`` settings section (rules, routes, hold and escalation times).
         db: the ``db`` settings section (pool size, command timeout).
+        console: the ``console`` settings section (link key, public URL, link lifetime).
 
     Raises:
         ConfigurationError: a route names a notifier that is not configured.
@@ -58,9 +65,20 @@ class AlertStore:
         writes: the write transactions.
         outbox: the notification queue.
         reads: the read queries.
+        web: the console's read queries (sources, dead letters, detections, readings).
+        links: signs the acknowledgement links of notifications.
     """
 
-    def __init__(self, url: str, cfg: AlertsSettings, db: DbSettings | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        cfg: AlertsSettings,
+        db: DbSettings | None = None,
+        console: ConsoleSettings | None = None,
+    ) -> None:
+        self._console = console or ConsoleSettings()
+        base = self._console.public_url or f"http://{cfg.api_host}:{cfg.api_port}"
+        self.links = LinkSigner(base, self._console.link_ttl_s, cfg.ack_url_template)
         channels = {n.name: n.type for n in cfg.notifiers}
         for route in cfg.routes:
             for name in (*route.targets, *route.escalation):
@@ -69,9 +87,10 @@ class AlertStore:
                         f"alerts route {route.name!r} names unknown notifier {name!r}"
                     )
         self._db = AlertDb(url, db or DbSettings())
-        self.writes = AlertWrites(self._db, cfg, channels)
+        self.writes = AlertWrites(self._db, cfg, channels, self.links)
         self.outbox = Outbox(self._db, cfg.lease_s)
         self.reads = AlertReads(self._db)
+        self.web = WebReads(self._db)
         # The parts' methods under the names the API, the console and the tests call; the
         # same bound methods, so their signatures and documentation are the parts' own.
         self.acknowledge = self.writes.acknowledge
@@ -101,6 +120,18 @@ class AlertStore:
             StorageBackpressure: the server cannot be reached.
         """
         await self._db.open()
+        try:
+            await self.link_key()
+        except FatalError:  # the schema is not there yet; the first query says so too
+            log.warning("no console_keys table (run `ghgwatch db migrate`): no links until then")
+
+    async def link_key(self) -> bytes:
+        """The HMAC key of links and sessions (``console.signing_key`` or the database's)."""
+        if self.links.key is None:
+            secret = self._console.signing_key
+            configured = secret.get_secret_value().encode() if secret is not None else None
+            self.links.key = await self.writes.link_key(configured)
+        return self.links.key
 
     async def close(self) -> None:
         """Close the pool (idempotent)."""

@@ -9,6 +9,7 @@ exactly when the change it announces does.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ import asyncpg
 
 from alerts import lifecycle, notices
 from alerts.exceptions import AlertNotFound
+from alerts.links import KEY_BYTES, LinkRefused, LinkSigner, TokenClaims
 from alerts.models import AlertView, SilenceView
 from alerts.notices import AlertEvent
 from alerts.outbox import enqueue, suppress_pending
@@ -81,12 +83,21 @@ class AlertWrites:
         db: the open alert database.
         cfg: the ``alerts`` settings (rules, routes, hold and escalation times).
         channels: notifier type per notifier name (every routed target has one).
+        links: makes the acknowledgement link of each notification (None: no links, or only
+            ``alerts.ack_url_template``'s).
     """
 
-    def __init__(self, db: AlertDb, cfg: AlertsSettings, channels: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        db: AlertDb,
+        cfg: AlertsSettings,
+        channels: Mapping[str, str],
+        links: LinkSigner | None = None,
+    ) -> None:
         self._db = db
         self._cfg = cfg
         self._channels = channels
+        self._links = links
 
     # ----------------------------------------------------------------- detections
 
@@ -377,6 +388,11 @@ class AlertWrites:
         message = notices.alert_message(
             alert, event, self._cfg, now, level=level, detections=int(n_det), devices=int(n_dev)
         )
+        links = self._links
+
+        def ack_link(target: str) -> str | None:
+            return links.ack_url(alert.alert_id, target, now) if links else message.ack_url
+
         entries = notices.outbox_entries(
             message,
             event_key,
@@ -384,6 +400,7 @@ class AlertWrites:
             self._channels,
             silence_id=silence_id,
             grafana=bool(self._cfg.grafana_url),
+            ack_link=ack_link,
         )
         queued = await enqueue(conn, entries, now)
         if silence_id is not None and targets:
@@ -462,6 +479,75 @@ class AlertWrites:
             await _history(conn, alert_id, now, "acknowledged", actor, _note(note))
         assert row is not None
         return alert_view(row)
+
+    async def acknowledge_by_link(self, claims: TokenClaims, now: datetime) -> AlertView:
+        """Acknowledge the alert of a verified ``ack`` link, once: the link's use is recorded
+        (its nonce, recipient, time) with the acknowledgement in one transaction, and the
+        history names the link's recipient as who acknowledged.
+
+        Raises:
+            LinkRefused: the link was used before (``reused``).
+            AlertNotFound: no such alert.
+            InvalidTransition: the alert is already acknowledged or resolved (the link stays
+                unused).
+        """
+        alert_id = int(claims.subject)
+        async with self._db.tx("acknowledge by link") as conn:
+            alert = alert_view(await _lock_alert(conn, alert_id))
+            if await conn.fetchval("SELECT 1 FROM alert_link_uses WHERE nonce = $1", claims.nonce):
+                raise LinkRefused("reused", "this link was used already; each link works once")
+            lifecycle.check_acknowledge(alert)
+            used = await conn.fetchrow(
+                """
+                INSERT INTO alert_link_uses (nonce, alert_id, purpose, recipient, used_at)
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (nonce) DO NOTHING RETURNING nonce
+                """,
+                claims.nonce,
+                alert_id,
+                claims.purpose,
+                claims.recipient,
+                now,
+            )
+            if used is None:
+                raise LinkRefused("reused", "this link was used already; each link works once")
+            row = await conn.fetchrow(
+                """
+                UPDATE alerts SET state = 'acknowledged', acknowledged_at = $2,
+                    acknowledged_by = $3, next_escalation_at = NULL, updated_at = $2
+                WHERE alert_id = $1 RETURNING *
+                """,
+                alert_id,
+                now,
+                claims.recipient,
+            )
+            detail = {
+                "via": "link",
+                "recipient": claims.recipient,
+                "link_expires_at": claims.expires_at.isoformat(),
+            }
+            await _history(conn, alert_id, now, "acknowledged", claims.recipient, detail)
+        assert row is not None
+        return alert_view(row)
+
+    async def link_used(self, nonce: str) -> bool:
+        """Whether the link with this nonce was used already."""
+        async with self._db.tx("check link") as conn:
+            return bool(
+                await conn.fetchval("SELECT 1 FROM alert_link_uses WHERE nonce = $1", nonce)
+            )
+
+    async def link_key(self, configured: bytes | None) -> bytes:
+        """The links' and sessions' HMAC key: ``configured`` when given, else the database's
+        own (made at random by the first process to ask, then shared by every process)."""
+        if configured is not None:
+            return configured
+        async with self._db.tx("link key") as conn:
+            await conn.execute(
+                "INSERT INTO console_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+                secrets.token_bytes(KEY_BYTES),
+            )
+            key: bytes = await conn.fetchval("SELECT key FROM console_keys WHERE id = 1")
+        return key
 
     async def resolve(
         self, alert_id: int, actor: str, note: str | None, now: datetime

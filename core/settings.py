@@ -46,6 +46,7 @@ __all__ = [
     "AlertsSettings",
     "CemsSite",
     "CemsSiteSettings",
+    "ConsoleSettings",
     "ConsumerSettings",
     "DbSettings",
     "DetectionSettings",
@@ -991,6 +992,46 @@ class TargetsSettings(_Section):
         return self
 
 
+class ConsoleSettings(_Section):
+    """The on-call web console (served by the on-call API at ``/console``) and the signed,
+    expiring, single-purpose acknowledgement links every notification carries."""
+
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the acknowledgement links and console sessions (at least 32"
+        " characters). Unset: a random key is made once and kept in the database"
+        " (console_keys), shared by every process on that database",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL the on-call desk reaches the API at, for links in notifications"
+        " (default http://{alerts.api_host}:{alerts.api_port})",
+    )
+    link_ttl_s: float = Field(
+        default=86_400.0, gt=0, description="An acknowledgement link is refused after this"
+    )
+    session_ttl_s: float = Field(
+        default=43_200.0, gt=0, description="A console log-in lasts this long (one shift)"
+    )
+    cookie_secure: bool = Field(
+        default=False, description="Send the session cookie over HTTPS only (set behind TLS)"
+    )
+
+    @field_validator("signing_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("console.signing_key must be at least 32 characters")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("console.public_url must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
 class Settings(BaseSettings):
     """Every knob of ghgwatch, one frozen object."""
 
@@ -1014,6 +1055,7 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = AlertsSettings()
     detection: DetectionSettings = DetectionSettings()
     targets: TargetsSettings = TargetsSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(
