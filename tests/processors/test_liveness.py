@@ -98,7 +98,7 @@ async def test_a_device_that_stops_publishing_raises_no_data_and_clears_on_resum
             async def opened() -> bool:
                 return any(r["state"] == "open" for r in await _no_data_rows(settings.db_url()))
 
-            await wait_until(opened, "no_data opened for the silent device", 30)
+            await wait_until(opened, "no_data opened for the silent device", 60)
             (row,) = await _no_data_rows(settings.db_url())
             assert (row["device_id"], row["kind"], row["severity"]) == (DEVICE, "mine", "critical")
             assert row["metric"] == "*"
@@ -110,7 +110,7 @@ async def test_a_device_that_stops_publishing_raises_no_data_and_clears_on_resum
                 rows = await _no_data_rows(settings.db_url())
                 return bool(rows) and all(r["state"] == "cleared" for r in rows)
 
-            await wait_until(cleared, "no_data cleared when the device is back", 30)
+            await wait_until(cleared, "no_data cleared when the device is back", 60)
     finally:
         stop.set()
         async with asyncio.timeout(30):
@@ -144,13 +144,13 @@ async def test_a_last_will_raises_no_data_at_once(
     try:
         await bridge.wait_connected(30)
         assert device.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(device.stdout.readline), 30)
+        line = await asyncio.wait_for(asyncio.to_thread(device.stdout.readline), 60)
         assert line.strip() == b"ready"
 
         async def seen() -> bool:
             return len(detector.liveness) > 0
 
-        await wait_until(seen, "the device's reading reached the detector", 30)
+        await wait_until(seen, "the device's reading reached the detector", 60)
         killed_at = time.monotonic()
         device.send_signal(signal.SIGKILL)
         device.wait(10)
@@ -158,7 +158,7 @@ async def test_a_last_will_raises_no_data_at_once(
         async def opened() -> bool:
             return any(r["state"] == "open" for r in await _no_data_rows(settings.db_url()))
 
-        await wait_until(opened, "no_data from the last will", 30)
+        await wait_until(opened, "no_data from the last will", 60)
         assert time.monotonic() - killed_at < settings.detection.no_data_floor_s
         (row,) = await _no_data_rows(settings.db_url())
         assert json.loads(row["evidence"])["will"] == 1.0
@@ -220,14 +220,14 @@ async def test_a_device_silent_across_a_restart_keeps_one_no_data_cleared_on_res
             async def silent(svc: DetectorService = svc) -> bool:
                 return svc.liveness.is_open(rec.device_id)
 
-            await wait_until(silent, f"no_data open in run {round_}", 30)
+            await wait_until(silent, f"no_data open in run {round_}", 60)
             if round_ == 1:
                 await produce(settings, [reading_record(SourceKind.MINE, 1, 2)])
 
                 async def back(svc: DetectorService = svc) -> bool:
                     return svc.stats.no_data_cleared == 1
 
-                await wait_until(back, "no_data cleared after the restart", 30)
+                await wait_until(back, "no_data cleared after the restart", 60)
         finally:
             stop.set()
             async with asyncio.timeout(30):
