@@ -19,6 +19,8 @@ from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
+from ghgwatch.cli_certs import certs
+from ghgwatch.cli_stations import stations_app
 from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
 from ingest import Bridge
@@ -43,6 +45,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(stations_app, name="stations")
+app.command("certs")(certs)
 
 _STATE: dict[str, Settings] = {}
 
