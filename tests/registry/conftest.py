@@ -1,65 +1,29 @@
-"""A private Mosquitto configured by the registry: dynamic-security plugin or files, TLS."""
+"""Fixtures for the registry tests: private brokers from the registry's generated config."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from adapters.ports import free_port
-from ghgwatch.embedded import ManagedProcess, mosquitto_binary
-from registry.acl import BRIDGE_ROLE, NOTIFIER_ROLE
-from registry.brokerconf import TlsFiles, auth_lines, find_dynsec_plugin, tls_listener_lines
-from registry.dynsec import DynsecClient, initial_config
-
-ROOT = "ghg/v1"
-ALERTS_ROOT = "ghg/v1/alerts"
-BRIDGE_USER = "ghgwatch-bridge"
-NOTIFIER_USER = "ghgwatch-notifier"
-ADMIN_USER = "ghgwatch-admin"
-
-needs_dynsec = pytest.mark.skipif(
-    mosquitto_binary() is None or find_dynsec_plugin() is None,
-    reason="mosquitto with the dynamic-security plugin is not installed",
+from registry_helpers import (
+    ADMIN_USER,
+    ALERTS_ROOT,
+    BRIDGE_USER,
+    NOTIFIER_USER,
+    ROOT,
+    Broker,
+    broker_conf,
+    start_broker,
 )
 
-
-@dataclass
-class Broker:
-    """A running private broker and the service passwords it was made with."""
-
-    proc: ManagedProcess
-    port: int
-    passwords: dict[str, str]
-    tls_port: int | None = None
-
-    def dynsec(self) -> DynsecClient:
-        """An admin client for its dynamic-security API."""
-        return DynsecClient(
-            f"mqtt://127.0.0.1:{self.port}", ADMIN_USER, self.passwords[ADMIN_USER], ROOT
-        )
-
-
-def _conf(port: int, data: Path, auth: str, extra: str) -> str:
-    return (
-        f"per_listener_settings false\nlistener {port} 127.0.0.1\n{extra}\n{auth}"
-        f"persistence false\npersistence_location {data}/\nuser root\n"
-        "log_dest stderr\nlog_type all\n"
-    )
-
-
-async def _start(tmp: Path, conf: str, port: int) -> ManagedProcess:
-    binary = mosquitto_binary()
-    assert binary is not None
-    (tmp / "mosquitto.conf").write_text(conf)
-    return await ManagedProcess(
-        "mosquitto", [binary, "-c", str(tmp / "mosquitto.conf")], "127.0.0.1", port,
-        tmp / "mosquitto.log",
-    ).start()  # fmt: skip
+from adapters.ports import free_port
+from ghgwatch.embedded import ManagedProcess
+from registry.acl import BRIDGE_ROLE, NOTIFIER_ROLE
+from registry.brokerconf import TlsFiles, auth_lines, tls_listener_lines
+from registry.dynsec import initial_config
 
 
 @pytest.fixture
@@ -84,8 +48,10 @@ async def dynsec_broker(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
         port = free_port(0)
         tls_port = free_port(0) if tls is not None else None
         extra = tls_listener_lines(tls_port, tls) if tls is not None and tls_port else ""
-        proc = await _start(
-            d, _conf(port, d, auth_lines(dynsec_config=d / "dynamic-security.json"), extra), port
+        proc = await start_broker(
+            d,
+            broker_conf(port, d, auth_lines(dynsec_config=d / "dynamic-security.json"), extra),
+            port,
         )
         started.append(proc)
         return Broker(proc, port, passwords, tls_port)
@@ -104,8 +70,8 @@ async def files_broker(tmp_path: Path) -> AsyncIterator[Callable[[Path, Path], A
         d = tmp_path / f"files-{len(started)}"
         d.mkdir()
         port = free_port(0)
-        proc = await _start(
-            d, _conf(port, d, auth_lines(password_file=passwd, acl_file=acl), ""), port
+        proc = await start_broker(
+            d, broker_conf(port, d, auth_lines(password_file=passwd, acl_file=acl), ""), port
         )
         started.append(proc)
         return Broker(proc, port, {})

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiomqtt
 import pytest
+from registry_helpers import BRIDGE_USER, NOTIFIER_USER, ROOT, Broker, needs_dynsec
 
 from registry.models import DeviceRecord
-from tests.registry.conftest import BRIDGE_USER, NOTIFIER_USER, ROOT, Broker, needs_dynsec
 
 pytestmark = needs_dynsec
 
