@@ -101,6 +101,23 @@ class CemsAggregator:
         self.last_g: F64 = np.zeros(0)  # last valid minute's mass rate and load, per unit
         self.last_load: F64 = np.zeros(0)
         self.bench_g_kwh: F64 = np.zeros(0)
+        self.baro_pa: F64 = np.zeros(0)  # per unit: used when it sends no barometric pressure
+        # per unit, from the device registry: benchmark class and site barometric pressure
+        self._site: dict[str, tuple[str | None, float | None]] = {}
+
+    def set_site(self, name: str, unit_class: str | None, baro_pa: float | None) -> None:
+        """A unit's benchmark class and site pressure (from the registry); None: settings'."""
+        self._site[name] = (unit_class, baro_pa)
+        u = self._units.get(name)
+        if u is not None:
+            self._apply_site(name, u)
+
+    def _apply_site(self, name: str, u: int) -> None:
+        unit_class, baro = self._site.get(name, (None, None))
+        cls = unit_class or self.cfg.cems_unit_class.get(name)
+        bench = self.cfg.cems_benchmarks_g_sce_kwh.get(cls) if cls else None
+        self.bench_g_kwh[u] = np.nan if bench is None else bench * self.cfg.co2_t_per_t_sce
+        self.baro_pa[u] = self.cfg.default_baro_pa if baro is None else baro
 
     def _unit(self, name: str) -> int:
         u = self._units.get(name)
@@ -111,9 +128,7 @@ class CemsAggregator:
             self._grow(max(64, 2 * self._cap))
         self._units[name] = u
         self._names.append(name)
-        cls = self.cfg.cems_unit_class.get(name)
-        bench = self.cfg.cems_benchmarks_g_sce_kwh.get(cls) if cls else None
-        self.bench_g_kwh[u] = np.nan if bench is None else bench * self.cfg.co2_t_per_t_sce
+        self._apply_site(name, u)
         return u
 
     def _grow(self, cap: int) -> None:
@@ -131,6 +146,7 @@ class CemsAggregator:
         self.acc_cnt = grow(self.acc_cnt, 0.0)  # type: ignore[assignment]
         self.h_acc = grow(self.h_acc, 0.0)  # type: ignore[assignment]
         self.bench_g_kwh = grow(self.bench_g_kwh, np.nan)  # type: ignore[assignment]
+        self.baro_pa = grow(self.baro_pa, self.cfg.default_baro_pa)  # type: ignore[assignment]
         self.last_g = grow(self.last_g, np.nan)  # type: ignore[assignment]
         self.last_load = grow(self.last_load, np.nan)  # type: ignore[assignment]
         active = np.zeros((4, cap), bool)
@@ -212,7 +228,7 @@ class CemsAggregator:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / cnts
         has = cnts > 0
-        ba = np.where(has[:, _BA], mean[:, _BA], cfg.default_baro_pa)
+        ba = np.where(has[:, _BA], mean[:, _BA], self.baro_pa[cu])
         ps = np.where(has[:, _PS], mean[:, _PS], 0.0)
         q_sn = dry_standard_flow_m3_h(mean[:, _FLOW], mean[:, _TEMP], ba, ps, mean[:, _MOIST])
         g_t_h = co2_mass_rate_t_h(mean[:, _CO2], q_sn)
