@@ -214,6 +214,9 @@ def up(
             " else amqtt, which runs the bridge and simulator on MQTT 3.1.1)."
         ),
     ] = "auto",
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Embedded Mosquitto: TLS listener too.")
+    ] = False,
 ) -> None:
     """Bring the whole pipeline up; embedded stand-ins for services with no URL configured."""
 
@@ -225,6 +228,7 @@ def up(
         timeout_s=timeout_s,
         mqtt_broker=mqtt_broker,
         events_every_s=None if no_events else events_every_s,
+        tls=tls,
     )
 
     async def main_fn(stop: asyncio.Event) -> None:
