@@ -114,3 +114,25 @@ async def test_dynsec_disable_and_rotate_cut_off(
     assert await _refused(broker.port, B.mqtt_username, "pw-b")
     assert not await _refused(broker.port, B.mqtt_username, "pw-b2")
     assert await _refused(broker.port, NOTIFIER_USER, "x")
+
+
+async def test_dynsec_service_roles(dynsec_broker: Callable[..., Awaitable[Broker]]) -> None:
+    """The notifier writes alerts only; the bridge writes statuses, never readings."""
+    broker = await dynsec_broker()
+    async with broker.dynsec() as dynsec:
+        await dynsec.add_device(B, "pw-b")
+    async with (
+        _client(broker.port, B.mqtt_username, "pw-b", "b") as dev_b,
+        _client(broker.port, BRIDGE_USER, broker.passwords[BRIDGE_USER], "br") as bridge,
+        _client(broker.port, NOTIFIER_USER, broker.passwords[NOTIFIER_USER], "n") as notifier,
+    ):
+        await bridge.subscribe(f"{ROOT}/#", qos=1)
+        await dev_b.subscribe(B.status_topic(ROOT), qos=1)
+        await dev_b.subscribe(f"{ROOT}/alerts/#", qos=1)  # refused: not its topic
+        await notifier.publish(B.data_topic(ROOT), b"notifier forged", qos=1)
+        await notifier.publish(B.status_topic(ROOT), b"notifier status", qos=1)
+        await notifier.publish(f"{ROOT}/alerts/baotou/kundulun", b"siren", qos=1)
+        await bridge.publish(B.data_topic(ROOT), b"bridge forged", qos=1)
+        got = [m.payload for m in await _drain(bridge, 1.0)]
+        assert got == [b"siren"]
+        assert await _next(dev_b, 0.3) is None
