@@ -57,17 +57,18 @@ class RegistryView:
         self._on_change = on_change
         self._kinds: dict[str, str] = {}
         self._records: dict[str, DeviceRecord] = {}
-        self._loaded = asyncio.Event()
+        self._settled = asyncio.Event()  # a first view, or a reason there will be none
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
+        self._fatal: FatalError | None = None
         self.loads = 0
         self.stale_since: float | None = None
 
     @property
     def loaded(self) -> bool:
         """True once a first view has been read."""
-        return self._loaded.is_set()
+        return self.loads > 0
 
     def admits(self, device_id: str, kind: str) -> bool:
         """True when the device is registered, enabled, and of this kind."""
@@ -86,18 +87,19 @@ class RegistryView:
         """Load the first view (waiting for the database) and keep it fresh.
 
         Raises:
-            FatalError: no view could be read within ``timeout_s``.
+            FatalError: no view could be read within ``timeout_s``, or at once when the
+                database refuses us or has no registry table (run ``ghgwatch db migrate``).
         """
         self._task = asyncio.create_task(self._keep_fresh(), name="registry-view")
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                await self._loaded.wait()
-        except TimeoutError:
-            await self.close()
-            raise FatalError(
-                f"registry not readable from {redact_url(self._dsn)} within {timeout_s} s;"
-                " ingest.require_registration needs it (is the schema migrated?)"
-            ) from None
+                await self._settled.wait()
+        if self.loaded:
+            return
+        await self.close()
+        raise self._fatal or FatalError(
+            f"registry not readable from {redact_url(self._dsn)} within {timeout_s} s"
+        )
 
     async def close(self) -> None:
         """Stop refreshing."""
@@ -125,7 +127,7 @@ class RegistryView:
         self._records = {r.device_id: r for r in records}
         self._kinds = {r.device_id: r.kind.value for r in records if r.enabled}
         self.loads += 1
-        self._loaded.set()
+        self._settled.set()
         if self.stale_since is not None:
             log.info("registry view current again", devices=len(records))
         self.stale_since = None
@@ -144,6 +146,12 @@ class RegistryView:
                         await self._changed.wait()
                 await asyncio.sleep(_NOTIFY_DEBOUNCE_S)  # a bulk import notifies per row
             except (OSError, asyncpg.PostgresError, GhgwatchError, TimeoutError) as exc:
+                if isinstance(exc, FatalError) and not self.loaded:
+                    # refused credentials or no registry table (schema not migrated): waiting
+                    # will not help, so start() fails at once with the reason
+                    self._fatal = FatalError(f"registry not readable: {exc}")
+                    self._settled.set()
+                    return
                 if self.stale_since is None:
                     self.stale_since = time.time()
                     log.warning(

@@ -114,6 +114,11 @@ async def test_view_keeps_last_state_while_db_is_unreachable(pg_url: str) -> Non
     with pytest.raises(FatalError, match="registry not readable"):
         await view.start(timeout_s=1.0)
 
+    # a database without the registry table: no point waiting, the reason is said at once
+    # (well before the 300 s timeout given here)
+    with pytest.raises(FatalError, match="registry_devices"):
+        await RegistryView(pg_url, refresh_s=0.2).start(timeout_s=300.0)
+
     await migrate(pg_url, Settings().db)
     conn = await asyncpg.connect(pg_url)
     try:
