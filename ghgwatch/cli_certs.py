@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from registry.certs import CertFiles, make_client_cert, make_dev_ca, make_server_cert
+from registry import CertFiles, make_client_cert, make_dev_ca, make_server_cert
 
 __all__ = ["certs"]
 

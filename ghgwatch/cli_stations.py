@@ -22,20 +22,24 @@ from pydantic import ValidationError
 from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.settings import Settings, load_settings
 from processors.storage import migrate
-from registry.acl import BRIDGE_ROLE, NOTIFIER_ROLE
-from registry.brokerconf import auth_lines
-from registry.credentials import generate_password, mosquitto_password_line
-from registry.dynsec import DynsecClient, initial_config
-from registry.files import acl_file_text, write_private
-from registry.importer import parse_csv
-from registry.models import DeviceRecord
-from registry.onboard import (
+from registry import (
+    BRIDGE_ROLE,
+    NOTIFIER_ROLE,
     BrokerApplier,
+    DeviceRecord,
     DynsecApplier,
+    DynsecClient,
     FilesApplier,
     Issued,
     NoBroker,
     Onboarding,
+    acl_file_text,
+    auth_lines,
+    generate_password,
+    initial_config,
+    mosquitto_password_line,
+    parse_csv,
+    write_private,
 )
 
 __all__ = ["stations_app"]

@@ -60,8 +60,7 @@ from ingest import Bridge
 from processors import Processor
 from processors.detector import DetectorService
 from processors.storage import migrate
-from registry.brokerconf import TlsFiles, tls_listener_lines
-from registry.certs import CertFiles, make_dev_ca, make_server_cert
+from registry import CertFiles, TlsFiles, make_dev_ca, make_server_cert, tls_listener_lines
 from sensors_sim import SimulationConfig, run_simulation
 
 __all__ = [

@@ -48,7 +48,7 @@ from core.settings import Settings
 from ingest.exceptions import MqttUnavailable, SessionClosed
 from ingest.metrics import BridgeMetrics, BridgeStats
 from ingest.mqtt import RETAIN_HANDLING_NONE, InboundMessage, MqttSession, Subscription
-from registry.view import RegistryView
+from registry import RegistryView
 from wire.schemas import RejectReason
 from wire.topics import DATA_CHANNEL, STATUS_CHANNEL, parse_data_topic
 from wire.validate import AcceptedMessage, RejectedMessage, reject_message, validate_messages

@@ -96,7 +96,7 @@ from processors.detection import (
 from processors.detection.liveness import DEVICE_METRIC, LivenessTracker
 from processors.detector_metrics import DetectorMetrics
 from processors.storage import RESTART_CLOSED, RESTART_DUPLICATE, DetectionStore
-from registry.view import RegistryView
+from registry import RegistryView
 from wire import DeadLetterRecord, ReadingBatch, ReadingFrame, SourceKind
 from wire.events import DetectionRecord, DetectionState
 

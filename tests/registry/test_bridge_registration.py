@@ -41,8 +41,15 @@ async def _poll(conn: asyncpg.Connection, sql: str, *args: object, want: int) ->
     return int(await conn.fetchval(sql, *args))
 
 
+async def _reloaded(view: RegistryView, loads: int) -> None:
+    """Wait for the view's reload after a change (NOTIFY; the periodic one is 60 s away)."""
+    async with asyncio.timeout(DEADLINE_S / 2):
+        while view.loads == loads:
+            await asyncio.sleep(0.02)
+
+
 @contextlib.asynccontextmanager
-async def _pipeline(settings: Settings) -> AsyncIterator[None]:
+async def _pipeline(settings: Settings) -> AsyncIterator[Bridge]:
     stop = asyncio.Event()
     bridge = Bridge(settings)
     tasks = [
@@ -51,7 +58,7 @@ async def _pipeline(settings: Settings) -> AsyncIterator[None]:
     ]
     try:
         await bridge.wait_connected(DEADLINE_S)
-        yield
+        yield bridge
     finally:
         stop.set()
         async with asyncio.timeout(DEADLINE_S):
@@ -74,7 +81,7 @@ async def test_unregistered_and_disabled_devices_are_dead_lettered(
         await onboarding.add(DeviceRecord(device_id="baotou/kundulun/pic-02", kind="city"))
         host, port = settings.mqtt_url().split("://")[1].split(":")
         async with (
-            _pipeline(settings),
+            _pipeline(settings) as bridge,
             aiomqtt.Client(host, int(port), identifier=f"dev-{root}") as dev,
         ):
             for device, minutes in (("pic-01", 5), ("pic-02", 5), ("stranger", 5)):
@@ -95,12 +102,16 @@ async def test_unregistered_and_disabled_devices_are_dead_lettered(
             assert any("registered as city" in r["detail"] for r in rows)
 
             # disabled: refused from the next message on (NOTIFY, not the 60 s refresh)
+            view = bridge._registry
+            assert view is not None
+            loads = view.loads
             await onboarding.set_enabled("baotou/kundulun/pic-01", False)
-            await asyncio.sleep(0.5)
+            await _reloaded(view, loads)
             await dev.publish(f"{root}/city/baotou/kundulun/pic-01/data", _payload(3), qos=1)
             assert await _poll(conn, dead, want=3) == 3
+            loads = view.loads
             await onboarding.set_enabled("baotou/kundulun/pic-01", True)
-            await asyncio.sleep(0.5)
+            await _reloaded(view, loads)
             await dev.publish(f"{root}/city/baotou/kundulun/pic-01/data", _payload(2), qos=1)
             assert await _poll(conn, readings, want=3) == 3
         assert await conn.fetchval(dead) == 3
