@@ -39,6 +39,7 @@ from registry import (
     initial_config,
     mosquitto_password_line,
     parse_csv,
+    parse_units,
     write_private,
 )
 
@@ -120,13 +121,6 @@ def _show_issued(issued: Issued, settings: Settings) -> None:
     )
 
 
-def _units(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    from_import = parse_csv(f"device_id,kind,units\na/b/c,city,{text}\n")[0]
-    return dict(from_import.record.units) if from_import.record is not None else {}
-
-
 @stations_app.command("add")
 def add(
     ctx: typer.Context,
@@ -165,14 +159,17 @@ def add(
     settings = _settings(ctx)
     values: dict[str, Any] = {
         "device_id": device_id, "kind": kind, "location_class": location,
-        "units": _units(units), "cems_class": cems_class, "site_pressure_pa": site_pressure_pa,
+        "units": parse_units(units or ""), "cems_class": cems_class,
+        "site_pressure_pa": site_pressure_pa,
         "site_altitude_m": site_altitude_m, "sampling_interval_s": sampling_interval_s,
         "lat": lat, "lon": lon, "hj212_mn": hj212_mn, "enabled": not disabled,
     }  # fmt: skip
     try:
         record = DeviceRecord.model_validate(values)
-    except (ValidationError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise typer.BadParameter(f"{where}: {err['msg']}" if where else err["msg"]) from None
     pw = typer.prompt("HJ 212 PW", hide_input=True) if hj212_password else None
     issued = _run(lambda: _with_onboarding(settings, lambda ob: ob.add(record, pw)))
     _show_issued(issued, settings)

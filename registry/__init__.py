@@ -20,7 +20,7 @@ from registry.credentials import (
 )
 from registry.dynsec import DynsecClient, DynsecError, initial_config
 from registry.files import acl_file_text, write_private
-from registry.importer import ImportRow, parse_csv
+from registry.importer import ImportRow, parse_csv, parse_units
 from registry.models import DeviceRecord, mqtt_username
 from registry.onboard import (
     BrokerApplier,
@@ -67,6 +67,7 @@ __all__ = [
     "mosquitto_password_line",
     "mqtt_username",
     "parse_csv",
+    "parse_units",
     "tls_listener_lines",
     "verify_password",
     "write_private",

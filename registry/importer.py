@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from registry.models import DeviceRecord
 from wire.schemas import METRICS
 
-__all__ = ["COLUMNS", "ImportRow", "parse_csv"]
+__all__ = ["COLUMNS", "ImportRow", "parse_csv", "parse_units"]
 
 COLUMNS = (
     "device_id",
@@ -53,7 +53,9 @@ class ImportRow:
     error: str | None
 
 
-def _units(text: str) -> dict[str, str]:
+def parse_units(text: str) -> dict[str, str]:
+    """``co2_ppm;ch4_ppb`` or ``co2_pct_vol=% vol;...`` as metric -> unit (unit from the
+    contract when not given; a wrong or unknown one is refused by :class:`DeviceRecord`)."""
     out: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in text.split(";"))):
         metric, sep, unit = item.partition("=")
@@ -87,7 +89,7 @@ def _row(line: int, raw: dict[str, str]) -> ImportRow:
         if values.get(name):
             data[name] = values[name]
     if values.get("units"):
-        data["units"] = _units(values["units"])
+        data["units"] = parse_units(values["units"])
     password = values.get("hj212_password") or None
     if password is not None and not data.get("hj212_mn"):
         return ImportRow(line, device_id, None, None, "hj212_password given without hj212_mn")
