@@ -8,7 +8,11 @@ What a message goes through, in order:
    everything), so a topic off the data scheme is dead-lettered, not lost. What ghgwatch
    itself publishes there (device status replies, alert topics) is acknowledged and skipped.
 2. :func:`wire.validate.validate_messages` accepts or rejects it, together with the other
-   messages taken in the same pass; it never raises.
+   messages taken in the same pass; it never raises. With ``ingest.require_registration``
+   an accepted message of a device that is not registered and enabled as that kind is
+   rejected as ``unregistered``, checked against a :class:`~registry.RegistryView` held in
+   memory (reloaded on change and every ``ingest.registry_refresh_s``; while the database
+   is down the last view is kept, and at start no message is read before a view exists).
 3. Accepted: its :class:`~wire.batch.ReadingBatch` is produced to ``kafka.readings_topic``
    keyed by ``device_id``. Rejected: a :class:`~wire.schemas.DeadLetterRecord` is produced to
    ``kafka.deadletter_topic`` and, when the topic names a device, a retained
