@@ -50,12 +50,14 @@ __all__ = [
     "ConsumerSettings",
     "DbSettings",
     "DetectionSettings",
+    "IngestSettings",
     "KafkaSettings",
     "LogSettings",
     "MetricsSettings",
     "MqttSettings",
     "NotifierTarget",
     "ProcessorSettings",
+    "RegistrySettings",
     "Settings",
     "TargetsSettings",
     "TopicRoot",
@@ -580,7 +582,11 @@ def _mine_levels() -> dict[str, MethaneLevels]:
         "T1": m(alarm_pct_vol=1.0, cut_pct_vol=1.5, restore_pct_vol=1.0),
         "T2": m(alarm_pct_vol=1.0, cut_pct_vol=1.0, restore_pct_vol=1.0),
         "T3": m(alarm_pct_vol=0.5, cut_pct_vol=0.5, restore_pct_vol=0.5),
+        "T4": m(alarm_pct_vol=0.5, cut_pct_vol=0.5, restore_pct_vol=0.5),
+        "T5": m(alarm_pct_vol=1.0, cut_pct_vol=1.5, restore_pct_vol=1.0),
+        "T6": m(alarm_pct_vol=1.0, cut_pct_vol=1.0, restore_pct_vol=1.0),
         "T7": m(alarm_pct_vol=2.5, cut_pct_vol=2.5, restore_pct_vol=2.5),
+        "T8": m(alarm_pct_vol=1.0, cut_pct_vol=1.0, restore_pct_vol=1.0),
         "main_return": m(alarm_pct_vol=0.75),
         "wing_return": m(alarm_pct_vol=0.75),
         "other": m(alarm_pct_vol=1.0, cut_pct_vol=1.5, restore_pct_vol=1.0),
@@ -670,7 +676,8 @@ class DetectionSettings(ConsumerSettings):
         description="HJ 212 flags kept out of detection and averages (stored all the same)",
     )
     mine_levels: dict[str, MethaneLevels] = Field(
-        default_factory=_mine_levels, description="Per location class: T0,T1,T2,T3,T7,..."
+        default_factory=_mine_levels,
+        description="Per location class: T0-T8, main_return, wing_return, other",
     )
     sensor_levels: dict[str, MethaneLevels] = Field(
         default_factory=dict, description="device_id -> levels overriding its location class"
@@ -1032,6 +1039,58 @@ class ConsoleSettings(_Section):
         return value.rstrip("/") if value else value
 
 
+class IngestSettings(_Section):
+    """What the bridge admits beyond the wire contract."""
+
+    require_registration: bool = Field(
+        default=False,
+        description="Reject (dead letter `unregistered`) readings of devices not in the"
+        " registry or disabled there; the bridge keeps a cached view of the registry",
+    )
+    registry_refresh_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Full reload of the bridge's registry view at least this often (changes"
+        " also arrive at once via PostgreSQL NOTIFY); while the database is down the last"
+        " view is kept",
+    )
+    registry_start_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long the bridge waits for its first registry view before it stops"
+        " (it reads no message before it has one)",
+    )
+
+
+class RegistrySettings(_Section):
+    """Device credentials: how `ghgwatch stations` applies them to the MQTT broker."""
+
+    apply: Literal["dynsec", "files", "none"] = Field(
+        default="dynsec",
+        description='"dynsec": through the broker\'s dynamic-security plugin (at once,'
+        ' others stay connected); "files": write password_file/acl_file for brokers without'
+        ' it (reload the broker: SIGHUP); "none": registry only',
+    )
+    broker_url: str | None = Field(
+        default=None, description="mqtt(s)://host:port of the broker to manage; None: mqtt.url"
+    )
+    admin_username: str = Field(
+        default="ghgwatch-admin", description="dynamic-security admin (role: dynsec-admin)"
+    )
+    admin_password: SecretStr | None = None
+    password_file: Path = Field(
+        default=Path("deploy/mosquitto/mosquitto.passwd"), description='apply = "files"'
+    )
+    acl_file: Path = Field(default=Path("deploy/mosquitto/acl"), description='apply = "files"')
+    bridge_users: tuple[str, ...] = Field(
+        default=("ghgwatch-bridge",), description="One MQTT user per bridge process"
+    )
+    notifier_user: str = Field(
+        default="ghgwatch-notifier", description="The alert service's MQTT siren notifier"
+    )
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every knob of ghgwatch, one frozen object."""
 
@@ -1056,6 +1115,8 @@ class Settings(BaseSettings):
     detection: DetectionSettings = DetectionSettings()
     targets: TargetsSettings = TargetsSettings()
     console: ConsoleSettings = ConsoleSettings()
+    ingest: IngestSettings = IngestSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @classmethod
     def settings_customise_sources(

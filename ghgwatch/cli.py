@@ -19,6 +19,8 @@ from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
+from ghgwatch.cli_certs import certs
+from ghgwatch.cli_stations import stations_app
 from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
 from ingest import Bridge
@@ -43,6 +45,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(stations_app, name="stations")
+app.command("certs")(certs)
 
 _STATE: dict[str, Settings] = {}
 
@@ -210,6 +214,9 @@ def up(
             " else amqtt, which runs the bridge and simulator on MQTT 3.1.1)."
         ),
     ] = "auto",
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Embedded Mosquitto: TLS listener too.")
+    ] = False,
 ) -> None:
     """Bring the whole pipeline up; embedded stand-ins for services with no URL configured."""
 
@@ -221,6 +228,7 @@ def up(
         timeout_s=timeout_s,
         mqtt_broker=mqtt_broker,
         events_every_s=None if no_events else events_every_s,
+        tls=tls,
     )
 
     async def main_fn(stop: asyncio.Event) -> None:

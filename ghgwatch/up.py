@@ -60,6 +60,7 @@ from ingest import Bridge
 from processors import Processor
 from processors.detector import DetectorService
 from processors.storage import migrate
+from registry import CertFiles, TlsFiles, make_dev_ca, make_server_cert, tls_listener_lines
 from sensors_sim import SimulationConfig, run_simulation
 
 __all__ = [
@@ -110,6 +111,9 @@ class UpOptions:
     events_every_s: float | None = DEFAULT_EVENTS_EVERY_S
     """With ``simulate``: inject a release, a sensor fault or a silent device this often, in
     turn, the first within a minute (None: no events)."""
+    tls: bool = False
+    """Give the embedded Mosquitto a TLS listener (8883 or a free port) with development
+    certificates from ``data_dir/tls`` (made by :mod:`registry.certs` when missing)."""
 
 
 class Endpoints(BaseModel):
@@ -214,8 +218,23 @@ def _record_pids(data_dir: Path, services: dict[str, ManagedProcess]) -> None:
     (data_dir / PIDS_FILE).write_text(json.dumps(record))
 
 
+def _tls_conf(data_dir: Path, notes: list[str]) -> str:
+    """A TLS listener for the embedded Mosquitto, with development certificates."""
+    tls_dir = data_dir.parent / "tls"
+    ca = CertFiles(tls_dir / "ca.crt", tls_dir / "ca.key")
+    if not (ca.cert.exists() and ca.key.exists()):
+        ca = make_dev_ca(tls_dir)
+    server = make_server_cert(ca, tls_dir, ["localhost", "127.0.0.1"])
+    port = free_port(8883)
+    notes.append(
+        f"MQTT over TLS: mqtts://localhost:{port} (trust {ca.cert}: mosquitto_pub --cafile,"
+        " or SSL_CERT_FILE for ghgwatch clients)."
+    )
+    return tls_listener_lines(port, TlsFiles(ca.cert, server.cert, server.key))
+
+
 def _mqtt_starter(
-    data_dir: Path, broker: MqttBroker
+    data_dir: Path, broker: MqttBroker, tls_conf: str = ""
 ) -> tuple[Callable[[], Awaitable[ManagedProcess]], bool]:
     """The MQTT stand-in to start, and whether it is amqtt (MQTT 3.1.1 only).
 
@@ -230,8 +249,10 @@ def _mqtt_starter(
             " or use --mqtt-broker amqtt"
         )
     if broker == "amqtt":
+        if tls_conf:
+            raise ConfigurationError("--tls needs mosquitto (amqtt gets no TLS listener here)")
         return lambda: start_amqtt(data_dir), True
-    return lambda: start_mosquitto(data_dir, protect_status=True), False
+    return lambda: start_mosquitto(data_dir, protect_status=True, extra_conf=tls_conf), False
 
 
 def _on_mqtt_311(settings: Settings) -> Settings:
@@ -241,7 +262,7 @@ def _on_mqtt_311(settings: Settings) -> Settings:
 
 
 async def _start_embedded(
-    settings: Settings, stack: AsyncExitStack, mqtt_broker: MqttBroker = "auto"
+    settings: Settings, stack: AsyncExitStack, mqtt_broker: MqttBroker = "auto", tls: bool = False
 ) -> tuple[Settings, dict[str, str], list[str]]:
     """Start stand-ins for unset URLs; each is stopped when ``stack`` closes (reverse order).
 
@@ -259,7 +280,12 @@ async def _start_embedded(
             f"--mqtt-broker {mqtt_broker} starts a stand-in, but GHGWATCH_MQTT__URL is set"
             f" ({settings.mqtt.url}); unset it or drop --mqtt-broker"
         )
-    mqtt_starter, on_amqtt = _mqtt_starter(data_dir / "mqtt", mqtt_broker)
+    if tls and settings.mqtt.url is not None:
+        raise ConfigurationError(
+            "--tls configures the embedded broker, but GHGWATCH_MQTT__URL is set"
+        )
+    tls_conf = _tls_conf(data_dir / "mqtt", notes) if tls else ""
+    mqtt_starter, on_amqtt = _mqtt_starter(data_dir / "mqtt", mqtt_broker, tls_conf)
     on_amqtt = on_amqtt and settings.mqtt.url is None
     stack.callback((data_dir / PIDS_FILE).unlink, missing_ok=True)
 
@@ -542,7 +568,9 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
         )
     await _stop_leftovers(settings.data_dir)
     async with AsyncExitStack() as stack:
-        resolved, embedded, notes = await _start_embedded(settings, stack, opts.mqtt_broker)
+        resolved, embedded, notes = await _start_embedded(
+            settings, stack, opts.mqtt_broker, opts.tls
+        )
         async with asyncio.timeout(MIGRATE_TIMEOUT_S):
             report = await migrate(resolved.db_url(), resolved.db)
         for line in report.lines():

@@ -8,7 +8,11 @@ What a message goes through, in order:
    everything), so a topic off the data scheme is dead-lettered, not lost. What ghgwatch
    itself publishes there (device status replies, alert topics) is acknowledged and skipped.
 2. :func:`wire.validate.validate_messages` accepts or rejects it, together with the other
-   messages taken in the same pass; it never raises.
+   messages taken in the same pass; it never raises. With ``ingest.require_registration``
+   an accepted message of a device that is not registered and enabled as that kind is
+   rejected as ``unregistered``, checked against a :class:`~registry.RegistryView` held in
+   memory (reloaded on change and every ``ingest.registry_refresh_s``; while the database
+   is down the last view is kept, and at start no message is read before a view exists).
 3. Accepted: its :class:`~wire.batch.ReadingBatch` is produced to ``kafka.readings_topic``
    keyed by ``device_id``. Rejected: a :class:`~wire.schemas.DeadLetterRecord` is produced to
    ``kafka.deadletter_topic`` and, when the topic names a device, a retained
@@ -51,8 +55,17 @@ from core.settings import Settings
 from ingest.exceptions import MqttUnavailable, SessionClosed
 from ingest.metrics import BridgeMetrics, BridgeStats
 from ingest.mqtt import RETAIN_HANDLING_NONE, InboundMessage, MqttSession, Subscription
-from wire.topics import DATA_CHANNEL, STATUS_CHANNEL
-from wire.validate import AcceptedMessage, EventMessage, RejectedMessage, Verdict, validate_messages
+from registry import RegistryView
+from wire.schemas import RejectReason
+from wire.topics import DATA_CHANNEL, STATUS_CHANNEL, parse_data_topic
+from wire.validate import (
+    AcceptedMessage,
+    EventMessage,
+    RejectedMessage,
+    Verdict,
+    reject_message,
+    validate_messages,
+)
 
 __all__ = [
     "DRAIN_TIMEOUT_S",
@@ -279,6 +292,12 @@ class Bridge:
         self._producer: RecordProducer | None = None
         self._session: MqttSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # ingest.require_registration: a cached registry view, no database trip per message
+        self._registry = (
+            RegistryView(settings.db_url(), settings.ingest.registry_refresh_s)
+            if settings.ingest.require_registration
+            else None
+        )
 
     def stats(self) -> BridgeStats:
         """What the bridge has done so far (safe to call while it runs)."""
@@ -348,6 +367,10 @@ class Bridge:
                 if producer is None:
                     return self.stats()
                 stack.push_async_callback(producer.stop, PRODUCER_STOP_TIMEOUT_S)
+                if self._registry is not None:
+                    # no message is read before the bridge knows who is registered
+                    await self._registry.start(cfg.ingest.registry_start_timeout_s)
+                    stack.push_async_callback(self._registry.close)
                 session = MqttSession(
                     cfg.mqtt,
                     cfg.mqtt_url(),
@@ -468,6 +491,8 @@ class Bridge:
             verdicts = validate_messages(
                 [(m.topic, m.payload, m.received_at) for m in batch], root=self._root
             )
+            if self._registry is not None:
+                verdicts = self._admit(self._registry, batch, verdicts)
             outgoing = [self._handle(m, v) for m, v in zip(batch, verdicts, strict=True)]
             if outgoing:
                 await self._produce(outgoing)
@@ -475,6 +500,36 @@ class Bridge:
                 return
             # Let the MQTT socket reader and the Kafka sender run between batches.
             await asyncio.sleep(0)
+
+    def _admit(
+        self,
+        registry: RegistryView,
+        batch: list[InboundMessage],
+        verdicts: list[Verdict],
+    ) -> list[Verdict]:
+        """Accepted messages (and last wills) of devices not registered and enabled become
+        ``unregistered``."""
+        out: list[Verdict] = []
+        for message, verdict in zip(batch, verdicts, strict=True):
+            if isinstance(verdict, AcceptedMessage | EventMessage):
+                device = parse_data_topic(message.topic, self._root)
+                if device is not None and not registry.admits(device.device_id, device.kind):
+                    known = registry.record(device.device_id)
+                    why = (
+                        "device not registered"
+                        if known is None
+                        else "device disabled in the registry"
+                        if not known.enabled
+                        else f"device registered as {known.kind.value}, not {device.kind.value}"
+                    )
+                    out.append(reject_message(
+                        message.topic, message.payload, message.received_at, device,
+                        RejectReason.UNREGISTERED,
+                        f"{why}; ask the operator to register it (ghgwatch stations add)",
+                    ))  # fmt: skip
+                    continue
+            out.append(verdict)
+        return out
 
     def _skip_own(self, batch: list[InboundMessage]) -> list[InboundMessage]:
         """Settle what ghgwatch itself published (status replies, alerts); keep the rest.

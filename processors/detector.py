@@ -45,6 +45,13 @@ after an outage of the detector, only starts the device's clock). Devices known 
 warm-up are timed from the restart, so a backlog never pages every device at once; a
 ``no_data`` stored open before a restart is continued, and cleared by the device's next
 reading.
+
+Site data comes from the device registry (:class:`~registry.view.RegistryView`, refreshed
+on change): a registered mine sensor's location class sets its methane levels (over the
+class its messages name), and a registered CEMS unit's benchmark class and site pressure (or
+altitude) are used for its intensity and for minutes without a barometric reading. Nothing
+is guessed from device names. Streams keep the levels they were registered with until the
+detector restarts; a CEMS unit's site data changes at once.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ from adapters import (
     started_client,
     wait_for_database,
 )
-from core.errors import TransientError
+from core.errors import FatalError, TransientError
 from core.settings import Settings
 from processors.detection import (
     KIND_NAMES,
@@ -88,7 +95,8 @@ from processors.detection import (
 from processors.detection.liveness import DEVICE_METRIC, LivenessTracker
 from processors.detector_metrics import DetectorMetrics
 from processors.storage import RESTART_CLOSED, RESTART_DUPLICATE, DetectionStore
-from wire import ReadingBatch, ReadingFrame
+from registry import RegistryView
+from wire import ReadingBatch, ReadingFrame, SourceKind
 from wire.events import DetectionRecord, DetectionState, DeviceEvent, DeviceEventRecord
 
 __all__ = ["DetectorService", "DetectorStats"]
@@ -172,6 +180,9 @@ class DetectorService(ConsumerService):
         self._next_check_s = 0.0
         self._store: DetectionStore | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.registry = RegistryView(
+            settings.db_url(), settings.ingest.registry_refresh_s, on_change=self._sites_changed
+        )
         self._loop = ConsumerLoop(
             settings,
             self._cfg,
@@ -268,6 +279,12 @@ class DetectorService(ConsumerService):
             await wait_for_database(s.db_url(), start_wait_s(s.db.start_timeout_s, timeout_s))
             async with AsyncExitStack() as stack:
                 self._store = await stack.enter_async_context(DetectionStore(s.db_url(), s.db))
+                try:
+                    await self.registry.start(s.db.start_timeout_s)
+                    stack.push_async_callback(self.registry.close)
+                except FatalError as exc:
+                    log.warning("device registry not read; location classes from messages only",
+                                error=str(exc))  # fmt: skip
                 self._producer = await stack.enter_async_context(self._open_producer())
                 await self._loop.run(stop, max_items=max_readings, timeout_s=timeout_s)
         finally:
@@ -361,12 +378,25 @@ class DetectorService(ConsumerService):
             devices,
         )
 
+    def _sites_changed(self, view: RegistryView) -> None:
+        """The registry changed: hand CEMS units their benchmark class and site pressure."""
+        for rec in view.records.values():
+            if rec.kind is SourceKind.CEMS:
+                self.engine.cems.set_site(rec.device_id, rec.cems_class, rec.baro_pressure_pa())
+
     def _stream_of(self, batch: ReadingBatch, metric: str) -> int:
-        """The engine's stream of (device, metric), registered on first sight."""
+        """The engine's stream of (device, metric), registered on first sight.
+
+        A registered device's location class is the registry's; an unregistered one's is
+        what its messages name.
+        """
         h = batch.header
         sid = self.engine.streams.get(h.device_id, metric)
         if sid is None:
-            loc = h.location.value if h.location is not None else None
+            known = self.registry.record(h.device_id)
+            location = known.location_class if known is not None else None
+            location = location if location is not None else h.location
+            loc = location.value if location is not None else None
             sid = self.engine.register(h.device_id, metric, parse_kind(h.kind.value), loc)
             self._dev_streams.setdefault(h.device_id, []).append(sid)
         return sid

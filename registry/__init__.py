@@ -2,4 +2,73 @@
 
 Below the services (the bridge, the HJ 212 gateway and the detection service read it) and
 above the adapters.
+
+The gateway and other services look devices up through :class:`registry.store.RegistryStore`
+(``get``, ``by_mn``) and check HJ 212 passwords with
+:func:`registry.credentials.verify_password`; the bridge and the detector read the cached
+:class:`registry.view.RegistryView`.
 """
+
+from registry.acl import ADMIN_ROLE, BRIDGE_ROLE, NOTIFIER_ROLE
+from registry.brokerconf import TlsFiles, auth_lines, find_dynsec_plugin, tls_listener_lines
+from registry.certs import CertFiles, make_client_cert, make_dev_ca, make_server_cert
+from registry.credentials import (
+    generate_password,
+    hash_password,
+    mosquitto_password_line,
+    verify_password,
+)
+from registry.dynsec import DynsecClient, DynsecError, initial_config
+from registry.files import acl_file_text, write_private
+from registry.importer import ImportRow, parse_csv, parse_units
+from registry.models import DeviceRecord, mqtt_username
+from registry.onboard import (
+    BrokerApplier,
+    DynsecApplier,
+    FilesApplier,
+    ImportReport,
+    Issued,
+    NoBroker,
+    Onboarding,
+)
+from registry.store import DeviceExists, RegistryStore, UnknownDevice
+from registry.view import RegistryView
+
+__all__ = [
+    "ADMIN_ROLE",
+    "BRIDGE_ROLE",
+    "NOTIFIER_ROLE",
+    "BrokerApplier",
+    "CertFiles",
+    "DeviceExists",
+    "DeviceRecord",
+    "DynsecApplier",
+    "DynsecClient",
+    "DynsecError",
+    "FilesApplier",
+    "ImportReport",
+    "ImportRow",
+    "Issued",
+    "NoBroker",
+    "Onboarding",
+    "RegistryStore",
+    "RegistryView",
+    "TlsFiles",
+    "UnknownDevice",
+    "acl_file_text",
+    "auth_lines",
+    "find_dynsec_plugin",
+    "generate_password",
+    "hash_password",
+    "initial_config",
+    "make_client_cert",
+    "make_dev_ca",
+    "make_server_cert",
+    "mosquitto_password_line",
+    "mqtt_username",
+    "parse_csv",
+    "parse_units",
+    "tls_listener_lines",
+    "verify_password",
+    "write_private",
+]

@@ -14,6 +14,7 @@ PACKAGES = [
     "core",
     "wire",
     "adapters",
+    "registry",
     "ghgwatch",
     "dashboards",
     "ingest",

@@ -96,13 +96,21 @@ class Flag(StrEnum):
 
 
 class MineLocation(StrEnum):
-    """Coal-mine CH4 sensor location classes (Coal Mine Safety Regulations 2022, AQ 1029)."""
+    """Coal-mine CH4 sensor location classes (Coal Mine Safety Regulations 2022, art. 498
+    table of methane sensors; AQ 1029): T0-T8 at a longwall face and the return airways.
+
+    The levels of each class are :func:`core.settings.DetectionSettings.mine_levels`.
+    """
 
     UPPER_CORNER = "T0"
     WORKING_FACE = "T1"
     FACE_RETURN = "T2"
     INTAKE_HIGH_GAS = "T3"
+    SERIAL_INTAKE = "T4"
+    DRAINAGE_FACE = "T5"
+    DRAINAGE_FACE_RETURN = "T6"
     DRAINAGE = "T7"
+    DRAINAGE_MIXED_RETURN = "T8"
     MAIN_RETURN = "main_return"
     WING_RETURN = "wing_return"
     OTHER = "other"
@@ -121,6 +129,7 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     ANCIENT_TIMESTAMP = "ancient_timestamp"
     MISSING_LOCATION = "missing_location"
+    UNREGISTERED = "unregistered"
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ __all__ = [
     "EventMessage",
     "RejectedMessage",
     "Verdict",
+    "reject_message",
     "validate_message",
     "validate_messages",
 ]
@@ -244,6 +245,19 @@ def _reject(
         payload_b64=base64.b64encode(payload).decode("ascii"),
     )
     return RejectedMessage(record, device)
+
+
+def reject_message(
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    device: DeviceRef | None,
+    reason: RejectReason,
+    detail: str,
+) -> RejectedMessage:
+    """A rejection decided outside validation (e.g. the bridge's registry check), built like
+    every other: the payload bounded, the topic and detail made storable."""
+    return _reject(topic, payload, received_at, device, reason, detail)
 
 
 def _describe(exc: ValidationError) -> tuple[RejectReason, str]:

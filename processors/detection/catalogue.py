@@ -106,7 +106,7 @@ _CITY_METRICS = frozenset(
     }
 )
 _MINE_METRICS = frozenset({"ch4_pct_vol", "co_ppm", "air_velocity_m_s"})
-_LOCATION_RE = re.compile(r"^(t[0-37])(?:[-_]|$)")
+_LOCATION_RE = re.compile(r"^(t[0-8])(?:[-_]|$)")
 
 
 def parse_kind(text: str) -> Kind:

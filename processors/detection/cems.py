@@ -128,6 +128,35 @@ class CemsAggregator:
         self.site_baro_pa: F64 = np.zeros(0)  # NaN: no configured pressure or altitude
         self.wet_basis: BOOL = np.zeros(0, bool)
         self.aux_frac: F64 = np.zeros(0)
+        # per unit, from the device registry: benchmark class and site barometric pressure,
+        # overriding the settings' values for that unit (None: the settings' value)
+        self._site: dict[str, tuple[str | None, float | None]] = {}
+
+    def set_site(self, name: str, unit_class: str | None, baro_pa: float | None) -> None:
+        """A unit's benchmark class and site pressure (from the registry); None: settings'."""
+        self._site[name] = (unit_class, baro_pa)
+        u = self._units.get(name)
+        if u is not None:
+            self._apply_site(name, u)
+
+    def _apply_site(self, name: str, u: int) -> None:
+        """Benchmark, site pressure, analyser basis and auxiliary rate of unit ``u``: the
+        registry's class and pressure where it has them, else the settings' (``cems_site``)."""
+        reg_class, reg_baro = self._site.get(name, (None, None))
+        site = self.cfg.cems_site(name)
+        cls = reg_class or site.unit_class
+        bench = self.cfg.cems_benchmarks_g_sce_kwh.get(cls) if cls else None
+        self.bench_g_kwh[u] = np.nan if bench is None else bench * self.cfg.co2_t_per_t_sce
+        if reg_baro is not None:
+            self.site_baro_pa[u] = reg_baro
+        elif site.baro_pa is not None:
+            self.site_baro_pa[u] = site.baro_pa
+        elif site.altitude_m is not None:
+            self.site_baro_pa[u] = float(pressure_at_altitude_pa(site.altitude_m))
+        else:
+            self.site_baro_pa[u] = np.nan
+        self.wet_basis[u] = site.co2_basis == "wet"
+        self.aux_frac[u] = site.aux_power_frac
 
     def _unit(self, name: str) -> int:
         u = self._units.get(name)
@@ -138,18 +167,7 @@ class CemsAggregator:
             self._grow(max(64, 2 * self._cap))
         self._units[name] = u
         self._names.append(name)
-        site = self.cfg.cems_site(name)
-        cls = site.unit_class
-        bench = self.cfg.cems_benchmarks_g_sce_kwh.get(cls) if cls else None
-        self.bench_g_kwh[u] = np.nan if bench is None else bench * self.cfg.co2_t_per_t_sce
-        if site.baro_pa is not None:
-            self.site_baro_pa[u] = site.baro_pa
-        elif site.altitude_m is not None:
-            self.site_baro_pa[u] = float(pressure_at_altitude_pa(site.altitude_m))
-        else:
-            self.site_baro_pa[u] = np.nan
-        self.wet_basis[u] = site.co2_basis == "wet"
-        self.aux_frac[u] = site.aux_power_frac
+        self._apply_site(name, u)
         return u
 
     def _grow(self, cap: int) -> None:

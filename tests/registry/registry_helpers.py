@@ -1,0 +1,57 @@
+"""Helpers for the registry tests: a private Mosquitto configured by the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ghgwatch.embedded import ManagedProcess, mosquitto_binary
+from registry.brokerconf import find_dynsec_plugin
+from registry.dynsec import DynsecClient
+
+ROOT = "ghg/v1"
+ALERTS_ROOT = "ghg/v1/alerts"
+BRIDGE_USER = "ghgwatch-bridge"
+NOTIFIER_USER = "ghgwatch-notifier"
+ADMIN_USER = "ghgwatch-admin"
+
+needs_dynsec = pytest.mark.skipif(
+    mosquitto_binary() is None or find_dynsec_plugin() is None,
+    reason="mosquitto with the dynamic-security plugin is not installed",
+)
+
+
+@dataclass
+class Broker:
+    """A running private broker and the service passwords it was made with."""
+
+    proc: ManagedProcess
+    port: int
+    passwords: dict[str, str]
+    tls_port: int | None = None
+
+    def dynsec(self) -> DynsecClient:
+        """An admin client for its dynamic-security API."""
+        return DynsecClient(
+            f"mqtt://127.0.0.1:{self.port}", ADMIN_USER, self.passwords[ADMIN_USER], ROOT
+        )
+
+
+def broker_conf(port: int, data: Path, auth: str, extra: str) -> str:
+    return (
+        f"per_listener_settings false\nlistener {port} 127.0.0.1\n{extra}\n{auth}"
+        f"persistence false\npersistence_location {data}/\nuser root\n"
+        "log_dest stderr\nlog_type all\n"
+    )
+
+
+async def start_broker(tmp: Path, conf: str, port: int) -> ManagedProcess:
+    binary = mosquitto_binary()
+    assert binary is not None
+    (tmp / "mosquitto.conf").write_text(conf)
+    return await ManagedProcess(
+        "mosquitto", [binary, "-c", str(tmp / "mosquitto.conf")], "127.0.0.1", port,
+        tmp / "mosquitto.log",
+    ).start()  # fmt: skip
