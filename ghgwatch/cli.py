@@ -19,6 +19,7 @@ from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
+from ghgwatch.stack import Service, resolve, resolve_settings, set_current_settings
 from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
 from ingest import Bridge
@@ -45,6 +46,8 @@ db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 _STATE: dict[str, Settings] = {}
+# Boolean flags take no value; an empty metavar keeps typer's help from showing "<bool>".
+_FLAG = ""
 
 
 @app.callback()
@@ -71,10 +74,16 @@ def _root(
         settings = settings.model_copy(update={"log": log})
     configure_logging(settings.log)
     _STATE["settings"] = settings
+    set_current_settings(settings)
 
 
 def _settings() -> Settings:
     return _STATE["settings"]
+
+
+def _live(*uses: Service) -> Settings:
+    """The settings with a running `up`'s endpoints overlaid; names the services on stderr."""
+    return resolve_settings(_settings(), uses=uses)
 
 
 def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
@@ -108,7 +117,7 @@ def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
 def db_migrate() -> None:
     """Create or upgrade the schema (idempotent; uses TimescaleDB features when present)."""
 
-    settings = _settings()
+    settings = _live("db")
 
     async def main_fn(_stop: asyncio.Event) -> None:
         report = await migrate(settings.db_url(), settings.db)
@@ -125,7 +134,7 @@ def bridge(
 ) -> None:
     """Run the MQTT -> Kafka bridge (validate, produce, dead-letter, tell devices)."""
 
-    settings = _settings()
+    settings = _live("mqtt", "kafka")
 
     async def main_fn(stop: asyncio.Event) -> None:
         await Bridge(settings).run(stop=stop, max_messages=max_messages, timeout_s=timeout_s)
@@ -140,7 +149,7 @@ def processor(
 ) -> None:
     """Run the Kafka -> database processor (exactly-once storage of readings, dead letters)."""
 
-    settings = _settings()
+    settings = _live("kafka", "db")
 
     async def main_fn(stop: asyncio.Event) -> None:
         await Processor(settings).run(stop=stop, max_readings=max_readings, timeout_s=timeout_s)
@@ -159,14 +168,28 @@ def simulate(
     ] = None,
     duration_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     messages: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
-    batch: Annotated[bool, typer.Option(help="Send each device's channels as one batch.")] = True,
+    batch: Annotated[
+        bool, typer.Option(help="Send each device's channels as one batch.", metavar=_FLAG)
+    ] = True,
     invalid_rate: Annotated[float, typer.Option(help="Fraction of malformed payloads.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
-    progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress display.", metavar=_FLAG)] = True,
 ) -> None:
     """Publish realistic readings for city stations, CEMS units and mine sensors."""
 
-    settings = _settings()
+    found = resolve(_settings())
+    typer.echo(found.describe(("mqtt",)), err=True)
+    if found.up is None and found.settings.mqtt.url is None:
+        # Publishing to whatever listens on 1883 "works" while nothing reaches ghgwatch.
+        typer.secho(
+            "error: no mqtt.url configured and no `ghgwatch up` running with data dir"
+            f" {found.settings.data_dir}: start `ghgwatch up` first (in this folder), or set"
+            " GHGWATCH_MQTT__URL to the broker your bridge reads",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    settings = found.settings
     cfg = SimulationConfig.from_cli(
         kinds=kinds,
         devices_per_kind=devices,
@@ -188,7 +211,9 @@ def simulate(
 
 @app.command()
 def up(
-    simulate: Annotated[bool, typer.Option("--simulate", help="Also run the simulator.")] = False,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Also run the simulator.", metavar=_FLAG)
+    ] = False,
     devices: Annotated[int, typer.Option(help="Simulated devices per kind.")] = 5,
     invalid_rate: Annotated[float, typer.Option(help="Simulated malformed fraction.")] = 0.01,
     events_every_s: Annotated[
@@ -200,7 +225,7 @@ def up(
         ),
     ] = DEFAULT_EVENTS_EVERY_S,
     no_events: Annotated[
-        bool, typer.Option("--no-events", help="With --simulate: inject no events.")
+        bool, typer.Option("--no-events", help="With --simulate: inject no events.", metavar=_FLAG)
     ] = False,
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     mqtt_broker: Annotated[
@@ -231,11 +256,14 @@ def up(
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output.", metavar=_FLAG)
+    ] = False,
 ) -> None:
     """Readings per source kind, last-seen per device, dead letters by reason, consumer lag."""
 
     settings = _settings()
+    typer.echo(resolve(settings).describe(("db", "kafka")), err=True)
 
     async def main_fn(_stop: asyncio.Event) -> None:
         report = await collect_status(settings)
@@ -270,7 +298,7 @@ def alert_service(
 ) -> None:
     """Run the alert service (detections -> alerts -> notifications, escalation, resolve)."""
 
-    settings = _settings()
+    settings = _live("kafka", "db", "mqtt")
 
     async def main_fn(stop: asyncio.Event) -> None:
         await AlertService(settings).run(
@@ -287,7 +315,7 @@ def api(
 ) -> None:
     """Serve the on-call HTTP API (OpenAPI docs at /docs; bearer tokens: alerts.api_tokens)."""
 
-    settings = _settings()
+    settings = _live("db")
 
     async def main_fn(stop: asyncio.Event) -> None:
         await AlertApi(settings, port=port).run(stop=stop, timeout_s=timeout_s)
@@ -297,12 +325,12 @@ def api(
 
 alerts_app = typer.Typer(help="On-call: list, show, ack, resolve, silence.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
-_JSON_OPT = typer.Option("--json", help="Machine-readable output.")
+_JSON_OPT = typer.Option("--json", help="Machine-readable output.", metavar=_FLAG)
 
 
 def _alerts(action: str, as_json: bool, **kw: object) -> None:
 
-    settings = _settings()
+    settings = _live("db")
     if "by" in kw and kw["by"] is None:
         kw["by"] = getpass.getuser()
 
@@ -315,7 +343,9 @@ def _alerts(action: str, as_json: bool, **kw: object) -> None:
 @alerts_app.command("list")
 def alerts_list(
     state: Annotated[str | None, typer.Option(help="open, acknowledged or resolved.")] = None,
-    show_all: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Include resolved alerts.", metavar=_FLAG)
+    ] = False,
     severity: Annotated[str | None, typer.Option(help="info/maintenance/warning/critical.")] = None,
     network: Annotated[str | None, typer.Option()] = None,
     site: Annotated[str | None, typer.Option()] = None,
@@ -385,7 +415,7 @@ def detector(
 ) -> None:
     """Run the detector (readings topic -> detections table and topic)."""
 
-    settings = _settings()
+    settings = _live("kafka", "db")
 
     async def main_fn(stop: asyncio.Event) -> None:
         svc = DetectorService(settings)
@@ -399,7 +429,8 @@ def replay(
     readings: Annotated[Path, typer.Argument(help="Long-format CSV: time,device_id,metric,value")],
     out: Annotated[Path | None, typer.Option(help="Detections CSV (one row per onset).")] = None,
     kind: Annotated[
-        str | None, typer.Option(help="city, cems, mine, leak_monitor or generic.")
+        str | None,
+        typer.Option(help="city, cems, mine, leak (topic kinds; also leak_monitor) or generic."),
     ] = None,
     labels: Annotated[
         Path | None, typer.Option(help="Labels CSV (device_id,start,end) to score.")
