@@ -19,6 +19,7 @@ from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
+from ghgwatch.grafana_push import push_to_grafana
 from ghgwatch.stack import Service, resolve, resolve_settings, set_current_settings
 from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
@@ -289,6 +290,45 @@ def grafana_export(
 
     for path in export_dashboards(out_dir, _settings().detection):
         typer.echo(f"wrote {path}")
+
+
+@grafana_app.command("push")
+def grafana_push(
+    grafana_url: Annotated[
+        str | None, typer.Option(help="Grafana's base URL (default: alerts.grafana_url).")
+    ] = None,
+    datasource_host: Annotated[
+        str | None,
+        typer.Option(help="host:port of the database as Grafana reaches it (default: the URL's)."),
+    ] = None,
+    prometheus_url: Annotated[
+        str | None, typer.Option(help="Also push the Prometheus datasource, pointed here.")
+    ] = None,
+) -> None:
+    """Upload the datasources and every dashboard to a running Grafana (grafana-client)."""
+    settings = _live("db")
+    url = grafana_url or settings.alerts.grafana_url
+    if not url:
+        raise typer.BadParameter(
+            "no Grafana URL: give --grafana-url or set alerts.grafana_url",
+            param_hint="--grafana-url",
+        )
+    token = settings.alerts.grafana_token
+    try:
+        report = push_to_grafana(
+            url,
+            token.get_secret_value() if token else None,
+            settings.db_url(),
+            datasource_host=datasource_host,
+            prometheus_url=prometheus_url,
+            detection=settings.detection,
+        )
+    except GhgwatchError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"pushed to {report.grafana_url}")
+    for line in report.lines():
+        typer.echo(f"  {line}")
 
 
 @app.command("alert-service")
