@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -287,6 +288,30 @@ async def test_up_with_nothing_configured_is_found_by_every_command_and_keeps_it
             return bool(report["readings_total"] >= 1)
 
         await _wait_for(stored, "the mosquitto_pub reading in the database")
+
+        # The README's device example, as written (less the endless mosquitto_sub), works
+        # against this `up` although 1883 is taken here by another broker.
+        readme = (Path(__file__).parents[2] / "README.md").read_text()
+        [example] = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "ports.json" in b]
+        script = example.split("\nmosquitto_sub", 1)[0]
+        await asyncio.sleep(1.1)  # a new second: the reading's ts differs from the first one
+        ran = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", script], cwd=tmp_path, capture_output=True, timeout=30
+        )
+        assert ran.returncode == 0, ran.stderr
+
+        async def stored_twice() -> bool:
+            conn = await asyncpg.connect(found["db_url"])
+            try:
+                n = await conn.fetchval(
+                    "SELECT readings_count FROM devices"
+                    " WHERE device_id = 'ordos-coal/buertai/t1-0302'"
+                )
+            finally:
+                await conn.close()
+            return bool(n and n >= 2)
+
+        await _wait_for(stored_twice, "the README example's reading in the database")
 
         migrated = await _cli(tmp_path, "db", "migrate")
         assert migrated.returncode == 0, migrated.stderr.decode()[-3000:]
