@@ -9,12 +9,16 @@ What it does, in order:
    ``UpOptions.mqtt_broker`` asks for it). amqtt speaks MQTT 3.1.1 only and has no shared
    subscriptions, so on amqtt the services run with ``mqtt.protocol = "3.1.1"`` and an empty
    ``mqtt.share_group`` (a plain subscription), and the summary says so.
-2. Migrate the database, pick the Prometheus ports (free ones when the configured ones are
-   taken; the bridge and the processor serve their own endpoints), write
-   ``data_dir/endpoints.json`` so ``ghgwatch status`` in another terminal finds everything,
-   and print where everything is.
+2. Migrate the database, pick the Prometheus and on-call API ports (free ones when the
+   configured ones are taken; every port a stand-in or service falls back to is kept in
+   ``data_dir/ports.json`` and taken again by the next ``up``), make the development API
+   token (``data_dir/api-token``) when no ``alerts.api_tokens`` are configured, and write
+   ``data_dir/endpoints.json`` so every other command finds everything
+   (:mod:`ghgwatch.stack`).
 3. Run the processor, the alert service and its on-call API, the detector, the bridge and
-   (``--simulate``) the simulator as tasks in this process. The simulator injects an event
+   (``--simulate``, once the bridge has subscribed) the simulator as tasks in this process,
+   then print where everything is, with the token and a ``mosquitto_pub`` line for the
+   broker's real port. The simulator injects an event
    (a mine gas release, a sensor fault, a silent device: :mod:`sensors_sim.events`) every
    ``UpOptions.events_every_s`` unless that is None (``--no-events``), and a console line
    is printed for every alert that opens, escalates, is acknowledged, clears or resolves
