@@ -246,6 +246,7 @@ def _keep_ports(data_dir: Path, ports: dict[str, int]) -> None:
     """Record the chosen ports (merged with the kept ones) for the next ``up``."""
     kept = _load_ports(data_dir)
     kept.update(ports)
+    data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / PORTS_FILE).write_text(json.dumps(kept, indent=2, sort_keys=True))
 
 
