@@ -107,9 +107,9 @@ class _ClearStatus:
 _CLEAR = _ClearStatus()
 _DATA_SUFFIX = "/" + DATA_CHANNEL
 _Reply = RejectedMessage | _ClearStatus
-# Status topics known to hold no retained rejection, so a valid message sends nothing; past
-# this many the set starts afresh.
-STATUS_CLEAN_DEVICES_MAX = 100_000
+# Status topics holding a rejection this bridge retained, cleared by the device's next valid
+# message; past this many devices further ones are not tracked (their rejection stays).
+STATUS_FLAGGED_MAX = 100_000
 
 
 class _StatusBoard:
@@ -122,11 +122,11 @@ class _StatusBoard:
     published, so a coalesced one costs nothing.
     """
 
-    __slots__ = ("_busy", "_clean", "_pending", "_ready", "_wake", "coalesced", "dropped")
+    __slots__ = ("_busy", "_flagged", "_pending", "_ready", "_wake", "coalesced", "dropped")
 
     def __init__(self) -> None:
         self._pending: dict[str, deque[_Reply]] = {}
-        self._clean: set[str] = set()
+        self._flagged: set[str] = set()
         self._ready: deque[str] = deque()
         self._busy: set[str] = set()
         self._wake = asyncio.Event()
@@ -134,22 +134,22 @@ class _StatusBoard:
         self.dropped = 0
 
     def valid(self, topic: str) -> None:
-        """The device sent valid data: clear its retained rejection, once, if it may have one.
+        """The device sent valid data: clear the rejection this bridge retained for it, once.
 
-        A topic this bridge has not seen valid data for since it started may hold a rejection
-        retained by an earlier run or by another bridge of the group, so it is cleared too.
+        Only rejections this bridge process published are known (a healthy device costs one
+        set lookup and no publish); one retained by an earlier run or another bridge of the
+        group stays until this bridge rejects and then accepts that device, or it is
+        replaced by the next rejection.
         """
-        if topic in self._clean:
+        if topic not in self._flagged:
             return
-        if len(self._clean) >= STATUS_CLEAN_DEVICES_MAX:
-            self._clean.clear()  # bounded: each device is cleared once more, nothing is missed
-        self._clean.add(topic)
+        self._flagged.discard(topic)
         self.put(topic, _CLEAR)
 
     def put(self, topic: str, result: _Reply) -> None:
         """Queue a reply for the device whose status topic is ``topic``."""
-        if isinstance(result, RejectedMessage):
-            self._clean.discard(topic)
+        if isinstance(result, RejectedMessage) and len(self._flagged) < STATUS_FLAGGED_MAX:
+            self._flagged.add(topic)
         queue = self._pending.get(topic)
         if queue is None:
             if len(self._pending) >= STATUS_PENDING_DEVICES_MAX:
