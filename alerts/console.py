@@ -14,25 +14,39 @@ from alerts.models import AlertDetail, AlertFilter, AlertView, SilenceView
 from alerts.store import AlertStore
 from core.settings import Settings
 
-__all__ = ["AlertConsole", "format_alert_line", "format_detail"]
+__all__ = ["AlertConsole", "format_alert_header", "format_alert_line", "format_detail"]
 
 Action = Literal["list", "show", "ack", "resolve", "silence"]
 
 
+_TIME_CHARS = len("2026-01-01 00:00:00 +08:00")
+
+
 def _local(at: datetime | None, tz: str) -> str:
+    """A time in ``tz`` with its UTC offset, so it reads unambiguously beside UTC ones."""
     if at is None:
-        return "-"
-    return at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
+        return "-".ljust(_TIME_CHARS)
+    local = at.astimezone(ZoneInfo(tz))
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M:%S} {offset[:3]}:{offset[3:]}"
+
+
+def format_alert_header(tz: str = "Asia/Shanghai") -> str:
+    """The column heads above :func:`format_alert_line` rows."""
+    return (
+        f"{'ALERT':<7} {'SEVERITY':<11} {'STATE':<12} {'STARTED (' + tz + ')':<{_TIME_CHARS}} "
+        "NETWORK/SITE DETECTOR DEVICE VALUE/THRESHOLD"
+    )
 
 
 def format_alert_line(a: AlertView, tz: str = "Asia/Shanghai") -> str:
-    """One line per alert for ``ghgwatch alerts list`` (local time)."""
+    """One line per alert for ``ghgwatch alerts list`` (time in ``tz``, with its offset)."""
     ack = f" ack:{a.acknowledged_by}" if a.acknowledged_by else ""
-    cond = "" if a.condition_active else " (cleared)"
+    cond = " (cleared)" if not a.condition_active else ""
     thr = f"/{a.threshold:g}" if a.threshold is not None else ""
     return (
-        f"#{a.alert_id:<6} {a.severity:<11} {a.state:<12}{cond} {_local(a.started_at, tz)} "
-        f"{a.network}/{a.site} {a.detector} {a.device_id} {a.value:g}{thr}{ack}"
+        f"#{a.alert_id:<6} {a.severity:<11} {a.state:<12} {_local(a.started_at, tz)} "
+        f"{a.network}/{a.site} {a.detector} {a.device_id} {a.value:g}{thr}{ack}{cond}"
     )
 
 
@@ -99,7 +113,8 @@ class AlertConsole:
                 except ValidationError as exc:
                     raise AlertError(f"bad filter: {exc.errors()[0]['msg']}") from exc
                 result = await store.reads.list_alerts(flt)
-                text = "\n".join(format_alert_line(a, tz) for a in result) or "no alerts"
+                rows = [format_alert_line(a, tz) for a in result]
+                text = "\n".join([format_alert_header(tz), *rows]) if rows else "no alerts"
             elif action == "show":
                 result = await store.reads.get_alert(kw["alert_id"])
                 text = format_detail(result, tz)

@@ -48,6 +48,9 @@ def _ms(msg: AlertMessage) -> tuple[int, int | None]:
 class GrafanaAnnotator:
     """Creates an annotation when an alert opens and turns it into a region when it ends.
 
+    The annotation belongs to the dashboard of the alert's kind (``grafana_dashboards``) and
+    carries :func:`annotation_tags`; every provisioned dashboard queries those tags.
+
     Args:
         cfg: the ``alerts`` section; needs ``grafana_url`` (``grafana_token`` for auth, or
             user:password in the URL).
@@ -64,6 +67,7 @@ class GrafanaAnnotator:
         )
         self._tz = cfg.timezone
         self._timeout_s = cfg.send_timeout_s
+        self._dashboards = dict(cfg.grafana_dashboards)
 
     def _call(self, msg: AlertMessage, annotation_id: int | None) -> dict[str, Any]:
         start, end = _ms(msg)
@@ -75,7 +79,17 @@ class GrafanaAnnotator:
                 annotation_id, time_from=start, time_to=end, tags=tags, text=text
             )
             return {"id": annotation_id, **result}
-        return dict(ann.add_annotation(time_from=start, time_to=end, tags=tags, text=text))
+        # Bound to the kind's dashboard (its built-in annotation query shows it on every
+        # panel); the tags let the other dashboards' tag queries show it too.
+        return dict(
+            ann.add_annotation(
+                dashboard_uid=self._dashboards.get(msg.kind),
+                time_from=start,
+                time_to=end,
+                tags=tags,
+                text=text,
+            )
+        )
 
     async def send(self, msg: AlertMessage, annotation_id: int | None) -> SendResult:
         """Create (opened) or close (resolved) the alert's annotation.

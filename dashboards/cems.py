@@ -6,17 +6,22 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash_b
 
+from core.settings import DetectionSettings
 from dashboards.panels import (
     READINGS_1M,
     VALID_HOUR_MINUTES,
     WEIGHTED_AVG,
     Board,
     DeviceFilter,
+    Line,
     device_levels,
     series_sql,
 )
 
-__all__ = ["cems_dashboard"]
+__all__ = ["INTENSITY_UNIT", "cems_dashboard"]
+
+# Grafana's custom-unit syntax: the number, then the unit.
+INTENSITY_UNIT = "suffix: g CO2/kWh"
 
 _DESCRIPTION = (
     "Coal-fired units reporting over their CEMS: unit load, flue-gas CO2 and flow, and"
@@ -32,8 +37,18 @@ _UNIT = "d.site || '/' || d.device"
 _DERIVED = "derived x JOIN devices d USING (device_id)"
 
 
-def cems_dashboard() -> dash_b.Dashboard:
+def _benchmark_lines(detection: DetectionSettings) -> list[Line]:
+    """Dashed lines at the benchmark intensities (g CO2/kWh) of the units' classes."""
+    table = detection.cems_benchmarks_g_sce_kwh
+    used = {c for c in detection.cems_unit_class.values() if c in table}
+    g_sce = sorted({table[c] for c in used}) or [min(table.values()), max(table.values())]
+    # g standard coal per kWh x t CO2 per t standard coal = g CO2 per kWh.
+    return [(None, "transparent"), *((g * detection.co2_t_per_t_sce, "orange") for g in g_sce)]
+
+
+def cems_dashboard(detection: DetectionSettings | None = None) -> dash_b.Dashboard:
     """The CEMS dashboard: per-unit channels, the engine's emission rates, detections."""
+    detection = detection if detection is not None else DetectionSettings()
     devices = DeviceFilter("cems", device_levels("Enterprise", "Plant", "Unit"))
     where = devices.where()
     b = Board(
@@ -43,6 +58,7 @@ def cems_dashboard() -> dash_b.Dashboard:
         ["cems"],
         devices,
     )
+    b.alert_annotations("kind:cems")
 
     def channel(metric: str) -> str:
         """A channel's 1-minute means per unit."""
@@ -123,9 +139,11 @@ def cems_dashboard() -> dash_b.Dashboard:
         "Hourly emission intensity (detection service)",
         "g CO2 per kWh generated, per unit and valid hour; compare with the benchmark of"
         " the unit's class (supply coal g/kWh × t CO2 per t standard coal, in the"
-        " detection settings).",
+        " detection settings). Dashed: the benchmarks of the classes the units are mapped to"
+        " (detection.cems_unit_class), or the lowest and highest class when none is mapped.",
         derived(_HOUR_INTENSITY, "intensity_g_kwh", "1h"),
-        unit="none",
+        unit=INTENSITY_UNIT,
+        lines=_benchmark_lines(detection),
     )
     b.detections()
     return b.dashboard

@@ -51,6 +51,7 @@ def city_dashboard() -> dash_b.Dashboard:
     b = Board(
         "ghgwatch-city", "City GHG concentrations (Baotou, Ordos)", _DESCRIPTION, ["city"], devices
     )
+    b.alert_annotations("kind:city")
     b.row("Now")
     b.stat(
         "CO2 per city, last 15 minutes",

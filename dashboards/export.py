@@ -8,11 +8,13 @@ from pathlib import Path
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from core.settings import DetectionSettings
+from dashboards.alerting import alerts_dashboard
 from dashboards.cems import cems_dashboard
 from dashboards.city import city_dashboard
 from dashboards.completeness import completeness_dashboard
 from dashboards.mine import mine_dashboard
 from dashboards.pipeline import pipeline_dashboard
+from dashboards.region import region_dashboard
 
 __all__ = ["DASHBOARD_UIDS", "build_dashboards", "dashboard_json", "export_dashboards"]
 
@@ -22,6 +24,8 @@ DASHBOARD_UIDS = (
     "ghgwatch-mine",
     "ghgwatch-completeness",
     "ghgwatch-pipeline",
+    "ghgwatch-region",
+    "ghgwatch-alerts",
 )
 
 
@@ -38,10 +42,12 @@ def build_dashboards(detection: DetectionSettings | None = None) -> dict[str, di
     det = detection if detection is not None else DetectionSettings()
     boards = [
         city_dashboard(),
-        cems_dashboard(),
+        cems_dashboard(det),
         mine_dashboard(det),
         completeness_dashboard(),
         pipeline_dashboard(),
+        region_dashboard(),
+        alerts_dashboard(),
     ]
     out: dict[str, dict[str, object]] = {}
     for board in boards:

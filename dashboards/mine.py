@@ -81,6 +81,7 @@ def mine_dashboard(detection: DetectionSettings) -> dash_b.Dashboard:
         unit="percent",
         lines=lines,
     )
+    b.alert_annotations("kind:mine")
     b.graph(
         "CH4 per sensor",
         "1-minute maximum CH4 per sensor.",

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash_b
+from grafana_foundation_sdk.builders import geomap as geomap_b
 from grafana_foundation_sdk.builders import prometheus as prom_b
 from grafana_foundation_sdk.builders import stat as stat_b
 from grafana_foundation_sdk.builders import table as table_b
@@ -27,6 +28,7 @@ from grafana_foundation_sdk.models import common as common_m
 from grafana_foundation_sdk.models import dashboard as dash_m
 
 __all__ = [
+    "ALERT_TAGS",
     "PG_DATASOURCE_UID",
     "PROMETHEUS_DATASOURCE_UID",
     "READINGS_1M",
@@ -49,6 +51,10 @@ PG_DATASOURCE_UID = "ghgwatch-pg"
 PROMETHEUS_DATASOURCE_UID = "ghgwatch-prom"
 _PG = dash_m.DataSourceRef(type_val="grafana-postgresql-datasource", uid=PG_DATASOURCE_UID)
 _PROM = dash_m.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_DATASOURCE_UID)
+_GRAFANA = dash_m.DataSourceRef(type_val="grafana", uid="-- Grafana --")
+# The tags every alert annotation carries (alerts.grafana.annotation_tags); a dashboard's
+# tag query shows them, narrowed by a tag of its own kind (``kind:mine``) when it has one.
+ALERT_TAGS = ("ghgwatch", "alert")
 # A device silent for longer than this is listed as silent (matches detection's gap default).
 SILENT_AFTER = "5 minutes"
 # HJ 76: an hour is valid with at least 45 valid minutes.
@@ -63,7 +69,7 @@ WEIGHTED_AVG = "sum(r.avg * r.count) / nullif(sum(r.count), 0)"
 
 Format = Literal["time_series", "table"]
 Line = tuple[float | None, str]
-_Panel = TypeVar("_Panel", ts_b.Panel, table_b.Panel, stat_b.Panel)
+_Panel = TypeVar("_Panel", ts_b.Panel, table_b.Panel, stat_b.Panel, geomap_b.Panel)
 
 
 class SqlTarget(cog_variants.Dataquery):
@@ -114,6 +120,14 @@ class _SqlAnnotationTarget(dash_m.AnnotationTarget):
 class _SqlAnnotation(cog_builder.Builder[dash_m.AnnotationTarget]):
     def __init__(self, raw_sql: str) -> None:
         self._target = _SqlAnnotationTarget(dedent_sql(raw_sql))
+
+    def build(self) -> dash_m.AnnotationTarget:
+        return self._target
+
+
+class _Fixed(cog_builder.Builder[dash_m.AnnotationTarget]):
+    def __init__(self, target: dash_m.AnnotationTarget) -> None:
+        self._target = target
 
     def build(self) -> dash_m.AnnotationTarget:
         return self._target
@@ -375,6 +389,79 @@ class Board:
                 .legend_format(legend)
             )
         self.dashboard = self.dashboard.with_panel(panel)
+
+    def geomap(
+        self, title: str, description: str, sql: str, *, center: tuple[float, float], zoom: float
+    ) -> None:
+        """Add a map with one marker per row at its ``latitude``/``longitude`` columns.
+
+        Args:
+            title: the panel title.
+            description: what it shows.
+            sql: a table query with ``latitude``, ``longitude`` and the columns the tooltip
+                shows; a ``reporting`` column colours the markers (0 red, more green).
+            center: (latitude, longitude) of the initial view.
+            zoom: the initial zoom level.
+        """
+        markers = (
+            common_b.MapLayerOptions()
+            .type("markers")
+            .name("Sites")
+            .tooltip(True)
+            .location(
+                common_b.FrameGeometrySource()
+                .mode(common_m.FrameGeometrySourceMode.COORDS)
+                .latitude("latitude")
+                .longitude("longitude")
+            )
+            .config(
+                {
+                    "showLegend": True,
+                    "style": {
+                        "color": {"field": "reporting", "fixed": "green"},
+                        "size": {"fixed": 8, "min": 4, "max": 16},
+                        "symbol": {"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
+                    },
+                }
+            )
+        )
+        panel = (
+            self._pg(geomap_b.Panel(), title, description, sql, "table")
+            .span(W_FULL)
+            .height(14)
+            # The SDK types lat, lon and zoom as int; Grafana stores them as numbers.
+            .view(
+                geomap_b.MapViewConfig()
+                .id("coords")
+                .lat(cast(int, center[0]))
+                .lon(cast(int, center[1]))
+                .zoom(cast(int, zoom))
+            )
+            .basemap(common_b.MapLayerOptions().type("default").name("Basemap"))
+            .layers([markers])
+            .thresholds(_thresholds([(None, "red"), (1, "green")]))
+        )
+        self.dashboard = self.dashboard.with_panel(panel)
+
+    def alert_annotations(self, *extra_tags: str) -> None:
+        """Show ghgwatch alerts (Grafana annotations the alert service writes) on every panel.
+
+        A tag query of Grafana's own annotation store: it matches the annotations that carry
+        all of :data:`ALERT_TAGS` and ``extra_tags``, whatever dashboard they were written to.
+        """
+        target = dash_m.AnnotationTarget(
+            limit=500, match_any=False, tags=[*ALERT_TAGS, *extra_tags], type_val="tags"
+        )
+        annotation = (
+            dash_b.AnnotationQuery()
+            .name("ghgwatch alerts")
+            .datasource(_GRAFANA)
+            .enable(True)
+            .icon_color("orange")
+            .type("tags")
+            .target(_Fixed(target))
+        )
+        self.dashboard = self.dashboard.annotation(annotation)
 
     def detections(self) -> None:
         """Overlay the selected devices' detections on every graph and list them in a table."""

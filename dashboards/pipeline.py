@@ -76,6 +76,18 @@ def pipeline_dashboard() -> dash_b.Dashboard:
         """,
         width=W_HALF,
     )
+    b.stat(
+        "Alert notifications by outcome",
+        "Rows of the alert outbox per status: pending and sending are on their way; failed"
+        " ones gave up after alerts.max_attempts.",
+        """
+        SELECT o.status, count(*) AS notifications
+        FROM alert_outbox o
+        GROUP BY 1 ORDER BY 1
+        """,
+        unit="none",
+        width=W_HALF,
+    )
     b.row("Bridge and broker (Prometheus)")
     b.prom_graph(
         "Bridge messages",
@@ -114,6 +126,34 @@ def pipeline_dashboard() -> dash_b.Dashboard:
                 "p99 ack latency (s)",
             ),
             ("sum(ghgwatch_bridge_in_flight_messages)", "in flight"),
+        ],
+        unit="short",
+    )
+    b.row("Consumers and outbox (Prometheus)")
+    b.prom_graph(
+        "Consumer lag",
+        "Records each consumer group has not consumed yet, per service and topic (high"
+        " watermark − position). A line that keeps rising: that service cannot keep up.",
+        [
+            (f"sum by (topic) (ghgwatch_{svc}_consumer_lag)", f"{svc} {{{{topic}}}}")
+            for svc in ("processor", "detector", "alerts")
+        ],
+        unit="short",
+    )
+    b.prom_graph(
+        "Alert outbox waiting",
+        "Outbox rows waiting to be sent or being sent (as of the alert service's last sweep),"
+        " and notifications sent and failed per second, by notifier.",
+        [
+            ("sum(ghgwatch_alerts_outbox_pending)", "waiting"),
+            (
+                "sum by (notifier) (rate(ghgwatch_alerts_notifications_sent_total[5m]))",
+                "sent {{notifier}}",
+            ),
+            (
+                "sum by (notifier) (rate(ghgwatch_alerts_notifications_failed_total[5m]))",
+                "failed {{notifier}}",
+            ),
         ],
         unit="short",
     )

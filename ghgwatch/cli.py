@@ -21,6 +21,8 @@ from core.settings import Settings, load_settings
 from dashboards import export_dashboards
 from ghgwatch.cli_certs import certs
 from ghgwatch.cli_stations import stations_app
+from ghgwatch.grafana_push import push_to_grafana
+from ghgwatch.stack import Service, resolve, resolve_settings, set_current_settings
 from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
 from ingest import Bridge
@@ -49,6 +51,8 @@ app.add_typer(stations_app, name="stations")
 app.command("certs")(certs)
 
 _STATE: dict[str, Settings] = {}
+# Boolean flags take no value; an empty metavar keeps typer's help from showing "<bool>".
+_FLAG = ""
 
 
 @app.callback()
@@ -75,10 +79,16 @@ def _root(
         settings = settings.model_copy(update={"log": log})
     configure_logging(settings.log)
     _STATE["settings"] = settings
+    set_current_settings(settings)
 
 
 def _settings() -> Settings:
     return _STATE["settings"]
+
+
+def _live(*uses: Service) -> Settings:
+    """The settings with a running `up`'s endpoints overlaid; names the services on stderr."""
+    return resolve_settings(_settings(), uses=uses)
 
 
 def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
@@ -112,7 +122,7 @@ def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
 def db_migrate() -> None:
     """Create or upgrade the schema (idempotent; uses TimescaleDB features when present)."""
 
-    settings = _settings()
+    settings = _live("db")
 
     async def main_fn(_stop: asyncio.Event) -> None:
         report = await migrate(settings.db_url(), settings.db)
@@ -129,7 +139,7 @@ def bridge(
 ) -> None:
     """Run the MQTT -> Kafka bridge (validate, produce, dead-letter, tell devices)."""
 
-    settings = _settings()
+    settings = _live("mqtt", "kafka")
 
     async def main_fn(stop: asyncio.Event) -> None:
         await Bridge(settings).run(stop=stop, max_messages=max_messages, timeout_s=timeout_s)
@@ -144,7 +154,7 @@ def processor(
 ) -> None:
     """Run the Kafka -> database processor (exactly-once storage of readings, dead letters)."""
 
-    settings = _settings()
+    settings = _live("kafka", "db")
 
     async def main_fn(stop: asyncio.Event) -> None:
         await Processor(settings).run(stop=stop, max_readings=max_readings, timeout_s=timeout_s)
@@ -163,14 +173,28 @@ def simulate(
     ] = None,
     duration_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     messages: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
-    batch: Annotated[bool, typer.Option(help="Send each device's channels as one batch.")] = True,
+    batch: Annotated[
+        bool, typer.Option(help="Send each device's channels as one batch.", metavar=_FLAG)
+    ] = True,
     invalid_rate: Annotated[float, typer.Option(help="Fraction of malformed payloads.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
-    progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress display.", metavar=_FLAG)] = True,
 ) -> None:
     """Publish realistic readings for city stations, CEMS units and mine sensors."""
 
-    settings = _settings()
+    found = resolve(_settings())
+    typer.echo(found.describe(("mqtt",)), err=True)
+    if found.up is None and found.settings.mqtt.url is None:
+        # Publishing to whatever listens on 1883 "works" while nothing reaches ghgwatch.
+        typer.secho(
+            "error: no mqtt.url configured and no `ghgwatch up` running with data dir"
+            f" {found.settings.data_dir}: start `ghgwatch up` first (in this folder), or set"
+            " GHGWATCH_MQTT__URL to the broker your bridge reads",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    settings = found.settings
     cfg = SimulationConfig.from_cli(
         kinds=kinds,
         devices_per_kind=devices,
@@ -192,7 +216,9 @@ def simulate(
 
 @app.command()
 def up(
-    simulate: Annotated[bool, typer.Option("--simulate", help="Also run the simulator.")] = False,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Also run the simulator.", metavar=_FLAG)
+    ] = False,
     devices: Annotated[int, typer.Option(help="Simulated devices per kind.")] = 5,
     invalid_rate: Annotated[float, typer.Option(help="Simulated malformed fraction.")] = 0.01,
     events_every_s: Annotated[
@@ -204,7 +230,7 @@ def up(
         ),
     ] = DEFAULT_EVENTS_EVERY_S,
     no_events: Annotated[
-        bool, typer.Option("--no-events", help="With --simulate: inject no events.")
+        bool, typer.Option("--no-events", help="With --simulate: inject no events.", metavar=_FLAG)
     ] = False,
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     mqtt_broker: Annotated[
@@ -239,11 +265,14 @@ def up(
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output.", metavar=_FLAG)
+    ] = False,
 ) -> None:
     """Readings per source kind, last-seen per device, dead letters by reason, consumer lag."""
 
     settings = _settings()
+    typer.echo(resolve(settings).describe(("db", "kafka")), err=True)
 
     async def main_fn(_stop: asyncio.Event) -> None:
         report = await collect_status(settings)
@@ -271,6 +300,45 @@ def grafana_export(
         typer.echo(f"wrote {path}")
 
 
+@grafana_app.command("push")
+def grafana_push(
+    grafana_url: Annotated[
+        str | None, typer.Option(help="Grafana's base URL (default: alerts.grafana_url).")
+    ] = None,
+    datasource_host: Annotated[
+        str | None,
+        typer.Option(help="host:port of the database as Grafana reaches it (default: the URL's)."),
+    ] = None,
+    prometheus_url: Annotated[
+        str | None, typer.Option(help="Also push the Prometheus datasource, pointed here.")
+    ] = None,
+) -> None:
+    """Upload the datasources and every dashboard to a running Grafana (grafana-client)."""
+    settings = _live("db")
+    url = grafana_url or settings.alerts.grafana_url
+    if not url:
+        raise typer.BadParameter(
+            "no Grafana URL: give --grafana-url or set alerts.grafana_url",
+            param_hint="--grafana-url",
+        )
+    token = settings.alerts.grafana_token
+    try:
+        report = push_to_grafana(
+            url,
+            token.get_secret_value() if token else None,
+            settings.db_url(),
+            datasource_host=datasource_host,
+            prometheus_url=prometheus_url,
+            detection=settings.detection,
+        )
+    except GhgwatchError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"pushed to {report.grafana_url}")
+    for line in report.lines():
+        typer.echo(f"  {line}")
+
+
 @app.command("alert-service")
 def alert_service(
     max_detections: Annotated[int | None, typer.Option(help="Stop after this many.")] = None,
@@ -278,7 +346,7 @@ def alert_service(
 ) -> None:
     """Run the alert service (detections -> alerts -> notifications, escalation, resolve)."""
 
-    settings = _settings()
+    settings = _live("kafka", "db", "mqtt")
 
     async def main_fn(stop: asyncio.Event) -> None:
         await AlertService(settings).run(
@@ -295,7 +363,7 @@ def api(
 ) -> None:
     """Serve the on-call HTTP API (OpenAPI docs at /docs; bearer tokens: alerts.api_tokens)."""
 
-    settings = _settings()
+    settings = _live("db")
 
     async def main_fn(stop: asyncio.Event) -> None:
         await AlertApi(settings, port=port).run(stop=stop, timeout_s=timeout_s)
@@ -305,12 +373,12 @@ def api(
 
 alerts_app = typer.Typer(help="On-call: list, show, ack, resolve, silence.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
-_JSON_OPT = typer.Option("--json", help="Machine-readable output.")
+_JSON_OPT = typer.Option("--json", help="Machine-readable output.", metavar=_FLAG)
 
 
 def _alerts(action: str, as_json: bool, **kw: object) -> None:
 
-    settings = _settings()
+    settings = _live("db")
     if "by" in kw and kw["by"] is None:
         kw["by"] = getpass.getuser()
 
@@ -323,7 +391,9 @@ def _alerts(action: str, as_json: bool, **kw: object) -> None:
 @alerts_app.command("list")
 def alerts_list(
     state: Annotated[str | None, typer.Option(help="open, acknowledged or resolved.")] = None,
-    show_all: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Include resolved alerts.", metavar=_FLAG)
+    ] = False,
     severity: Annotated[str | None, typer.Option(help="info/maintenance/warning/critical.")] = None,
     network: Annotated[str | None, typer.Option()] = None,
     site: Annotated[str | None, typer.Option()] = None,
@@ -393,7 +463,7 @@ def detector(
 ) -> None:
     """Run the detector (readings topic -> detections table and topic)."""
 
-    settings = _settings()
+    settings = _live("kafka", "db")
 
     async def main_fn(stop: asyncio.Event) -> None:
         svc = DetectorService(settings)
@@ -407,7 +477,8 @@ def replay(
     readings: Annotated[Path, typer.Argument(help="Long-format CSV: time,device_id,metric,value")],
     out: Annotated[Path | None, typer.Option(help="Detections CSV (one row per onset).")] = None,
     kind: Annotated[
-        str | None, typer.Option(help="city, cems, mine, leak_monitor or generic.")
+        str | None,
+        typer.Option(help="city, cems, mine, leak (topic kinds; also leak_monitor) or generic."),
     ] = None,
     labels: Annotated[
         Path | None, typer.Option(help="Labels CSV (device_id,start,end) to score.")

@@ -16,11 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters import client_options
-from adapters.ports import pid_alive
 from core.errors import GhgwatchError, TransientError
 from core.settings import Settings
 from ghgwatch.probes import DbSnapshot, PartitionOffsets, fetch_db_snapshot, fetch_group_offsets
-from ghgwatch.up import read_endpoints
+from ghgwatch.stack import resolve
 
 __all__ = [
     "DEVICE_LIMIT",
@@ -105,23 +104,6 @@ class StatusReport(_Model):
     lag: list[PartitionLag]
 
 
-def _resolve(settings: Settings) -> tuple[Settings, str]:
-    """Fill unset URLs from a running ``ghgwatch up``'s endpoints file when there is one."""
-    unset = settings.mqtt.url is None or settings.kafka.bootstrap is None or settings.db.url is None
-    if not unset:
-        return settings, "config"
-    found = read_endpoints(settings.data_dir)
-    if found is None:
-        return settings, "local defaults (no endpoints.json: is `ghgwatch up` running here?)"
-    resolved = settings.with_endpoints(
-        mqtt_url=found.mqtt_url, kafka_bootstrap=found.kafka_bootstrap, db_url=found.db_url
-    )
-    source = f"endpoints.json of `ghgwatch up` (pid {found.pid})"
-    if not pid_alive(found.pid):
-        source += " - that process is gone; the file is stale"
-    return resolved, source
-
-
 def _host_of(url: str) -> str:
     """``host:port/db`` of a database URL, without user or password."""
     return url.split("://", 1)[-1].rpartition("@")[2].split("?", 1)[0]
@@ -202,7 +184,8 @@ async def collect_status(settings: Settings, *, device_limit: int = DEVICE_LIMIT
         ConfigurationError: ``kafka.sasl_mechanism`` is set without username and password.
     """
 
-    resolved, source = _resolve(settings)
+    found = resolve(settings)
+    resolved, source = found.settings, found.source
     bootstrap = resolved.kafka_bootstrap()
     kafka_options = client_options(resolved.kafka, bootstrap)
     db_task = fetch_db_snapshot(resolved.db_url(), device_limit=device_limit)
@@ -253,16 +236,18 @@ def render_status(report: StatusReport, console: Console | None = None) -> None:
         devices.add_row(d.device_id, d.kind, _ts(d.last_seen), str(d.readings))
     out.print(devices)
 
+    # The examples go below the table, one per line: as a column they were squeezed to a few
+    # characters on an 80-column terminal.
     dead = Table(title=f"Dead letters by reason ({report.dead_letters_total} in all)")
-    for col in ("reason", "count", "deliveries", "last", "example"):
+    for col in ("reason", "count", "deliveries", "last"):
         right = col in {"count", "deliveries"}
-        dead.add_column(
-            col, justify="right" if right else "left", overflow="fold", no_wrap=col != "example"
-        )
+        dead.add_column(col, justify="right" if right else "left", no_wrap=True)
+    for r in report.dead_letters:
+        dead.add_row(r.reason, str(r.count), str(r.occurrences), _ts(r.last_at))
+    out.print(dead)
     for r in report.dead_letters:
         example = f"{r.example_device or '?'}: {r.example_detail}"
-        dead.add_row(r.reason, str(r.count), str(r.occurrences), _ts(r.last_at), example)
-    out.print(dead)
+        out.print(f"  latest {r.reason}: {example}", soft_wrap=True, highlight=False, markup=False)
 
     lag = Table(
         title=f"Consumer lag of group {report.group_id} on {report.readings_topic}"

@@ -9,12 +9,16 @@ What it does, in order:
    ``UpOptions.mqtt_broker`` asks for it). amqtt speaks MQTT 3.1.1 only and has no shared
    subscriptions, so on amqtt the services run with ``mqtt.protocol = "3.1.1"`` and an empty
    ``mqtt.share_group`` (a plain subscription), and the summary says so.
-2. Migrate the database, pick the Prometheus ports (free ones when the configured ones are
-   taken; the bridge and the processor serve their own endpoints), write
-   ``data_dir/endpoints.json`` so ``ghgwatch status`` in another terminal finds everything,
-   and print where everything is.
+2. Migrate the database, pick the Prometheus and on-call API ports (free ones when the
+   configured ones are taken; every port a stand-in or service falls back to is kept in
+   ``data_dir/ports.json`` and taken again by the next ``up``), make the development API
+   token (``data_dir/api-token``) when no ``alerts.api_tokens`` are configured, and write
+   ``data_dir/endpoints.json`` so every other command finds everything
+   (:mod:`ghgwatch.stack`).
 3. Run the processor, the alert service and its on-call API, the detector, the bridge and
-   (``--simulate``) the simulator as tasks in this process. The simulator injects an event
+   (``--simulate``, once the bridge has subscribed) the simulator as tasks in this process,
+   then print where everything is, with the token and a ``mosquitto_pub`` line for the
+   broker's real port. The simulator injects an event
    (a mine gas release, a sensor fault, a silent device: :mod:`sensors_sim.events`) every
    ``UpOptions.events_every_s`` unless that is None (``--no-events``), and a console line
    is printed for every alert that opens, escalates, is acknowledged, clears or resolves
@@ -31,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -43,7 +48,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from rich.console import Console
 
-from adapters.ports import free_port, pid_alive
+from adapters.ports import free_port, pid_alive, port_is_free
 from alerts import AlertApi, AlertService
 from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.settings import Settings
@@ -65,10 +70,14 @@ from sensors_sim import SimulationConfig, run_simulation
 
 __all__ = [
     "DEFAULT_EVENTS_EVERY_S",
+    "DEV_TOKEN_FILE",
+    "DEV_TOKEN_NAME",
     "ENDPOINTS_FILE",
+    "PORTS_FILE",
     "Endpoints",
     "MqttBroker",
     "UpOptions",
+    "mosquitto_pub_line",
     "read_endpoints",
     "run_up",
 ]
@@ -76,6 +85,13 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 ENDPOINTS_FILE = "endpoints.json"
+# {service: port}: the ports `up` chose, kept across restarts so that device settings, psql
+# lines and bookmarks stay valid; a kept port another program took meanwhile is replaced.
+PORTS_FILE = "ports.json"
+# The development on-call API token `up` makes when alerts.api_tokens is empty (mode 0600).
+DEV_TOKEN_FILE = "api-token"  # noqa: S105  # a file name, not a secret
+DEV_TOKEN_NAME = "dev"  # noqa: S105  # the actor name recorded
+_DEV_TOKEN_BYTES = 24
 # {"owner": pid of `up`, "services": {name: [pid, program]}}: lets the next `up` stop
 # stand-ins that a killed `up` left running (they run in their own sessions on purpose, so a
 # terminal's Ctrl-C reaches only `up`, which then stops them in order).
@@ -129,6 +145,9 @@ class Endpoints(BaseModel):
     db_url: str
     metrics_urls: list[str]
     api_url: str | None = None
+    api_port: int | None = None
+    api_token_file: str | None = None
+    """The development token's file when ``up`` made one (no ``alerts.api_tokens``)."""
     data_dir: str
     embedded: dict[str, str]
     notes: list[str]
@@ -233,8 +252,67 @@ def _tls_conf(data_dir: Path, notes: list[str]) -> str:
     return tls_listener_lines(port, TlsFiles(ca.cert, server.cert, server.key))
 
 
+def _load_ports(data_dir: Path) -> dict[str, int]:
+    """The ports an earlier ``up`` chose (empty when none were kept or the file is bad)."""
+    try:
+        raw = json.loads((data_dir / PORTS_FILE).read_text())
+        return {str(k): int(v) for k, v in raw.items() if 0 < int(v) < 65536}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _keep_ports(data_dir: Path, ports: dict[str, int]) -> None:
+    """Record the chosen ports (merged with the kept ones) for the next ``up``."""
+    kept = _load_ports(data_dir)
+    kept.update(ports)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / PORTS_FILE).write_text(json.dumps(kept, indent=2, sort_keys=True))
+
+
+def _pick_port(configured: int, kept: int | None, host: str) -> int:
+    """The configured port when free, else the one kept from an earlier run, else a new one."""
+    if configured and port_is_free(configured, host):
+        return configured
+    return free_port(kept, host)
+
+
+def _dev_token(settings: Settings, opts: UpOptions) -> tuple[Settings, Path | None]:
+    """With no ``alerts.api_tokens``: the development token (kept in the data dir) as one.
+
+    The file is made once (mode 0600) and reused, so scripts and a phone's bookmark keep
+    working across restarts; delete it for a new one.
+    """
+    if not opts.alerts or settings.alerts.api_tokens:
+        return settings, None
+    path = settings.data_dir.resolve() / DEV_TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        token = ""
+    if not token:
+        token = secrets.token_urlsafe(_DEV_TOKEN_BYTES)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(token + "\n")
+    path.chmod(0o600)
+    alerts = settings.alerts.model_copy(update={"api_tokens": {DEV_TOKEN_NAME: SecretStr(token)}})
+    return settings.model_copy(update={"alerts": alerts}), path
+
+
+def mosquitto_pub_line(settings: Settings) -> str:
+    """A ``mosquitto_pub`` command that sends one valid reading to ``settings``' broker."""
+    url = settings.mqtt_url()
+    hostport = url.split("://", 1)[-1].rpartition("@")[2].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    topic = f"{settings.mqtt.topic_root}/mine/ordos-coal/buertai/t1-0302/data"
+    payload = (
+        '"{\\"ts\\": \\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\", \\"metric\\": \\"ch4_pct_vol\\",'
+        ' \\"value\\": 0.42, \\"location\\": \\"T1\\"}"'
+    )
+    return f"mosquitto_pub -h {host} -p {port} -q 1 -t {topic} -m {payload}"
+
+
 def _mqtt_starter(
-    data_dir: Path, broker: MqttBroker, tls_conf: str = ""
+    data_dir: Path, broker: MqttBroker, port: int | None = None, tls_conf: str = ""
 ) -> tuple[Callable[[], Awaitable[ManagedProcess]], bool]:
     """The MQTT stand-in to start, and whether it is amqtt (MQTT 3.1.1 only).
 
@@ -251,8 +329,11 @@ def _mqtt_starter(
     if broker == "amqtt":
         if tls_conf:
             raise ConfigurationError("--tls needs mosquitto (amqtt gets no TLS listener here)")
-        return lambda: start_amqtt(data_dir), True
-    return lambda: start_mosquitto(data_dir, protect_status=True, extra_conf=tls_conf), False
+        return lambda: start_amqtt(data_dir, port=port), True
+    return (
+        lambda: start_mosquitto(data_dir, port=port, protect_status=True, extra_conf=tls_conf),
+        False,
+    )
 
 
 def _on_mqtt_311(settings: Settings) -> Settings:
@@ -285,7 +366,10 @@ async def _start_embedded(
             "--tls configures the embedded broker, but GHGWATCH_MQTT__URL is set"
         )
     tls_conf = _tls_conf(data_dir / "mqtt", notes) if tls else ""
-    mqtt_starter, on_amqtt = _mqtt_starter(data_dir / "mqtt", mqtt_broker, tls_conf)
+    kept = _load_ports(data_dir)
+    mqtt_starter, on_amqtt = _mqtt_starter(
+        data_dir / "mqtt", mqtt_broker, kept.get("mqtt"), tls_conf
+    )
     on_amqtt = on_amqtt and settings.mqtt.url is None
     stack.callback((data_dir / PIDS_FILE).unlink, missing_ok=True)
 
@@ -294,16 +378,21 @@ async def _start_embedded(
         stack.push_async_callback(proc.stop)
         procs[name] = proc
         _record_pids(data_dir, procs)
+        _keep_ports(data_dir, {name: proc.port})
         assert proc.url is not None
         embedded[name] = f"{proc.name} at {proc.url}, log {proc.log_path}"
         return proc.url
 
     db_url = mqtt_url = kafka = None
     if settings.db.url is None:
-        db_url = await start("postgres", lambda: start_postgres(data_dir / "postgres"))
+        db_url = await start(
+            "postgres", lambda: start_postgres(data_dir / "postgres", port=kept.get("postgres"))
+        )
         notes.append(f"PostgreSQL data is kept in {data_dir / 'postgres'} across runs.")
     if settings.kafka.bootstrap is None:
-        kafka = await start("kafka", lambda: start_tansu(data_dir / "kafka"))
+        kafka = await start(
+            "kafka", lambda: start_tansu(data_dir / "kafka", port=kept.get("kafka"))
+        )
         notes.append(
             "Kafka is the embedded tansu broker with memory storage: its topics are lost when"
             " `up` stops (stored readings are not)."
@@ -343,12 +432,14 @@ def _metrics_ports(settings: Settings, opts: UpOptions) -> tuple[Settings, list[
     if not cfg.enabled:
         return settings, []
     fields = ("bridge_port", "processor_port", "detector_port", "alerts_port")
+    kept = _load_ports(settings.data_dir)
     ports: dict[str, int] = {}
     for field in fields:
-        port = free_port(getattr(cfg, field) or None, cfg.host)
+        port = _pick_port(getattr(cfg, field), kept.get(f"metrics.{field}"), cfg.host)
         while port in ports.values():
             port = free_port(None, cfg.host)
         ports[field] = port
+    _keep_ports(settings.data_dir, {f"metrics.{f}": p for f, p in ports.items()})
     metrics = cfg.model_copy(update=ports)
     urls = [
         f"bridge http://{cfg.host}:{ports['bridge_port']}/metrics",
@@ -366,7 +457,8 @@ def _api_port(settings: Settings, opts: UpOptions) -> tuple[Settings, str | None
     if not opts.alerts:
         return settings, None
     cfg = settings.alerts
-    port = free_port(cfg.api_port or None, cfg.api_host)
+    port = _pick_port(cfg.api_port, _load_ports(settings.data_dir).get("api"), cfg.api_host)
+    _keep_ports(settings.data_dir, {"api": port})
     resolved = settings.model_copy(update={"alerts": cfg.model_copy(update={"api_port": port})})
     return resolved, f"http://{cfg.api_host}:{port}/docs"
 
@@ -381,15 +473,26 @@ def _service_names(opts: UpOptions) -> list[str]:
     return [n for n in [*names, "bridge", "simulator" if opts.simulate else ""] if n]
 
 
-def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> None:
+def _token_row(endpoints: Endpoints, settings: Settings) -> list[tuple[str, str]]:
+    if endpoints.api_token_file is None:
+        return []
+    token = settings.alerts.api_tokens[DEV_TOKEN_NAME].get_secret_value()
+    return [("API token (dev)", f"{token}   (file {endpoints.api_token_file})")]
+
+
+def _print_summary(
+    console: Console, endpoints: Endpoints, opts: UpOptions, settings: Settings
+) -> None:
     # Plain aligned lines, not a table: URLs must survive copy and paste unbroken.
     rows = [
         ("MQTT broker", endpoints.mqtt_url),
         ("publish readings to", endpoints.mqtt_topic),
+        ("send one reading", mosquitto_pub_line(settings)),
         ("Kafka bootstrap", endpoints.kafka_bootstrap),
         ("database", endpoints.db_url),
         *(("metrics", url) for url in endpoints.metrics_urls or ["disabled"]),
         *((("on-call API", endpoints.api_url),) if endpoints.api_url else ()),
+        *_token_row(endpoints, settings),
         ("data dir", endpoints.data_dir),
         *((f"embedded {name}", where) for name, where in endpoints.embedded.items()),
         ("services", ", ".join(_service_names(opts))),
@@ -399,7 +502,11 @@ def _print_summary(console: Console, endpoints: Endpoints, opts: UpOptions) -> N
             if opts.alerts
             else ()
         ),
-        ("status", "ghgwatch status   (another terminal, same folder and settings)"),
+        (
+            "other commands",
+            "ghgwatch status, alerts list, db migrate, simulate ...   (another terminal, same"
+            " folder: they find this `up`)",
+        ),
         ("stop", "Ctrl-C" + (f" (or after {opts.timeout_s:g} s)" if opts.timeout_s else "")),
     ]
     width = max(len(label) for label, _ in rows)
@@ -456,12 +563,18 @@ async def _run_services(settings: Settings, opts: UpOptions, console: Console) -
         spawn("detector", lambda ev: DetectorService(settings).run(stop=ev), False)
     bridge = Bridge(settings)
     spawn("bridge", lambda ev: bridge.run(stop=ev), False)
-    if opts.simulate:
-        # Until the bridge first subscribes, the broker has no session to keep readings in.
+    # Until the bridge first subscribes, the broker has no session to keep readings in: the
+    # summary (and the simulator) wait for it, or for the bridge to fail.
+    connected = asyncio.create_task(bridge.wait_connected(BRIDGE_CONNECT_TIMEOUT_S))
+    await asyncio.wait({connected, services[-1].task}, return_when=asyncio.FIRST_COMPLETED)
+    if not connected.done():
+        connected.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
         try:
-            await bridge.wait_connected(BRIDGE_CONNECT_TIMEOUT_S)
+            await connected
         except GhgwatchError as exc:
-            log.warning("bridge not connected; simulating anyway", error=str(exc))
+            log.warning("bridge not connected yet; going on", error=str(exc))
+    if opts.simulate:
         cfg = SimulationConfig.from_cli(
             kinds="city,cems,mine,leak",
             devices_per_kind=opts.devices,
@@ -577,10 +690,12 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             log.info("migrate", detail=line)
         resolved, metrics_urls = _metrics_ports(resolved, opts)
         resolved, api_url = _api_port(resolved, opts)
-        if api_url and not resolved.alerts.api_tokens:
+        resolved, token_file = _dev_token(resolved, opts)
+        if token_file is not None:
             notes.append(
-                "The on-call API refuses every request until tokens are configured"
-                ' (alerts.api_tokens, e.g. GHGWATCH_ALERTS__API_TOKENS=\'{"duty": "..."}\').'
+                f"No alerts.api_tokens configured: the on-call API accepts the development"
+                f" token in {token_file} (as {DEV_TOKEN_NAME!r}); configure real tokens for"
+                " anything shared."
             )
         endpoints = Endpoints(
             pid=os.getpid(),
@@ -592,6 +707,8 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             db_url=resolved.db_url() if "postgres" in embedded else _redact(resolved.db_url()),
             metrics_urls=metrics_urls,
             api_url=api_url,
+            api_port=resolved.alerts.api_port if api_url else None,
+            api_token_file=str(token_file) if token_file is not None else None,
             data_dir=str(settings.data_dir.resolve()),
             embedded=embedded,
             notes=notes,
@@ -599,9 +716,8 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
         endpoints_path.write_text(endpoints.model_dump_json(indent=2))
         endpoints_path.chmod(0o600)  # a configured database URL may carry a password
         stack.callback(endpoints_path.unlink, missing_ok=True)
-        _print_summary(console, endpoints, opts)
-
         services = await _run_services(resolved, opts, console)
+        _print_summary(console, endpoints, opts, resolved)
         try:
             ended = await _wait_first(services, stop, opts.timeout_s)
         finally:

@@ -115,6 +115,20 @@ class _State(enum.Enum):
     DONE = "done"
 
 
+class _ClearStatus:
+    """A queued reply that removes a device's retained rejection (it sent valid data again)."""
+
+    __slots__ = ()
+
+
+_CLEAR = _ClearStatus()
+_DATA_SUFFIX = "/" + DATA_CHANNEL
+_Reply = RejectedMessage | _ClearStatus
+# Status topics holding a rejection this bridge retained, cleared by the device's next valid
+# message; past this many devices further ones are not tracked (their rejection stays).
+STATUS_FLAGGED_MAX = 100_000
+
+
 class _StatusBoard:
     """Status replies waiting to be published: in order per device, bounded, coalesced.
 
@@ -125,18 +139,34 @@ class _StatusBoard:
     published, so a coalesced one costs nothing.
     """
 
-    __slots__ = ("_busy", "_pending", "_ready", "_wake", "coalesced", "dropped")
+    __slots__ = ("_busy", "_flagged", "_pending", "_ready", "_wake", "coalesced", "dropped")
 
     def __init__(self) -> None:
-        self._pending: dict[str, deque[RejectedMessage]] = {}
+        self._pending: dict[str, deque[_Reply]] = {}
+        self._flagged: set[str] = set()
         self._ready: deque[str] = deque()
         self._busy: set[str] = set()
         self._wake = asyncio.Event()
         self.coalesced = 0
         self.dropped = 0
 
-    def put(self, topic: str, result: RejectedMessage) -> None:
+    def valid(self, topic: str) -> None:
+        """The device sent valid data: clear the rejection this bridge retained for it, once.
+
+        Only rejections this bridge process published are known (a healthy device costs one
+        set lookup and no publish); one retained by an earlier run or another bridge of the
+        group stays until this bridge rejects and then accepts that device, or it is
+        replaced by the next rejection.
+        """
+        if topic not in self._flagged:
+            return
+        self._flagged.discard(topic)
+        self.put(topic, _CLEAR)
+
+    def put(self, topic: str, result: _Reply) -> None:
         """Queue a reply for the device whose status topic is ``topic``."""
+        if isinstance(result, RejectedMessage) and len(self._flagged) < STATUS_FLAGGED_MAX:
+            self._flagged.add(topic)
         queue = self._pending.get(topic)
         if queue is None:
             if len(self._pending) >= STATUS_PENDING_DEVICES_MAX:
@@ -150,7 +180,7 @@ class _StatusBoard:
             self.coalesced += 1
         queue.append(result)
 
-    async def take(self) -> tuple[str, RejectedMessage]:
+    async def take(self) -> tuple[str, _Reply]:
         """Wait for a device with a reply waiting and none in flight; mark it busy."""
         while not self._ready:
             self._wake.clear()
@@ -163,7 +193,7 @@ class _StatusBoard:
         self._busy.add(topic)
         return topic, result
 
-    def done(self, topic: str, retry: RejectedMessage | None = None) -> None:
+    def done(self, topic: str, retry: _Reply | None = None) -> None:
         """The device's reply in flight is settled; ``retry`` puts it back at the front."""
         self._busy.discard(topic)
         queue = self._pending.get(topic)
@@ -559,6 +589,8 @@ class Bridge:
         """Build a validated message's Kafka record (a reject also starts its status)."""
         if isinstance(result, AcceptedMessage):
             self.metrics.accepted += 1
+            if message.topic.endswith(_DATA_SUFFIX):
+                self._status.valid(message.topic.removesuffix(DATA_CHANNEL) + STATUS_CHANNEL)
             job = self._track(message, 1, result.device_id)
             return _Outgoing(
                 job,
@@ -709,9 +741,15 @@ class Bridge:
         board = self._status
         while True:
             topic, result = await board.take()
-            retry: RejectedMessage | None = None
+            retry: _Reply | None = None
             try:
-                payload = result.status().model_dump_json().encode()
+                # An empty retained message removes the retained rejection (MQTT 3.3.1.3).
+                cleared = isinstance(result, _ClearStatus)
+                payload = (
+                    result.status().model_dump_json().encode()
+                    if isinstance(result, RejectedMessage)
+                    else b""
+                )
                 await session.publish(
                     topic, payload, qos=1, retain=True, timeout_s=STATUS_PUBLISH_TIMEOUT_S
                 )
@@ -720,7 +758,7 @@ class Bridge:
                     log.warning("status publish failed; retrying", topic=topic, error=str(exc))
                 retry = result
             else:
-                self.metrics.status_published += 1
+                self.metrics.status_published += not cleared
             finally:
                 board.done(topic, retry)
             if retry is not None:

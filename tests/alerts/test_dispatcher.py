@@ -208,6 +208,7 @@ async def test_grafana_gets_an_annotation_at_start_and_a_region_at_the_end(
     assert body["time"] == int(d.started_at.timestamp() * 1000)
     assert "alert" in body["tags"]
     assert "site:shendong-3" in body["tags"]
+    assert body["dashboardUID"] == "ghgwatch-mine"  # shown on the mine dashboard's panels
     end = upd.json()
     assert upd.method == "PUT"
     assert end["time"] == body["time"]

@@ -204,6 +204,17 @@ async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
     await conn.copy_records_to_table(
         "derived", records=derived, columns=["ts", "device_id", "series", "value", "valid"]
     )
+    # Positions of some sites (the region map); the silent city station has none.
+    for device_id, lat, lon in [
+        ("baotou/kundulun/pic-01", 40.657, 109.840),
+        ("ordos/kangbashi/pic-02", 39.608, 109.781),
+        ("beifang/dalate/unit-3", 40.400, 110.030),
+        ("ordos-coal/buertai/t1-0302", 39.600, 110.200),
+    ]:
+        await conn.execute(
+            "UPDATE devices SET lat = $2, lon = $3 WHERE device_id = $1", device_id, lat, lon
+        )
+    await _seed_alerts(conn, now)
     for i, (reason, detail) in enumerate(
         [("malformed_json", "Invalid JSON: EOF"), ("metric_not_for_kind", "co2_pct_vol")]
     ):
@@ -219,6 +230,50 @@ async def _seed(conn: asyncpg.Connection, now: datetime) -> None:
             b"{bad",
             bytes([i]) * 32,
             at,
+        )
+
+
+async def _seed_alerts(conn: asyncpg.Connection, now: datetime) -> None:
+    """An open, an acknowledged and a resolved alert with their events and notifications."""
+    for n, (state, severity, device_id) in enumerate(
+        [
+            ("open", "critical", "ordos-coal/buertai/t1-0302"),
+            ("acknowledged", "warning", "beifang/dalate/unit-3"),
+            ("resolved", "info", "baotou/kundulun/pic-01"),
+        ]
+    ):
+        network, site, _device = device_id.split("/")
+        started = now - timedelta(minutes=40 - n)
+        alert_id = await conn.fetchval(
+            """INSERT INTO alerts (group_key, rule, grp, network, site, kind, severity, state,
+                   device_id, metric, detector, value, threshold, started_at, last_seen_at,
+                   acknowledged_at, acknowledged_by)
+               VALUES ($1, 'r', 'g', $2, $3, 'mine', $4, $5, $6, 'ch4_pct_vol',
+                       'threshold_alarm', 1.2, 1.0, $7, $7, $8, $9)
+               RETURNING alert_id""",
+            f"group-{n}",
+            network,
+            site,
+            severity,
+            state,
+            device_id,
+            started,
+            started if state == "acknowledged" else None,
+            "duty" if state == "acknowledged" else None,
+        )
+        await conn.execute(
+            "INSERT INTO alert_events (alert_id, at, event, actor) VALUES ($1, $2, 'opened', 'x')",
+            alert_id,
+            started,
+        )
+        await conn.execute(
+            """INSERT INTO alert_outbox (idempotency_key, alert_id, event, target, channel,
+                   payload, status, next_attempt_at, created_at)
+               VALUES ($1, $2, 'opened', 'duty', 'webhook', '{}', $3, $4, $4)""",
+            f"k-{n}",
+            alert_id,
+            ["pending", "sent", "failed"][n],
+            started,
         )
 
 
@@ -300,7 +355,9 @@ def test_dashboards_use_only_provisioned_datasources(repo_root: Path) -> None:
         for var in board["templating"]["list"]:
             assert var["datasource"]["uid"] in uids, (uid, var["name"])
         for annotation in board["annotations"].get("list", []):
-            assert annotation["datasource"]["uid"] in uids, (uid, annotation["name"])
+            # Grafana's own annotation store (the alert annotations) needs no provisioning.
+            builtin = annotation["datasource"] == {"type": "grafana", "uid": "-- Grafana --"}
+            assert builtin or annotation["datasource"]["uid"] in uids, (uid, annotation["name"])
 
 
 async def test_every_panel_and_variable_query_returns_rows(seeded_db: str, repo_root: Path) -> None:
@@ -320,7 +377,8 @@ async def test_every_panel_and_variable_query_returns_rows(seeded_db: str, repo_
                 checked += 1
             for title, panel, target in _queries(board):
                 if "rawSql" not in target:
-                    assert "expr" in target  # Prometheus: not SQL
+                    # Prometheus, or a tag query of Grafana's annotation store: not SQL.
+                    assert "expr" in target or target.get("type") == "tags", (uid, title)
                     continue
                 frm = t_from
                 if panel.get("timeFrom"):
@@ -418,3 +476,69 @@ async def test_cems_panels_show_the_engine_derived_series(seeded_db: str, repo_r
     assert table[0]["valid_minutes"] == engine["n"]
     # $__interval is one minute here: one graph point per engine minute.
     assert sum(r["co2_t_h"] for r in graph) == pytest.approx(engine["total"], rel=1e-12)
+
+
+async def test_region_map_places_sites_and_tells_reporting_from_silent(
+    seeded_db: str, repo_root: Path
+) -> None:
+    """The region overview's map has one marker per positioned site, in its region, with how
+    many of its devices report; the table counts the sources with no position too."""
+    everything = {"region": ["Baotou", "Ordos", "unplaced"], "kind": ["city", "cems", "mine"]}
+    sites = await _panel_rows(seeded_db, repo_root, "ghgwatch-region", "Sites", everything)
+    by_site = {r["site"]: r for r in sites}
+    assert set(by_site) == {
+        "baotou/kundulun",
+        "ordos/kangbashi",
+        "beifang/dalate",
+        "ordos-coal/buertai",
+    }
+    assert by_site["beifang/dalate"]["region"] == "Ordos"  # south of the Yellow River
+    assert by_site["baotou/kundulun"]["region"] == "Baotou"
+    assert by_site["baotou/kundulun"]["latitude"] == pytest.approx(40.657)
+    assert all(r["reporting"] >= 1 for r in sites)
+    table = await _panel_rows(
+        seeded_db, repo_root, "ghgwatch-region", "Sources per region and kind", everything
+    )
+    baotou_city = next(r for r in table if (r["region"], r["kind"]) == ("Baotou", "city"))
+    assert (baotou_city["sources"], baotou_city["reporting"]) == (2, 1)  # pic-07 is silent
+    assert baotou_city["without_position"] == 1
+
+
+async def test_alerts_dashboard_counts_open_and_acknowledged(
+    seeded_db: str, repo_root: Path
+) -> None:
+    """Open and acknowledged are counted apart; the active table leaves out resolved ones."""
+    nets = {"network": ["ordos-coal", "beifang", "baotou"]}
+    opened = await _panel_rows(seeded_db, repo_root, "ghgwatch-alerts", "Open", nets)
+    acked = await _panel_rows(seeded_db, repo_root, "ghgwatch-alerts", "Acknowledged", nets)
+    active = await _panel_rows(seeded_db, repo_root, "ghgwatch-alerts", "Active alerts", nets)
+    assert [(r["severity"], r["open"]) for r in opened] == [("critical", 1)]
+    assert [(r["severity"], r["acknowledged"]) for r in acked] == [("warning", 1)]
+    assert [r["state"] for r in active] == ["open", "acknowledged"]
+    assert active[1]["acknowledged_by"] == "duty"
+
+
+def test_alert_annotations_show_on_the_dashboards_and_cems_intensity_has_its_benchmark(
+    repo_root: Path,
+) -> None:
+    """Every dashboard but pipeline health and completeness queries the alert annotations
+    by the tags the alert service writes (kind dashboards by their kind too); the CEMS
+    intensity panel has its unit and dashed benchmark lines; pipeline health shows lag and
+    the outbox."""
+    boards = _dashboards(repo_root)
+    for uid in ("ghgwatch-city", "ghgwatch-cems", "ghgwatch-mine", "ghgwatch-region"):
+        [query] = [a for a in boards[uid]["annotations"]["list"] if a["name"] == "ghgwatch alerts"]
+        assert query["target"]["type"] == "tags"
+        assert {"ghgwatch", "alert"} <= set(query["target"]["tags"])
+    mine_tags = boards["ghgwatch-mine"]["annotations"]["list"]
+    assert any("kind:mine" in a.get("target", {}).get("tags", []) for a in mine_tags)
+    [intensity] = [
+        p for p in _panels(boards["ghgwatch-cems"]) if p["title"].startswith("Hourly emission")
+    ]
+    defaults = intensity["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "suffix: g CO2/kWh"
+    steps = [s["value"] for s in defaults["thresholds"]["steps"]]
+    assert steps[1:] == [pytest.approx(285.0 * 2.66), pytest.approx(352.0 * 2.66)]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "dashed"
+    titles = {p["title"] for p in _panels(boards["ghgwatch-pipeline"])}
+    assert {"Consumer lag", "Alert outbox waiting", "Alert notifications by outcome"} <= titles

@@ -148,6 +148,11 @@ async def test_status_finds_the_services_of_a_running_up_and_reports_everything(
     for expected in ("Readings per source kind", "2 of 3", "schema", "lag", "cems"):
         assert expected in text
 
+    # An 80-column terminal still shows the whole dead-letter example on one line.
+    narrow = Console(record=True, width=80)
+    render_status(report, narrow)
+    assert "baotou/kundulun/pic-01: value: not a number" in narrow.export_text()
+
 
 async def test_status_names_every_unreachable_service(tmp_path: Path) -> None:
     """A closed database port and a closed Kafka port both appear in one clear error."""

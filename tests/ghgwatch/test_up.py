@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,56 +193,174 @@ async def test_up_exits_non_zero_when_a_service_fails_and_stops_the_others(
     assert not (bad.data_dir / "endpoints.json").exists()
 
 
-async def test_up_with_nothing_configured_starts_stand_ins_and_frees_them_on_sigterm(
+def _fresh_env() -> dict[str, str]:
+    """A new user's environment: no GHGWATCH_* at all (data dir .ghgwatch in the cwd)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
+    env.update(GHGWATCH_METRICS__ENABLED="false")
+    return env
+
+
+async def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        _ghgwatch(*args),
+        env=_fresh_env(),
+        cwd=cwd,
+        capture_output=True,
+        timeout=DEADLINE_S,
+    )
+
+
+async def test_up_with_nothing_configured_is_found_by_every_command_and_keeps_its_ports(
     tmp_path: Path,
 ) -> None:
-    """With no service URL set, `up` starts embedded PostgreSQL, Kafka and MQTT, `status`
-    finds them through endpoints.json, and SIGTERM stops everything and frees their ports."""
-    data_dir = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
-    env.update(GHGWATCH_DATA_DIR=str(data_dir), GHGWATCH_METRICS__ENABLED="false")
+    """A new user's first run: with no setting at all, `up` starts embedded PostgreSQL,
+    Kafka and MQTT (fallback ports here: 5432 and 1883 are taken), prints a development API
+    token and a `mosquitto_pub` line with the port. That exact line and the README's device
+    example store readings; `status`, `db migrate`, `alerts list` and `simulate` in other
+    processes find the same stack without any export and name it on stderr; the token opens
+    the on-call API. SIGTERM frees every port, and the next `up` on the same folder takes the
+    same ports again."""
+    env = _fresh_env()
+    data_dir = tmp_path / ".ghgwatch"
     endpoints_file = data_dir / "endpoints.json"
-    with (tmp_path / "up.out").open("wb") as out, (tmp_path / "up.err").open("wb") as err:
-        proc = subprocess.Popen(
-            _ghgwatch("up", "--timeout-s", "120"), env=env, stdout=out, stderr=err, cwd=tmp_path
-        )
-    try:
 
+    def start(n: int) -> subprocess.Popen[bytes]:
+        with (
+            (tmp_path / f"up{n}.out").open("wb") as out,
+            (tmp_path / f"up{n}.err").open("wb") as err,
+        ):
+            return subprocess.Popen(
+                _ghgwatch("up", "--timeout-s", "180"), env=env, stdout=out, stderr=err, cwd=tmp_path
+            )
+
+    async def started(proc: subprocess.Popen[bytes], n: int) -> dict[str, Any]:
         async def endpoints() -> dict[str, Any] | None:
-            assert proc.poll() is None, (tmp_path / "up.err").read_text()[-3000:]
-            if not endpoints_file.exists():
+            assert proc.poll() is None, (tmp_path / f"up{n}.err").read_text()[-3000:]
+            if (
+                not endpoints_file.exists()
+                or "ghgwatch is up" not in (tmp_path / f"up{n}.out").read_text()
+            ):
                 return None
             data: dict[str, Any] = json.loads(endpoints_file.read_text())
             return data
 
-        found = await _wait_for(endpoints, "endpoints.json")
-        assert set(found["embedded"]) == {"postgres", "kafka", "mqtt"}
-        status = await asyncio.to_thread(
-            subprocess.run,
-            _ghgwatch("status", "--json"),
-            env=env,
-            capture_output=True,
-            timeout=DEADLINE_S,
-        )
-        assert status.returncode == 0, status.stderr.decode()[-3000:]
-        report = json.loads(status.stdout)
-        assert "endpoints.json" in report["endpoints_source"]
-        assert report["readings_total"] == 0
+        found: dict[str, Any] = await _wait_for(endpoints, "endpoints.json")
+        return found
+
+    async def stop(proc: subprocess.Popen[bytes], n: int) -> None:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, STOP_DEADLINE_S)
+        assert code == 0, (tmp_path / f"up{n}.err").read_text()[-3000:]
+
+    def ports_of(found: dict[str, Any]) -> list[int]:
+        return [
+            int(found["db_url"].rsplit(":", 1)[1].split("/")[0]),
+            int(found["kafka_bootstrap"].rsplit(":", 1)[1]),
+            int(found["mqtt_url"].rsplit(":", 1)[1]),
+            int(found["api_port"]),
+        ]
+
+    proc = start(0)
+    try:
+        found = await started(proc, 0)
+        assert set(found["embedded"]) == {"postgres", "kafka", "mqtt"}
+        out = (tmp_path / "up0.out").read_text()
+        mqtt_port = found["mqtt_url"].rsplit(":", 1)[1]
+        [pub] = [
+            line.split("send one reading", 1)[1].strip()
+            for line in out.splitlines()
+            if "send one reading" in line
+        ]
+        assert f"-p {mqtt_port} " in pub
+        token = (data_dir / "api-token").read_text().strip()
+        assert token in out
+        assert found["api_token_file"] == str(data_dir / "api-token")
+
+        sent = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", pub], capture_output=True, timeout=DEADLINE_S
+        )
+        assert sent.returncode == 0, sent.stderr
+
+        async def readings_of(device_id: str) -> int:
+            conn = await asyncpg.connect(found["db_url"])
+            try:
+                n = await conn.fetchval(
+                    "SELECT readings_count FROM devices WHERE device_id = $1", device_id
+                )
+            finally:
+                await conn.close()
+            return int(n or 0)
+
+        mine = "ordos-coal/buertai/t1-0302"
+
+        async def stored(count: int) -> bool:
+            return await readings_of(mine) >= count
+
+        await _wait_for(lambda: stored(1), "the mosquitto_pub reading in the database")
+
+        # The README's device example, as written (less the endless mosquitto_sub), works
+        # against this `up` although 1883 is taken here by another broker.
+        readme = (Path(__file__).parents[2] / "README.md").read_text()
+        [example] = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "ports.json" in b]
+        script = example.split("\nmosquitto_sub", 1)[0]
+        await asyncio.sleep(1.1)  # a new second: the reading's ts differs from the first one
+        ran = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", script], cwd=tmp_path, capture_output=True, timeout=30
+        )
+        assert ran.returncode == 0, ran.stderr
+        await _wait_for(lambda: stored(2), "the README example's reading in the database")
+
+        # Other commands in this folder, no export: all find this `up` (run side by side).
+        status, migrated, listed, simulated = await asyncio.gather(
+            _cli(tmp_path, "status", "--json"),
+            _cli(tmp_path, "db", "migrate"),
+            _cli(tmp_path, "alerts", "list"),
+            _cli(tmp_path, "simulate", "--messages", "20", "--no-progress"),
+        )
+        for done in (status, migrated, listed, simulated):
+            assert done.returncode == 0, done.stderr.decode()[-3000:]
+        report = json.loads(status.stdout)
+        assert "endpoints.json" in report["endpoints_source"]
+        assert report["readings_total"] >= 2
+        assert f"database {found['db_url']}" in migrated.stderr.decode()
+        assert "`ghgwatch up`" in listed.stderr.decode()
+        assert f"mqtt {found['mqtt_url']}" in simulated.stderr.decode()
+
+        async def simulated_stored() -> bool:
+            conn = await asyncpg.connect(found["db_url"])
+            try:
+                n = await conn.fetchval("SELECT count(*) FROM devices WHERE readings_count > 0")
+            finally:
+                await conn.close()
+            return bool(n > 1)
+
+        await _wait_for(simulated_stored, "the simulated readings in the database")
+
+        api = f"http://127.0.0.1:{found['api_port']}"
+        async with httpx.AsyncClient(base_url=api, timeout=DEADLINE_S) as client:
+            listed_api = await client.get("/alerts", headers={"Authorization": f"Bearer {token}"})
+        assert listed_api.status_code == 200, listed_api.text
+        await stop(proc, 0)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert code == 0, (tmp_path / "up.err").read_text()[-3000:]
-    ports = [
-        int(found["db_url"].rsplit(":", 1)[1].split("/")[0]),
-        int(found["kafka_bootstrap"].rsplit(":", 1)[1]),
-        int(found["mqtt_url"].rsplit(":", 1)[1]),
-    ]
-    assert all(port_is_free(p) for p in ports), ports
+    first_ports = ports_of(found)
+    assert all(port_is_free(p) for p in first_ports), first_ports
     assert not endpoints_file.exists()
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()
+
+    proc = start(1)
+    try:
+        again = await started(proc, 1)
+        assert ports_of(again) == first_ports
+        assert (data_dir / "api-token").read_text().strip() == token
+        await stop(proc, 1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 async def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:

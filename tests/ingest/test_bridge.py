@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -232,6 +233,42 @@ async def test_malformed_messages_are_dead_lettered_and_the_device_hears_why(
         )
         == []
     )
+
+
+async def test_valid_data_after_a_rejection_clears_the_retained_status(
+    settings: Settings,
+) -> None:
+    """A device that was told why its message was refused and then sends valid data no longer
+    finds the old rejection retained on its status topic."""
+    root = settings.mqtt.topic_root
+    device = f"{root}/city/ordos/kangbashi/pic-10"
+    good = json.dumps({"ts": _ts(), "metric": "co2_ppm", "value": 420.0}).encode()
+    host, port = mqtt_host_port(settings)
+
+    async def retained_status() -> list[bytes]:
+        """What a newly connecting device reads on its status topic within half a second."""
+        async with aiomqtt.Client(host, port) as late_client:
+            await late_client.subscribe(f"{device}/status", qos=1)
+            got: list[bytes] = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    async for msg in late_client.messages:
+                        assert isinstance(msg.payload, bytes)
+                        got.append(msg.payload)
+            return got
+
+    async with running_bridge(settings) as bridge:
+        await publish_many(host, port, [(f"{device}/data", b"{not json")])
+        async with asyncio.timeout(DEADLINE_S):
+            while bridge.stats().status_published < 1:
+                await asyncio.sleep(0.05)
+        [rejection] = await retained_status()
+        assert json.loads(rejection)["reason"] == "malformed_json"
+        await publish_many(host, port, [(f"{device}/data", good)])
+        async with asyncio.timeout(DEADLINE_S):
+            while (await retained_status()) != []:
+                await asyncio.sleep(0.1)
+        assert bridge.stats().status_published == 1  # the clearing is not a rejection notice
 
 
 async def test_refused_credentials_raise_fatal_error_instead_of_retrying(
