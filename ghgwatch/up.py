@@ -484,7 +484,16 @@ def _print_summary(
     console: Console, endpoints: Endpoints, opts: UpOptions, settings: Settings
 ) -> None:
     # Plain aligned lines, not a table: URLs must survive copy and paste unbroken.
+    console_url = (
+        endpoints.api_url.removesuffix("/docs") + "/console" if endpoints.api_url else None
+    )
     rows = [
+        # what a newcomer opens first: alerts appear there and are acknowledged from the page
+        *(
+            (("web console", f"{console_url}   (log in with the API token)"),)
+            if console_url
+            else ()
+        ),
         ("MQTT broker", endpoints.mqtt_url),
         ("publish readings to", endpoints.mqtt_topic),
         ("send one reading", mosquitto_pub_line(settings)),

@@ -341,6 +341,21 @@ async def test_up_with_nothing_configured_is_found_by_every_command_and_keeps_it
         async with httpx.AsyncClient(base_url=api, timeout=DEADLINE_S) as client:
             listed_api = await client.get("/alerts", headers={"Authorization": f"Bearer {token}"})
         assert listed_api.status_code == 200, listed_api.text
+        # the web console's printed address: the printed token logs in, the overview shows
+        [console_url] = [
+            line.split("web console", 1)[1].split()[0]
+            for line in out.splitlines()
+            if "web console" in line
+        ]
+        assert console_url == f"{api}/console"
+        async with httpx.AsyncClient(timeout=DEADLINE_S, follow_redirects=True) as browser:
+            page = await browser.get(console_url)
+            assert page.status_code == 200
+            assert 'name="token"' in page.text  # no session yet: the log-in page
+            await browser.post(f"{console_url}/login", data={"token": token})
+            overview = await browser.get(console_url)
+        assert overview.status_code == 200
+        assert 'name="token"' not in overview.text
         await stop(proc, 0)
     finally:
         if proc.poll() is None:
