@@ -16,8 +16,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from shipped_conf import shipped_mosquitto_conf
 
-from adapters.ports import free_port
 from core.settings import MqttSettings
 from ghgwatch.embedded import (
     EMBEDDED_BRIDGE_USER,
@@ -42,20 +42,15 @@ async def _shipped_broker(repo_root: Path, tmp_path: Path) -> ManagedProcess:
     """deploy/mosquitto/mosquitto.conf and acl.example on a free port in a temp dir."""
     binary = mosquitto_binary()
     assert binary is not None
-    port = free_port(0)
-    text = (repo_root / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
-    text = text.replace("listener 1883 0.0.0.0", f"listener {port} 127.0.0.1")
-    text = text.replace("/mosquitto/config/mosquitto.passwd", str(tmp_path / "passwd"))
-    text = text.replace("/mosquitto/config/acl", str(tmp_path / "acl"))
-    text = text.replace("/mosquitto/data/", f"{tmp_path}/")
-    (tmp_path / "mosquitto.conf").write_text(text + "\nuser root\n")
+    conf = shipped_mosquitto_conf(repo_root, tmp_path)
+    port = conf.port
     shutil.copy(repo_root / "deploy" / "mosquitto" / "acl.example", tmp_path / "acl")
     (tmp_path / "passwd").write_text(
         "".join(mosquitto_password_line(u, p) + "\n" for u, p in PASSWORDS.items())
     )
     return await ManagedProcess(
         "mosquitto",
-        [binary, "-c", str(tmp_path / "mosquitto.conf")],
+        [binary, "-c", str(conf.path)],
         "127.0.0.1",
         port,
         tmp_path / "mosquitto.log",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 import aiomqtt
 import pytest
 import yaml
+from shipped_conf import shipped_mosquitto_conf
 
-from adapters.ports import free_port
 from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, mosquitto_binary
 
@@ -130,21 +131,16 @@ def test_mosquitto_conf_sets_queue_limits_persistence_and_sys_deliberately(
 async def test_shipped_mosquitto_conf_runs_and_refuses_anonymous_clients(
     repo_root: Path, tmp_path: Path
 ) -> None:
-    """The real broker starts from deploy/mosquitto/mosquitto.conf (paths and port moved to
-    a temp dir), refuses anonymous clients and lets a password-file user publish."""
+    """The real broker starts from deploy/mosquitto/mosquitto.conf (paths and ports moved to
+    a temp dir), refuses anonymous clients, lets a password-file user publish, and serves
+    the same over TLS (8883) with the certificates it is given."""
     binary = mosquitto_binary()
     assert binary is not None
     passwd_tool = shutil.which("mosquitto_passwd")
     if passwd_tool is None:
         pytest.skip("mosquitto_passwd is not installed")
-    port = free_port(0)
-    text = (repo_root / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
-    text = text.replace("listener 1883 0.0.0.0", f"listener {port} 127.0.0.1")
-    text = text.replace("/mosquitto/config/mosquitto.passwd", str(tmp_path / "passwd"))
-    text = text.replace("/mosquitto/config/acl", str(tmp_path / "acl"))
-    text = text.replace("/mosquitto/data/", f"{tmp_path}/")
-    assert not any("/mosquitto/" in x for x in text.splitlines() if not x.startswith("#"))
-    (tmp_path / "mosquitto.conf").write_text(text + "\nuser root\n")
+    conf = shipped_mosquitto_conf(repo_root, tmp_path)
+    port = conf.port
     shutil.copy(repo_root / "deploy" / "mosquitto" / "acl.example", tmp_path / "acl")
     (tmp_path / "passwd").touch()
     subprocess.run(
@@ -152,7 +148,7 @@ async def test_shipped_mosquitto_conf_runs_and_refuses_anonymous_clients(
     )
     broker = await ManagedProcess(
         "mosquitto",
-        [binary, "-c", str(tmp_path / "mosquitto.conf")],
+        [binary, "-c", str(conf.path)],
         "127.0.0.1",
         port,
         tmp_path / "mosquitto.log",
@@ -165,6 +161,19 @@ async def test_shipped_mosquitto_conf_runs_and_refuses_anonymous_clients(
             "127.0.0.1", port, identifier="b", username="ghgwatch-bridge", password="pw"
         ) as client:
             await client.publish("ghg/v1/city/baotou/kundulun/picarro-01/status", b"x", qos=1)
+        tls = ssl.create_default_context(cafile=str(conf.ca))
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", conf.tls_port, identifier="a", tls_context=tls):
+                pass
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            conf.tls_port,
+            identifier="b",
+            username="ghgwatch-bridge",
+            password="pw",
+            tls_context=tls,
+        ) as client:
+            await client.publish("ghg/v1/city/baotou/kundulun/picarro-01/status", b"y", qos=1)
     finally:
         await broker.stop()
 

@@ -67,17 +67,19 @@ async def test_shipped_dynsec_config(repo_root: Path, tmp_path: Path) -> None:
             identifier="bridge-id", protocol=aiomqtt.ProtocolVersion.V5, timeout=WAIT_S,
         ) as bridge:  # fmt: skip
             await bridge.subscribe(f"{ROOT}/#", qos=1)
-            # the device over TLS, claiming the bridge's client id: the broker replaces it
-            # with the device's username, so the bridge's session is not taken over
-            async with aiomqtt.Client(
-                "localhost", tls_port, username=DEVICE.mqtt_username, password="pw-dev",
-                identifier="bridge-id", tls_context=trust, timeout=WAIT_S,
-                protocol=aiomqtt.ProtocolVersion.V5,
-            ) as device:  # fmt: skip
-                await device.publish(DEVICE.data_topic(ROOT), b"via tls", qos=1)
-            async with asyncio.timeout(WAIT_S):
-                got = await anext(aiter(bridge.messages))
-            assert str(got.topic) == DEVICE.data_topic(ROOT)
-            assert got.payload == b"via tls"
+            # the device on either listener, claiming the bridge's client id: the broker
+            # replaces it with the device's username, so the bridge's session is not taken
+            # over (use_username_as_clientid is a per-listener option: both need it)
+            for p, ctx in ((port, None), (tls_port, trust)):
+                async with aiomqtt.Client(
+                    "localhost", p, username=DEVICE.mqtt_username, password="pw-dev",
+                    identifier="bridge-id", tls_context=ctx, timeout=WAIT_S,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                ) as device:  # fmt: skip
+                    await device.publish(DEVICE.data_topic(ROOT), f"via {p}".encode(), qos=1)
+                async with asyncio.timeout(WAIT_S):
+                    got = await anext(aiter(bridge.messages))
+                assert str(got.topic) == DEVICE.data_topic(ROOT)
+                assert got.payload == f"via {p}".encode()
     finally:
         await broker.stop()
