@@ -1,12 +1,14 @@
 """dashboards: the monitoring centre's Grafana dashboards as code, built with the Grafana SDK.
 
 One module per dashboard (:mod:`dashboards.city`, :mod:`dashboards.cems`,
-:mod:`dashboards.mine`, :mod:`dashboards.completeness`, :mod:`dashboards.pipeline`) composes
+:mod:`dashboards.mine`, :mod:`dashboards.completeness`, :mod:`dashboards.pipeline`,
+:mod:`dashboards.quarterly`) composes
 the panel builders of :mod:`dashboards.panels`. ``ghgwatch grafana export`` writes
 :func:`build_dashboards` to ``deploy/grafana/dashboards``, which Grafana provisions
 (``deploy/grafana/provisioning``). The SQL reads the tables and aggregates of
 ``processors.storage`` (``devices``, ``readings``, ``readings_1m``, ``dead_letters``) and
 what the detection service writes (``detections``, ``derived``, ``city_enhancement_1h``);
+the quarterly-status dashboard reads the issued reports (``quarterly_warnings``);
 emission rates are the engine's derived series, never recomputed in SQL.
 ``tests/dashboards`` runs every query against a migrated database.
 """

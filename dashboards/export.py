@@ -14,6 +14,7 @@ from dashboards.city import city_dashboard
 from dashboards.completeness import completeness_dashboard
 from dashboards.mine import mine_dashboard
 from dashboards.pipeline import pipeline_dashboard
+from dashboards.quarterly import quarterly_dashboard
 from dashboards.region import region_dashboard
 
 __all__ = ["DASHBOARD_UIDS", "build_dashboards", "dashboard_json", "export_dashboards"]
@@ -26,6 +27,7 @@ DASHBOARD_UIDS = (
     "ghgwatch-pipeline",
     "ghgwatch-region",
     "ghgwatch-alerts",
+    "ghgwatch-quarterly",
 )
 
 
@@ -48,6 +50,7 @@ def build_dashboards(detection: DetectionSettings | None = None) -> dict[str, di
         pipeline_dashboard(),
         region_dashboard(),
         alerts_dashboard(),
+        quarterly_dashboard(),
     ]
     out: dict[str, dict[str, object]] = {}
     for board in boards:

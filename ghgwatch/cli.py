@@ -20,6 +20,7 @@ from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
 from ghgwatch.cli_certs import certs
+from ghgwatch.cli_report import register_report_cli
 from ghgwatch.cli_stations import stations_app
 from ghgwatch.grafana_push import push_to_grafana
 from ghgwatch.stack import Service, resolve, resolve_settings, set_current_settings
@@ -30,6 +31,7 @@ from processors import Processor
 from processors.detector import DetectorService
 from processors.replay import replay_csv
 from processors.storage import migrate
+from reports import ReportScheduler
 from sensors_sim import SimulationConfig, run_simulation
 from sensors_sim.scenarios import ScenarioConfig, generate_scenarios
 
@@ -89,6 +91,9 @@ def _settings() -> Settings:
 def _live(*uses: Service) -> Settings:
     """The settings with a running `up`'s endpoints overlaid; names the services on stderr."""
     return resolve_settings(_settings(), uses=uses)
+
+
+register_report_cli(app, lambda: _live("db", "kafka"))
 
 
 def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
@@ -349,9 +354,17 @@ def alert_service(
     settings = _live("kafka", "db", "mqtt")
 
     async def main_fn(stop: asyncio.Event) -> None:
-        await AlertService(settings).run(
-            stop=stop, timeout_s=timeout_s, max_detections=max_detections
-        )
+        # The quarterly report's schedule runs in this process (reports.schedule): services
+        # do not import each other, so the app shell composes them.
+        async with asyncio.TaskGroup() as tasks:
+            if settings.reports.schedule_enabled:
+                tasks.create_task(ReportScheduler(settings).run(stop))
+            try:
+                await AlertService(settings).run(
+                    stop=stop, timeout_s=timeout_s, max_detections=max_detections
+                )
+            finally:
+                stop.set()
 
     _run(main_fn)
 

@@ -255,6 +255,20 @@ DETECTORS: tuple[DetectorSpec, ...] = (
             ("generic", Severity.MAINTENANCE),
         ),
     ),
+    DetectorSpec(
+        name="quarterly_warning",
+        code=18,
+        kinds=ALL_KINDS,
+        severity=Severity.WARNING,
+        group="quarterly",
+        group_by="device",
+        regulatory=False,
+        meaning="The quarterly carbon early warning put a source (CEMS unit, plant, region, "
+        "city, mine or gas site) at orange or red for a quarter; published by the quarterly "
+        "report, not the engine, once per source, quarter and level.",
+        label_zh="季度碳排放预警",
+        label_en="quarterly carbon warning",
+    ),
 )  # fmt: skip
 
 KNOWN_DETECTORS: tuple[str, ...] = tuple(d.name for d in DETECTORS)

@@ -64,6 +64,9 @@ class Detector(IntEnum):
     MASS_RATE_STEP = 15
     NEIGHBOUR_DRIFT = 16
     NO_DATA = 17
+    # Published by the quarterly report (reports.warnings_out), never by the engine; listed
+    # so the codes stay exactly the catalogue's.
+    QUARTERLY_WARNING = 18
 
 
 # Names and severities come from the catalogue in wire/, the contract every service reads;

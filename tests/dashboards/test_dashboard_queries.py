@@ -19,6 +19,8 @@ from processors.detection import CemsAggregator
 from processors.storage import migrate
 
 INTERVAL = "1m"
+# Dashboards over issued quarterly reports, whose queries run on a database with reports.
+REPORT_DASHBOARDS = frozenset({"ghgwatch-quarterly"})
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
@@ -368,6 +370,8 @@ async def test_every_panel_and_variable_query_returns_rows(seeded_db: str, repo_
     checked = 0
     try:
         for uid, board in _dashboards(repo_root).items():
+            if uid in REPORT_DASHBOARDS:
+                continue  # read issued reports: tests/dashboards/test_quarterly.py runs them
             variables: dict[str, list[str]] = {}
             for var in board["templating"]["list"]:
                 sql = expand(var["query"], t_from, t_to, variables)

@@ -1,0 +1,188 @@
+"""Issuing the quarterly report: the CLI, stored revisions, files (HTML, JSON, PDF), the HTML
+in headless Chromium, and orange/red warnings raised through the real alert service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from alerts import AlertService
+from core.settings import Settings
+from reports import issue_quarterly
+from reports.render import chromium_path
+from tests.alerts.conftest import alert_db, alert_settings, running, wait_until
+from tests.reports import report_sim as simdata
+from tests.reports.report_sim import BUERTAI, Q
+
+__all__ = ["alert_db", "alert_settings", "running"]  # fixtures used here
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+TARGETS = {"city_baseline_ppm": {"baotou": 9.0},
+           "mine_allowed_exceedance_h": {"ordos-coal/buertai": 2.0}}  # fmt: skip
+
+
+@pytest.fixture
+async def sim_url(alert_db: str) -> str:
+    """The migrated test database (alert_db) holding the five simulated quarters."""
+    conn = await asyncpg.connect(alert_db)
+    try:
+        await simdata.write(conn, simdata.build())
+    finally:
+        await conn.close()
+    return alert_db
+
+
+async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ghgwatch", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_issues_revisions_lists_and_shows_them(sim_url: str, tmp_path: Path) -> None:
+    """`report quarterly` writes HTML, JSON (and a PDF with Chromium) and stores revision 1,
+    then 2; `report list` finds both, `report show` prints the warnings with reasons; an
+    unknown quarter is refused with the expected format."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHGWATCH_")}
+    env |= {"GHGWATCH_DB__URL": sim_url, "GHGWATCH_TARGETS": json.dumps(TARGETS)}
+    out = tmp_path / "out"
+    code, stdout, stderr = await _cli(env, "report", "quarterly", "2026Q3", "--out", str(out))
+    assert code == 0, stderr
+    assert "issued 2026Q3 revision 1" in stdout
+    assert (out / "2026Q3-r1.html").stat().st_size > 20_000
+    assert json.loads((out / "2026Q3-r1.json").read_text())["revision"] == 1
+    if chromium_path():
+        assert (out / "2026Q3-r1.pdf").read_bytes().startswith(b"%PDF")
+    code, stdout, _ = await _cli(env, "report", "quarterly", "2026q3", "--out", str(out),
+                                 "--no-pdf")  # fmt: skip
+    assert code == 0
+    assert "revision 2" in stdout
+    code, stdout, _ = await _cli(env, "report", "list", "--json")
+    rows = json.loads(stdout)
+    assert [(r["quarter"], r["revision"]) for r in rows] == [("2026Q3", 2), ("2026Q3", 1)]
+    assert rows[0]["alerts"] == 4  # baotou city, buertai, hadamen, the CEMS unit
+    code, stdout, _ = await _cli(env, "report", "show", str(rows[1]["report_id"]))
+    assert code == 0
+    assert "2026Q3 revision 1" in stdout
+    assert "red    city baotou: up" in stdout
+    html_copy = tmp_path / "copy.html"
+    code, _, _ = await _cli(env, "report", "show", str(rows[0]["report_id"]), "--html",
+                            str(html_copy))  # fmt: skip
+    assert "revision 2" in html_copy.read_text()
+    conn = await asyncpg.connect(sim_url)
+    try:
+        stored = await conn.fetchrow(
+            "SELECT data_from, data_to, settings, report FROM quarterly_reports WHERE revision = 1"
+        )
+    finally:
+        await conn.close()
+    assert stored["data_from"] == Q.start("Asia/Shanghai")
+    assert json.loads(stored["settings"])["targets"]["city_baseline_ppm"] == {"baotou": 9.0}
+    code, _, stderr = await _cli(env, "report", "quarterly", "2026Q5")
+    assert code == 2
+    assert "expected YYYYQn" in stderr
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium not installed")
+async def test_html_report_renders_in_headless_chromium(
+    sim_url: str, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Chromium renders the stored HTML offline to a screenshot, kept as an artefact."""
+    s = settings_factory(reports={"out_dir": str(tmp_path), "pdf": False}, targets=TARGETS)
+    result = await issue_quarterly(s, Q)
+    html = result.files[0]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "quarterly-2026Q3.png"
+    shot.unlink(missing_ok=True)
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,4000",
+         f"--screenshot={shot}", html.as_uri()],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()[-500:]
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert shot.stat().st_size > 50_000  # a page of tables and plots, not a blank one
+    print(f"screenshot: {shot}")
+
+
+async def _quarterly_alerts(url: str) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT device_id, state, condition_active FROM alerts"
+            " WHERE detector = 'quarterly_warning' ORDER BY alert_id"
+        )
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]
+
+
+async def test_orange_and_red_raise_alerts_once_and_a_changed_level_a_new_one(
+    sim_url: str,
+    alert_settings: Callable[..., Settings],
+    running: Callable[..., asyncio.Task[Any]],
+    tmp_path: Path,
+) -> None:
+    """Through Kafka and the real alert service: one alert per orange/red source; issuing
+    again publishes nothing; late data turning buertai red raises a new alert and resolves
+    the orange one."""
+    base = alert_settings(resolve_hold_s=0.1)
+    s = base.model_copy(update={
+        "reports": base.reports.model_copy(update={"out_dir": tmp_path, "pdf": False}),
+        "targets": base.targets.model_copy(update=TARGETS),
+    })  # fmt: skip
+    stop = asyncio.Event()
+    running(AlertService(s).run(stop=stop), stop)
+    first = await issue_quarterly(s, Q, publish=True)
+    assert (first.alerts_opened, first.alerts_cleared) == (4, 0)
+    alerts = await wait_until(lambda: _alerts_if(sim_url, 4), "four quarterly alerts", timeout_s=30)
+    devices = {a["device_id"] for a in alerts}
+    assert "quarterly/2026Q3/mine/ordos-coal/buertai/orange" in devices
+    assert "quarterly/2026Q3/city/baotou/red" in devices
+    again = await issue_quarterly(s, Q, publish=True)
+    assert again.issued is not None
+    assert again.issued.revision == 2
+    assert (again.alerts_opened, again.alerts_cleared) == (0, 0)
+    conn = await asyncpg.connect(sim_url)
+    try:  # late data: a 10-hour alarm at buertai
+        await simdata.add_alarm(conn, BUERTAI[1], simdata.local(2026, 9, 20, 0),
+                                simdata.local(2026, 9, 20, 10))  # fmt: skip
+    finally:
+        await conn.close()
+    late = await issue_quarterly(s, Q, publish=True, only_if_changed=True)
+    assert late.issued is not None
+    assert late.issued.revision == 3
+    assert late.report.levels()["mine:ordos-coal/buertai"] == "red"
+    assert (late.alerts_opened, late.alerts_cleared) == (1, 1)
+
+    async def settled() -> list[dict[str, Any]] | None:
+        rows = await _quarterly_alerts(sim_url)
+        by = {r["device_id"]: r for r in rows}
+        old = by.get("quarterly/2026Q3/mine/ordos-coal/buertai/orange")
+        new = by.get("quarterly/2026Q3/mine/ordos-coal/buertai/red")
+        return rows if old and new and old["state"] == "resolved" else None
+
+    rows = await wait_until(settled, "red alert opened, orange resolved", timeout_s=30)
+    assert len(rows) == 5
+    unchanged = await issue_quarterly(s, Q, publish=True, only_if_changed=True)
+    assert unchanged.unchanged
+    assert (unchanged.alerts_opened, unchanged.alerts_cleared) == (0, 0)
+
+
+async def _alerts_if(url: str, n: int) -> list[dict[str, Any]] | None:
+    rows = await _quarterly_alerts(url)
+    return rows if len(rows) >= n else None
