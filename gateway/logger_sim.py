@@ -66,6 +66,7 @@ class SimulatedLogger:
         self._qn_last = ""
         self.requests: list[Frame] = []  # history requests received
         self.backfilled = 0  # history packets answered by the gateway
+        self.answers: list[str] = []  # QN of every data answer (9014) and notification answer
 
     async def connect(self) -> None:
         """Open the connection and start reading what the gateway sends."""
@@ -106,8 +107,9 @@ class SimulatedLogger:
         """A frame of this logger."""
         flag = FLAG_V2017 | FLAG_ACK if flag is None else flag
         return build_frame(
-            build_segment(qn=qn or self._qn(), st=self.st, cn=cn, pw=self.pw, mn=self.mn,
-                          flag=flag, cp=cp)  # fmt: skip
+            build_segment(
+                qn=qn or self._qn(), st=self.st, cn=cn, pw=self.pw, mn=self.mn, flag=flag, cp=cp
+            )  # fmt: skip
         )
 
     async def send_raw(self, data: bytes) -> None:
@@ -162,6 +164,7 @@ class SimulatedLogger:
 
     def _dispatch(self, frame: Frame) -> None:
         if frame.cn in {"9014", "9013"}:
+            self.answers.append(frame.qn or "")
             fut = self._waiting.get(frame.qn or "")
             if fut is not None and not fut.done():
                 fut.set_result(frame)

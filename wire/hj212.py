@@ -216,6 +216,27 @@ def split_stream(buffer: bytearray, *, final: bool = False) -> Iterator[bytes | 
                 )
                 continue
             break
+        if buffer[total - 2 : total] != TRAILER:
+            # The frame does not end where its length says: refuse it up to its own end (the
+            # first CR LF, or the next header), so its tail is not mistaken for junk.
+            end = buffer.find(TRAILER, 6)
+            nxt = buffer.find(HEADER, 2)
+            if end >= 0 and (nxt < 0 or end < nxt):
+                cut = end + len(TRAILER)
+            elif nxt > 0:
+                cut = nxt
+            elif final or len(buffer) >= MAX_FRAME_BYTES:
+                cut = len(buffer)
+            else:
+                break
+            raw = bytes(buffer[:cut])
+            del buffer[:cut]
+            yield FrameError(
+                FrameProblem.BAD_LENGTH,
+                f"length field says {int(digits)}, the frame ends after {cut - 12}",
+                raw,
+            )
+            continue
         raw = bytes(buffer[:total])
         del buffer[:total]
         yield raw

@@ -132,3 +132,13 @@ def test_datatime_is_local_time() -> None:
     assert parse_time("20261125080000", TZ) == datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
     assert parse_time("20261325080000", TZ) is None
     assert parse_time("2026112508000", TZ) is None
+
+
+def test_a_wrong_length_is_one_refused_frame_and_the_next_is_found() -> None:
+    short = b"##0050" + STANDARD_1062[6:]
+    long = b"##0200" + STANDARD_1062[6:]
+    for bad in (short, long):
+        buffer = bytearray(bad + STANDARD_1062)
+        items = list(split_stream(buffer))
+        assert [getattr(i, "problem", None) for i in items] == [FrameProblem.BAD_LENGTH, None]
+        assert items[1] == STANDARD_1062
