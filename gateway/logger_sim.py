@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 from wire.hj212 import (
     FLAG_ACK,
@@ -91,8 +92,8 @@ class SimulatedLogger:
                 fut.cancel()
         self._waiting.clear()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -109,7 +110,7 @@ class SimulatedLogger:
         return build_frame(
             build_segment(
                 qn=qn or self._qn(), st=self.st, cn=cn, pw=self.pw, mn=self.mn, flag=flag, cp=cp
-            )  # fmt: skip
+            )
         )
 
     async def send_raw(self, data: bytes) -> None:
@@ -179,7 +180,8 @@ class SimulatedLogger:
         await self.send_raw(self.frame("9011", "QnRtn=1", qn=qn, flag=FLAG_V2017))
         ok = begin is not None and end is not None
         if ok:
-            assert begin is not None and end is not None
+            assert begin is not None
+            assert end is not None
             for data_time, values in self._history(request.cn, begin, end):
                 if not await self.upload(request.cn, data_time, values, qn=self._qn()):
                     ok = False

@@ -23,8 +23,15 @@ from gw_helpers import (
 from gateway.logger_sim import SimulatedLogger
 from wire.hj212 import build_frame, build_segment, format_time
 
-CEMS_VALUES = {"a05001": 11.8, "a00000": 420.0, "a01012": 121.5, "a01013": -0.35,
-               "a01014": 8.2, "a19001": 6.1, "a21026": 35.0}  # fmt: skip
+CEMS_VALUES = {
+    "a05001": 11.8,
+    "a00000": 420.0,
+    "a01012": 121.5,
+    "a01013": -0.35,
+    "a01014": 8.2,
+    "a19001": 6.1,
+    "a21026": 35.0,
+}
 CEMS_METRICS = 6  # a21026 (SO2) has no metric here
 # HJ 212-2017 appendix C's real-time upload, with CEMS codes in place of its water COD.
 STANDARD_SHAPE = (
@@ -46,20 +53,34 @@ async def test_frames_stored_once_refused_ones_dead_lettered_and_unanswered(
         await cems.connect()
         standard = build_frame(STANDARD_SHAPE.format(pw=CEMS_PW, mn=CEMS_MN))
         await cems.send_raw(standard)
-        answered = [await cems.upload("2011", t0 + timedelta(seconds=10 * i), CEMS_VALUES)
-                    for i in range(5)]  # fmt: skip
+        answered = [
+            await cems.upload("2011", t0 + timedelta(seconds=10 * i), CEMS_VALUES) for i in range(5)
+        ]
         # The logger did not hear the answer and sends the same packet again: stored once.
         again = await cems.upload("2011", t0, CEMS_VALUES)
-        assert answered == [True] * 5 and again
-        good = build_segment(qn="20261125080000001", st="31", cn="2011", pw=CEMS_PW, mn=CEMS_MN,
-                             flag=5, cp=f"DataTime={format_time(t0, TZ)};a05001-Rtd=1.0")  # fmt: skip
+        assert answered == [True] * 5
+        assert again
+        good = build_segment(
+            qn="20261125080000001",
+            st="31",
+            cn="2011",
+            pw=CEMS_PW,
+            mn=CEMS_MN,
+            flag=5,
+            cp=f"DataTime={format_time(t0, TZ)};a05001-Rtd=1.0",
+        )
         bad_crc = bytearray(build_frame(good))
         bad_crc[-4] = ord("0") if bad_crc[-4] != ord("0") else ord("1")
         wrong_length = b"##0050" + build_frame(good)[6:]
         seg = lambda qn, cn, pw, mn: build_segment(  # noqa: E731
-            qn=qn, st="31", cn=cn, pw=pw, mn=mn, flag=5,
+            qn=qn,
+            st="31",
+            cn=cn,
+            pw=pw,
+            mn=mn,
+            flag=5,
             cp=f"DataTime={format_time(t0, TZ)};a05001-Rtd=2.0",
-        )  # fmt: skip
+        )
         refused = {
             "bad_crc": bytes(bad_crc),
             "bad_length": wrong_length,
@@ -77,7 +98,7 @@ async def test_frames_stored_once_refused_ones_dead_lettered_and_unanswered(
                     flag=5,
                     cp=f"DataTime={format_time(t0, TZ)};a19001-Rtd=140",
                 )
-            ),  # fmt: skip
+            ),
         }
         for frame in refused.values():
             await cems.send_raw(frame)
@@ -117,11 +138,16 @@ async def test_frames_stored_once_refused_ones_dead_lettered_and_unanswered(
     assert dead["bad_password"]["mqtt_topic"] == f"hj212/{CEMS_MN}"
     assert dead["out_of_range"]["device_id"] == CEMS_DEVICE
     assert count == expected_cems
-    assert mine_row["metric"] == "ch4_pct_vol" and mine_row["value"] == 0.42
+    assert mine_row["metric"] == "ch4_pct_vol"
+    assert mine_row["value"] == 0.42
     assert old == 410.0 * 3600
     # Refused frames get no answer; each stored or dead-lettered packet got exactly one.
-    refused_qns = {"20261125080000002", "20261125080000003", "20261125080000004",
-                   "20261125080000005"}  # fmt: skip
+    refused_qns = {
+        "20261125080000002",
+        "20261125080000003",
+        "20261125080000004",
+        "20261125080000005",
+    }
     assert not refused_qns & set(cems.answers)
     assert "20261125080000006" in cems.answers  # dead-lettered for its value, answered
 
@@ -148,16 +174,18 @@ async def test_logger_dropping_mid_stream_is_backfilled_nothing_lost_or_doubled(
     resumed = [base + timedelta(minutes=31, seconds=10 * k) for k in range(6)]
     async with running_gateway(settings) as gateway:
         assert gateway.port is not None
-        logger = SimulatedLogger("127.0.0.1", gateway.port, mn=CEMS_MN, pw=CEMS_PW, tz=TZ,
-                                 history=history)  # fmt: skip
+        logger = SimulatedLogger(
+            "127.0.0.1", gateway.port, mn=CEMS_MN, pw=CEMS_PW, tz=TZ, history=history
+        )
         await logger.connect()
         for t in live_times:
             assert await logger.upload("2011", t, CEMS_VALUES)
         await logger.upload("2011", dropped, CEMS_VALUES, wait=False)
         await logger.close(abort=True)  # the line drops before the answer arrives
         await asyncio.sleep(0.3)
-        logger = SimulatedLogger("127.0.0.1", gateway.port, mn=CEMS_MN, pw=CEMS_PW, tz=TZ,
-                                 history=history)  # fmt: skip
+        logger = SimulatedLogger(
+            "127.0.0.1", gateway.port, mn=CEMS_MN, pw=CEMS_PW, tz=TZ, history=history
+        )
         await logger.connect()
         assert await logger.upload("2011", dropped, CEMS_VALUES)  # re-sent, unanswered before
         for t in resumed:
@@ -167,8 +195,10 @@ async def test_logger_dropping_mid_stream_is_backfilled_nothing_lost_or_doubled(
                 await asyncio.sleep(0.05)
         request = logger.requests[0]
         assert request.cn == "2051"
-        assert request.cp == {"BeginTime": format_time(dropped, TZ),
-                              "EndTime": format_time(resumed[0], TZ)}  # fmt: skip
+        assert request.cp == {
+            "BeginTime": format_time(dropped, TZ),
+            "EndTime": format_time(resumed[0], TZ),
+        }
         live_keys = {(m, t) for t in [*live_times, dropped, *resumed] for m in range(CEMS_METRICS)}
         minutes = [t for t, _v in history("2051", dropped, resumed[0])]
         hist_keys = {(m, t) for t in minutes for m in range(3)}  # CO2, flow, flue temp

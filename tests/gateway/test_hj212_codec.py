@@ -83,14 +83,16 @@ def test_broken_frames_are_refused_with_their_problem() -> None:
 def test_split_stream_cuts_frames_junk_and_truncation() -> None:
     buffer = bytearray(b"junk" + STANDARD_1062 + PUBLISHED_2011[:50])
     items = list(split_stream(buffer))
-    assert isinstance(items[0], FrameError) and items[0].problem is FrameProblem.BAD_FRAME
+    assert isinstance(items[0], FrameError)
+    assert items[0].problem is FrameProblem.BAD_FRAME
     assert items[1] == STANDARD_1062
     assert len(items) == 2
     buffer.extend(PUBLISHED_2011[50:])
     assert list(split_stream(buffer)) == [PUBLISHED_2011]
     buffer.extend(STANDARD_1062[:30])
     last = list(split_stream(buffer, final=True))
-    assert isinstance(last[0], FrameError) and last[0].problem is FrameProblem.TRUNCATED
+    assert isinstance(last[0], FrameError)
+    assert last[0].problem is FrameProblem.TRUNCATED
     assert not buffer
 
 
