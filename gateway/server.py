@@ -354,11 +354,9 @@ class Gateway:
     async def _bind(self, conn: _Conn, frame: Frame, who: LoggerIdentity) -> None:
         """The first frame of ``frame.mn`` on this connection: it is where the logger is now."""
         conn.mns.add(frame.mn)
-        previous = self._by_mn.get(frame.mn)
+        # A reconnected logger's old connection may linger half-open until its read timeout;
+        # it is not closed here (a connection may carry several MNs), just no longer used.
         self._by_mn[frame.mn] = conn
-        if previous is not None and previous is not conn:
-            log.info("logger reconnected; closing its old connection", mn=frame.mn)
-            previous.writer.close()
         log.info("logger connected", mn=frame.mn, device=who.device_id, peer=conn.peer)
         for gap in self._state.gaps(frame.mn):
             await self._request_history(conn, frame, gap)

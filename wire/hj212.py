@@ -205,8 +205,8 @@ def split_stream(buffer: bytearray, *, final: bool = False) -> Iterator[bytes | 
         if len(buffer) < total:
             # A frame still arriving; a wrong (too large) length shows as a frame that never
             # ends: the next ## inside it is where the sender started again.
-            nxt = buffer.find(HEADER, 2)
-            if nxt > 0 and _looks_like_header(buffer, nxt) and buffer.rfind(TRAILER, 0, nxt) > 0:
+            nxt = _restart(buffer)
+            if nxt > 0:
                 raw = bytes(buffer[:nxt])
                 del buffer[:nxt]
                 yield FrameError(
@@ -248,8 +248,20 @@ def split_stream(buffer: bytearray, *, final: bool = False) -> Iterator[bytes | 
         )
 
 
-def _looks_like_header(buffer: bytearray, at: int) -> bool:
-    return bytes(buffer[at + 2 : at + 6]).isdigit()
+def _restart(buffer: bytearray) -> int:
+    """Where a sender started a new frame inside one whose length never came: the first
+    ``##dddd`` after a CR LF (-1 when there is none yet)."""
+    crlf = buffer.find(TRAILER, 6)
+    while crlf >= 0:
+        at = buffer.find(HEADER, crlf + len(TRAILER))
+        if at < 0:
+            return -1
+        if len(buffer) < at + 6:
+            return -1
+        if bytes(buffer[at + 2 : at + 6]).isdigit():
+            return at
+        crlf = buffer.find(TRAILER, at + 2)
+    return -1
 
 
 def parse_frame(raw: bytes) -> Frame | FrameError:
