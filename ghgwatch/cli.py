@@ -19,6 +19,8 @@ from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
+from ghgwatch.cli_hj212 import hj212_app
+from ghgwatch.cli_io import export_command, import_command
 from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
 from ingest import Bridge
@@ -43,6 +45,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(hj212_app, name="hj212")
+app.command("import")(import_command)
+app.command("export")(export_command)
 
 _STATE: dict[str, Settings] = {}
 
