@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -74,6 +75,9 @@ log = structlog.get_logger(__name__)
 READ_CHUNK = 65_536
 WRITE_TIMEOUT_S = 10.0
 PRODUCE_BACKOFF_MIN_S = 0.2
+# Records queued by all connections go out together after this pause, at most this many.
+PRODUCE_LINGER_S = 0.002
+PRODUCE_BATCH_MAX = 2000
 PRODUCE_BACKOFF_MAX_S = 5.0
 STOP_TIMEOUT_S = 10.0
 STATE_SAVE_INTERVAL_S = 1.0
@@ -142,6 +146,8 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_mn: dict[str, _Conn] = {}
         self._fatal: GhgwatchError | None = None
+        self._outbox: list[tuple[OutgoingRecord, asyncio.Future[None]]] = []
+        self._outbox_ready = asyncio.Event()
         self._last_logged: dict[tuple[str, str], float] = {}
 
     async def wait_started(self, timeout_s: float) -> int:
@@ -179,15 +185,19 @@ class Gateway:
             log.info("hj212 gateway listening", host=self._cfg.host, port=self.port)
             self._started.set()
             saver = asyncio.create_task(self._save_loop(), name="hj212-state")
+            sender = asyncio.create_task(self._produce_loop(), name="hj212-produce")
             try:
                 async with server:
                     await self._stop.wait()
                     server.close()
+                    self._abandon_outbox()
                     await self._close_all()
             finally:
-                saver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await saver
+                for task in (saver, sender):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                self._abandon_outbox()
                 self._state.save()
                 await producer.stop(STOP_TIMEOUT_S)
         finally:
@@ -474,34 +484,70 @@ class Gateway:
         await self._deliver([(self._deadletter_topic, key, record.model_dump_json().encode())])
 
     async def _deliver(self, records: Sequence[OutgoingRecord]) -> None:
-        """Produce until Kafka confirmed every record (retrying), or raise :class:`_Stopping`."""
+        """Hand records to the batcher and wait until Kafka confirmed every one of them.
+
+        Raises:
+            _Stopping: the gateway stops (or Kafka refused us for good) first.
+        """
+        loop = asyncio.get_running_loop()
+        futures = []
+        for record in records:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._outbox.append((record, waiter))
+            futures.append(waiter)
+        self._outbox_ready.set()
+        await asyncio.gather(*futures)
+
+    async def _produce_loop(self) -> None:
+        """The one sender: everything the connections queued, one Kafka batch per partition.
+
+        A produce per frame would send a batch per record (hundreds of tiny requests a
+        second); like the bridge, the gateway produces what arrived together, together. A
+        record whose delivery failed goes back to the queue and is sent again after a
+        growing backoff, until it succeeds or the gateway stops.
+        """
         producer = self._producer
         assert producer is not None
-        pending = list(records)
         attempt = 0
-        while pending:
-            if self._stop.is_set() or self._fatal is not None:
-                raise _Stopping
-            sent, error = await producer.send_grouped(pending)
-            failed: list[OutgoingRecord] = []
+        while True:
+            await self._outbox_ready.wait()
+            await asyncio.sleep(PRODUCE_LINGER_S)
+            items = self._outbox[:PRODUCE_BATCH_MAX]
+            del self._outbox[:PRODUCE_BATCH_MAX]
+            if not self._outbox:
+                self._outbox_ready.clear()
+            items = [item for item in items if not item[1].done()]
+            if not items:
+                continue
+            sent, error = await producer.send_grouped([r for r, _f in items])
             handed: set[int] = set()
-            for future, members in sent:
-                handed.update(members)
+            waits: list[tuple[asyncio.Future[Any], list[int]]] = []
+            for batch_future, indices in sent:
+                handed.update(indices)
+                waits.append((batch_future, indices))
+            failed = [item for i, item in enumerate(items) if i not in handed]
+            for batch_future, indices in waits:
                 try:
-                    await future
-                except Exception as exc:
+                    await batch_future
+                except Exception as exc:  # any delivery error: mapped, then retried or fatal
                     mapped = map_kafka_error(exc, "produce")
-                    if isinstance(mapped, FatalError):
-                        self._fail(mapped)
-                        raise _Stopping from exc
-                    error = error or mapped
-                    failed.extend(pending[i] for i in members)
-            failed.extend(r for i, r in enumerate(pending) if i not in handed)
+                    error = error if isinstance(error, FatalError) else mapped
+                    failed.extend(items[i] for i in indices)
+                    continue
+                for i in indices:
+                    waiter = items[i][1]
+                    if not waiter.done():
+                        waiter.set_result(None)
             if isinstance(error, FatalError):
                 self._fail(error)
-                raise _Stopping
+            if self._fatal is not None or self._stop.is_set():
+                for _record, waiter in failed:
+                    if not waiter.done():
+                        waiter.set_exception(_Stopping())
+                continue
             if not failed:
-                return
+                attempt = 0
+                continue
             self.metrics.produce_errors.inc()
             if self._should_log("kafka", "produce"):
                 log.warning("kafka produce failed; retrying, loggers stay unanswered",
@@ -511,7 +557,14 @@ class Gateway:
                 async with asyncio.timeout(_backoff_s(attempt)):
                     await self._stop.wait()
             attempt += 1
-            pending = failed
+            self._outbox[:0] = failed
+            self._outbox_ready.set()
+
+    def _abandon_outbox(self) -> None:
+        for _record, waiter in self._outbox:
+            if not waiter.done():
+                waiter.set_exception(_Stopping())
+        self._outbox.clear()
 
     async def _topics_again(self) -> None:
         # As the bridge does: a broker that came back empty gets its topics before a produce.
