@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from gateway.directory import RefusalReason
 from gateway.mapping import CodeTable, Mapped, frame_payload
 from wire.hj212 import (
     Frame,
@@ -144,3 +145,37 @@ def test_a_wrong_length_is_one_refused_frame_and_the_next_is_found() -> None:
         items = list(split_stream(buffer))
         assert [getattr(i, "problem", None) for i in items] == [FrameProblem.BAD_LENGTH, None]
         assert items[1] == STANDARD_1062
+
+
+async def test_registry_directory_resolves_by_mn_and_checks_pw() -> None:
+    from dataclasses import dataclass as dc
+
+    from gateway.directory import LoggerIdentity, LoggerRefusal, hash_password, verify_password
+    from gateway.registry_directory import RegistryDirectory
+
+    @dc
+    class Rec:
+        device_id: str
+        kind: str
+        network: str
+        site: str
+        device: str
+        enabled: bool
+        hj212_mn: str | None
+        hj212_password_hash: str | None
+
+    stored = hash_password("123456", iterations=1000)
+    rec = Rec("a/b/c", "cems", "a", "b", "c", True, "MN1", stored)
+
+    class Store:
+        async def by_mn(self, mn: str) -> Rec | None:
+            return rec if mn == "MN1" else None
+
+    d = RegistryDirectory(Store(), verify_password)
+    ok = await d.resolve("MN1", "123456")
+    assert isinstance(ok, LoggerIdentity)
+    assert ok.device_id == "a/b/c"
+    assert (await d.resolve("MN1", "000000")) == LoggerRefusal(RefusalReason.BAD_PASSWORD)
+    assert (await d.resolve("MN2", "123456")) == LoggerRefusal(RefusalReason.UNKNOWN_MN)
+    rec.enabled = False
+    assert (await d.resolve("MN1", "123456")) == LoggerRefusal(RefusalReason.DISABLED)
