@@ -57,9 +57,11 @@ class SimulatedLogger:
         tz: tzinfo,
         st: str = "31",
         history: Callable[[str, datetime, datetime], Sequence[HistoryRecord]] | None = None,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
     ) -> None:
         self.host, self.port, self.mn, self.pw, self.st, self.tz = host, port, mn, pw, st, tz
         self._history = history or (lambda _cn, _b, _e: [])
+        self.answer_timeout_s = answer_timeout_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._waiting: dict[str, asyncio.Future[Frame]] = {}
@@ -183,7 +185,10 @@ class SimulatedLogger:
             assert begin is not None
             assert end is not None
             for data_time, values in self._history(request.cn, begin, end):
-                if not await self.upload(request.cn, data_time, values, qn=self._qn()):
+                answered = await self.upload(
+                    request.cn, data_time, values, qn=self._qn(), timeout_s=self.answer_timeout_s
+                )
+                if not answered:
                     ok = False
                     break
                 self.backfilled += 1

@@ -103,3 +103,46 @@ async def test_import_twice_stores_once_and_reports_bad_rows_by_line(
     assert await export_table(settings, "detections", empty, devices=[], fmt="parquet",
                               **window) == 0  # fmt: skip
     assert pq.read_table(empty).num_rows == 0
+
+
+async def test_hj212_dump_imported_like_the_gateway_takes_it(
+    settings_factory, tmp_path: Path
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    from gateway.directory import hash_password
+    from wire.hj212 import build_frame, build_segment, format_time
+
+    tz = ZoneInfo("Asia/Shanghai")
+    logger = {"kind": "cems", "network": "beifang", "site": "dalate", "device": "unit-3",
+              "password_hash": hash_password("123456", iterations=1000)}  # fmt: skip
+    settings = settings_factory(gateway={"loggers": {"MN01": logger}})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+
+    def frame(cn: str, mn: str, minute: int) -> bytes:
+        when = format_time(t0 + timedelta(minutes=minute), tz)
+        kind = "Rtd" if cn == "2011" else "Avg"
+        cp = f"DataTime={when};a05001-{kind}=11.{minute},a05001-Flag=N;a19001-{kind}=6.0"
+        return build_frame(build_segment(qn=None, st="31", cn=cn, pw="123456", mn=mn,
+                                         flag=4, cp=cp))  # fmt: skip
+
+    bad_crc = bytearray(frame("2011", "MN01", 9))
+    bad_crc[-3] = ord("0") if bad_crc[-3] != ord("0") else ord("1")
+    lines = [
+        frame("2011", "MN01", 0), bytes(bad_crc), frame("2051", "MN01", 1),
+        frame("2011", "NOPE", 2), frame("2061", "MN01", 0), frame("2011", "MN01", 3),
+    ]  # fmt: skip
+    dump = tmp_path / "logger.txt"
+    dump.write_bytes(b"".join(line.rstrip(b"\r\n") + b"\n" for line in lines))
+    await migrate(settings.db_url(), settings.db)
+    stop = asyncio.Event()
+    processor = asyncio.create_task(Processor(settings).run(stop=stop))
+    try:
+        report = await import_file(dump, settings)
+        # 2011 and 2051 (the live and the backfill packets) are readings; 2061 is not.
+        assert await _count(settings.db_url(), 6) == 6
+    finally:
+        stop.set()
+        await asyncio.wait_for(processor, 30)
+    assert [(p.line, p.reason) for p in report.problems] == [(2, "bad_crc"), (4, "unknown_mn")]
+    assert report.produced == 3
