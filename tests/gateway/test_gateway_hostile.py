@@ -128,7 +128,9 @@ async def test_a_stuck_logger_blocks_no_one_and_connections_are_bounded(gateway_
         await good.connect()
         assert await good.upload("2011", now, {"a05001": 11.0}, timeout_s=5)
         _idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(10):
+            while gateway.connections < 3:
+                await asyncio.sleep(0.02)
         # Three open: a fourth is closed at once.
         extra_r, extra_w = await asyncio.open_connection("127.0.0.1", port)
         async with asyncio.timeout(5):
