@@ -39,6 +39,7 @@ from pydantic_settings import (
 
 from core.errors import ConfigurationError
 from wire.detectors import DETECTORS, DetectorSpec, detector_spec, unknown_detector_message
+from wire.schemas import MineLocation, SourceKind
 
 __all__ = [
     "AlertRoute",
@@ -50,6 +51,9 @@ __all__ = [
     "ConsumerSettings",
     "DbSettings",
     "DetectionSettings",
+    "GatewaySettings",
+    "Hj212Code",
+    "Hj212Logger",
     "IngestSettings",
     "KafkaSettings",
     "LevelThresholds",
@@ -1189,6 +1193,62 @@ class ReportSettings(_Section):
     )
 
 
+class Hj212Logger(_Section):
+    """One HJ 212 data logger known to the gateway without the registry (``gateway.loggers``)."""
+
+    kind: SourceKind
+    network: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
+    site: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
+    device: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
+    password_hash: SecretStr = Field(
+        description="`ghgwatch hj212 hash-password` of the logger's PW (never the PW itself)"
+    )
+    location: MineLocation | None = Field(default=None, description="mine sensor class")
+    enabled: bool = True
+
+
+class Hj212Code(_Section):
+    """What a pollutant code means (``gateway.codes``): the metric and a unit factor."""
+
+    metric: str
+    scale: float = Field(default=1.0, description="metric value = HJ 212 value x scale")
+    kinds: tuple[SourceKind, ...] = Field(
+        default=(), description="only for these source kinds (empty: every kind)"
+    )
+
+
+class GatewaySettings(_Section):
+    """The HJ 212-2017 gateway (`ghgwatch hj212`): TCP server for data loggers."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - loggers connect from the field
+    port: int = Field(default=9212, ge=0, le=65535, description="0: any free port")
+    max_connections: int = Field(default=2000, ge=1)
+    read_timeout_s: float = Field(
+        default=300.0, gt=0, description="a connection silent this long is closed"
+    )
+    frame_timeout_s: float = Field(
+        default=30.0, gt=0, description="a frame must arrive whole within this time"
+    )
+    timezone: str = Field(default="Asia/Shanghai", description="the loggers' clock (DataTime)")
+    live_cns: tuple[str, ...] = Field(
+        default=("2011",),
+        description="uploads stored as readings (2011 real-time; 2051 for minute-only loggers)",
+    )
+    backfill_cn: str = Field(
+        default="2051", pattern=r"^(2031|2051|2061)$", description="history asked for after a gap"
+    )
+    backfill_min_gap_s: float = Field(default=120.0, ge=0)
+    backfill_max_s: float = Field(default=7 * 86400.0, gt=0, description="oldest gap asked for")
+    metrics_port: int = Field(default=9646, ge=0, le=65535)
+    state_file: Path | None = Field(
+        default=None, description="last data time per logger; default <data_dir>/hj212-state.json"
+    )
+    loggers: dict[str, Hj212Logger] = Field(default_factory=dict, description="MN -> logger")
+    codes: dict[str, Hj212Code] = Field(
+        default_factory=dict, description="pollutant code -> metric, beyond the built-in table"
+    )
+
+
 class Settings(BaseSettings):
     """Every knob of ghgwatch, one frozen object."""
 
@@ -1216,6 +1276,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     registry: RegistrySettings = RegistrySettings()
     reports: ReportSettings = ReportSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,8 @@ from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
 from ghgwatch.cli_certs import certs
+from ghgwatch.cli_hj212 import hj212_app
+from ghgwatch.cli_io import export_command, import_command
 from ghgwatch.cli_report import register_report_cli
 from ghgwatch.cli_stations import stations_app
 from ghgwatch.grafana_push import push_to_grafana
@@ -51,6 +53,9 @@ db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(stations_app, name="stations")
 app.command("certs")(certs)
+app.add_typer(hj212_app, name="hj212")
+app.command("import")(import_command)
+app.command("export")(export_command)
 
 _STATE: dict[str, Settings] = {}
 # Boolean flags take no value; an empty metavar keeps typer's help from showing "<bool>".

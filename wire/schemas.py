@@ -130,6 +130,16 @@ class RejectReason(StrEnum):
     ANCIENT_TIMESTAMP = "ancient_timestamp"
     MISSING_LOCATION = "missing_location"
     UNREGISTERED = "unregistered"
+    # HJ 212-2017 gateway: frames refused before their readings are looked at.
+    BAD_FRAME = "bad_frame"
+    BAD_LENGTH = "bad_length"
+    TRUNCATED = "truncated"
+    BAD_CRC = "bad_crc"
+    BAD_SEGMENT = "bad_segment"
+    UNKNOWN_CN = "unknown_cn"
+    UNKNOWN_MN = "unknown_mn"
+    BAD_PASSWORD = "bad_password"  # noqa: S105 - a reason code, not a password
+    DISABLED = "disabled"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,73 @@
+"""``ghgwatch hj212``: the HJ 212-2017 gateway service, and ``hj212 hash-password``."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import signal
+from typing import Annotated
+
+import asyncpg
+import typer
+
+from adapters.pg import wait_for_database
+from core.errors import FatalError, GhgwatchError
+from core.settings import Settings
+from gateway.directory import hash_password
+from gateway.registry_directory import RegistryDirectory
+from gateway.server import Gateway
+from registry import RegistryStore, verify_password
+
+__all__ = ["hj212_app"]
+
+hj212_app = typer.Typer(
+    help="The HJ 212-2017 gateway for data loggers (TCP).", invoke_without_command=True
+)
+
+
+@hj212_app.callback()
+def serve(ctx: typer.Context) -> None:
+    """Run the gateway until Ctrl-C (SIGINT/SIGTERM stop it cleanly).
+
+    Loggers are looked up in ``gateway.loggers`` when that lists any, else in the device
+    registry (``ghgwatch stations add ... --hj212-mn MN --hj212-password``)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = Settings()  # the root callback loaded them and remembered --config
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if settings.gateway.loggers:  # loggers listed in the settings: no registry needed
+            await Gateway(settings).run(stop=stop)
+            return
+        # else the device registry: MN -> device, PW against its stored hash
+        await wait_for_database(settings.db_url(), settings.db.start_timeout_s)
+        pool = await asyncpg.create_pool(settings.db_url(), min_size=1, max_size=2)
+        try:
+            directory = RegistryDirectory(RegistryStore(pool), verify_password)
+            await Gateway(settings, directory).run(stop=stop)
+        finally:
+            await pool.close()
+
+    try:
+        asyncio.run(main())
+    except FatalError as exc:
+        typer.secho(f"fatal: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except GhgwatchError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+
+
+@hj212_app.command("hash-password")
+def hash_password_command(
+    password: Annotated[
+        str | None, typer.Option(help="The logger's PW; asked when omitted")
+    ] = None,
+) -> None:
+    """Print the hash of a logger's PW for ``gateway.loggers.<MN>.password_hash``."""
+    pw = password if password is not None else getpass.getpass("logger PW: ")
+    typer.echo(hash_password(pw))
