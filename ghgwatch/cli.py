@@ -6,7 +6,9 @@ import asyncio
 import getpass
 import json
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -25,6 +27,7 @@ from ghgwatch.cli_io import export_command, import_command
 from ghgwatch.cli_report import register_report_cli
 from ghgwatch.cli_stations import stations_app
 from ghgwatch.grafana_push import push_to_grafana
+from ghgwatch.replay_db import readings_to_replay_csv
 from ghgwatch.stack import Service, resolve, resolve_settings, set_current_settings
 from ghgwatch.status import collect_status, render_status
 from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
@@ -492,7 +495,10 @@ def detector(
 
 @app.command()
 def replay(
-    readings: Annotated[Path, typer.Argument(help="Long-format CSV: time,device_id,metric,value")],
+    readings: Annotated[
+        Path | None,
+        typer.Argument(help="Long-format CSV: time,device_id,metric,value (or --from-db)"),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Detections CSV (one row per onset).")] = None,
     kind: Annotated[
         str | None,
@@ -501,9 +507,44 @@ def replay(
     labels: Annotated[
         Path | None, typer.Option(help="Labels CSV (device_id,start,end) to score.")
     ] = None,
+    from_db: Annotated[
+        bool,
+        typer.Option(
+            "--from-db",
+            help="Replay stored readings from the database (a running `up`'s when none is"
+            " configured) instead of a CSV.",
+        ),
+    ] = False,
+    since: Annotated[
+        datetime | None, typer.Option(help="--from-db: from this time (UTC if no zone).")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="--from-db: until this time (default now).")
+    ] = None,
+    device: Annotated[
+        list[str] | None, typer.Option(help="--from-db: this device id (repeat; default all).")
+    ] = None,
 ) -> None:
-    """Run the streaming detectors over a CSV in time order (backtest, tuning)."""
+    """Run the streaming detectors over a CSV, or stored readings, in time order (backtest,
+    tuning; nothing is written to the database)."""
 
+    if from_db:
+        if readings is not None:
+            raise typer.BadParameter("give a CSV or --from-db, not both", param_hint="READINGS")
+        if since is None:
+            raise typer.BadParameter("--from-db needs --since", param_hint="--since")
+        settings = _live("db")
+        start = since if since.tzinfo else since.replace(tzinfo=UTC)
+        end = until or datetime.now(UTC)
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+        tmp = tempfile.TemporaryDirectory(prefix="ghgwatch-replay-")
+        readings = Path(tmp.name) / "readings.csv"
+        n = asyncio.run(
+            readings_to_replay_csv(settings, readings, devices=device or [], since=start, until=end)
+        )
+        typer.echo(f"{n:,} stored readings from {start.isoformat()} to {end.isoformat()}", err=True)
+    elif readings is None:
+        raise typer.BadParameter("give a readings CSV or --from-db", param_hint="READINGS")
     if not readings.is_file():
         raise typer.BadParameter(f"no such file: {readings}", param_hint="READINGS")
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.settings import Settings, load_settings
+from ghgwatch.stack import resolve_settings
 from processors.storage import migrate
 from registry import (
     BRIDGE_ROLE,
@@ -54,8 +55,9 @@ stations_app = typer.Typer(
 
 
 def _settings(ctx: typer.Context) -> Settings:
+    """The loaded settings, with a running ``up``'s database and broker for unset URLs."""
     config = ctx.find_root().params.get("config")
-    return load_settings(config)
+    return resolve_settings(load_settings(config), uses=("db", "mqtt"))
 
 
 def _run(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +337,12 @@ async def test_up_with_nothing_configured_is_found_by_every_command_and_keeps_it
             return bool(n > 1)
 
         await _wait_for(simulated_stored, "the simulated readings in the database")
+        # replay the stored readings of this `up`'s database through the detectors
+        since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        replayed = await _cli(tmp_path, "replay", "--from-db", "--since", since, "--device", mine)
+        assert replayed.returncode == 0, replayed.stderr.decode()[-3000:]
+        assert "`ghgwatch up`" in replayed.stderr.decode()
+        assert re.search(rb"^[2-9]\d* readings \(0 late\)", replayed.stdout, re.M), replayed.stdout
 
         api = f"http://127.0.0.1:{found['api_port']}"
         async with httpx.AsyncClient(base_url=api, timeout=DEADLINE_S) as client:
