@@ -66,6 +66,7 @@ from processors import Processor
 from processors.detector import DetectorService
 from processors.storage import migrate
 from registry import CertFiles, TlsFiles, make_dev_ca, make_server_cert, tls_listener_lines
+from reports import ReportScheduler
 from sensors_sim import SimulationConfig, run_simulation
 
 __all__ = [
@@ -463,10 +464,11 @@ def _api_port(settings: Settings, opts: UpOptions) -> tuple[Settings, str | None
     return resolved, f"http://{cfg.api_host}:{port}/docs"
 
 
-def _service_names(opts: UpOptions) -> list[str]:
+def _service_names(opts: UpOptions, settings: Settings) -> list[str]:
     names = [
         "processor",
         "alert-service" if opts.alerts else "",
+        "report-schedule" if opts.alerts and settings.reports.schedule_enabled else "",
         "alerts-api" if opts.alerts else "",
         "detector" if opts.detect else "",
     ]
@@ -504,7 +506,7 @@ def _print_summary(
         *_token_row(endpoints, settings),
         ("data dir", endpoints.data_dir),
         *((f"embedded {name}", where) for name, where in endpoints.embedded.items()),
-        ("services", ", ".join(_service_names(opts))),
+        ("services", ", ".join(_service_names(opts, settings))),
         ("simulator", _simulator_row(opts)),
         *(
             (("alerts", "a line here per alert change; ghgwatch alerts list"),)
@@ -565,6 +567,9 @@ async def _run_services(settings: Settings, opts: UpOptions, console: Console) -
     spawn("processor", lambda ev: Processor(settings).run(stop=ev), False)
     if opts.alerts:
         spawn("alert-service", lambda ev: AlertService(settings).run(stop=ev), False)
+        if settings.reports.schedule_enabled:
+            # As `ghgwatch alert-service` does: the quarterly report's schedule beside it.
+            spawn("report-schedule", lambda ev: ReportScheduler(settings).run(ev), False)
 
         spawn("alerts-api", lambda ev: AlertApi(settings).run(stop=ev), False)
         spawn("alert-log", lambda ev: AlertLog(settings, console).run(stop=ev), False)

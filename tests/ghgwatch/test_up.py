@@ -20,6 +20,7 @@ import pytest
 
 from adapters.ports import port_is_free
 from core.settings import Settings
+from reports import closed_quarter
 
 DEADLINE_S = 60.0
 STOP_DEADLINE_S = 45.0
@@ -53,6 +54,11 @@ def _env(settings: Settings) -> dict[str, str]:
         GHGWATCH_PROCESSOR__COMMIT_INTERVAL_S="0.2",
         GHGWATCH_METRICS__ENABLED="false",
         GHGWATCH_LOG__LEVEL="INFO",
+        # The quarterly report's schedule checks at once; no PDF (no browser needed).
+        GHGWATCH_REPORTS__START_DELAY_S="0",
+        GHGWATCH_REPORTS__REVISE_QUARTERS="0",
+        GHGWATCH_REPORTS__PDF="false",
+        GHGWATCH_REPORTS__OUT_DIR=str(settings.data_dir / "reports"),
     )
     return env
 
@@ -111,7 +117,8 @@ async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sig
 ) -> None:
     """`up --simulate` stores readings of all four kinds, `status --json` in another process
     reports them via the configured URLs, the on-call API answers with a token and refuses
-    without, and SIGINT stops every service (processor, alert service and API, detector,
+    without, the quarterly report's schedule issues the last closed quarter by itself, and
+    SIGINT stops every service (processor, alert service and API, report schedule, detector,
     bridge, simulator) with exit status 0."""
     proc = up_process("--simulate", "--devices", "2", "--timeout-s", "300")
     endpoints = settings.data_dir / "endpoints.json"
@@ -149,6 +156,26 @@ async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sig
     assert report["readings_topic"] == settings.kafka.readings_topic
     assert [p["partition"] for p in report["lag"]] == list(range(settings.kafka.partitions))
 
+    cfg = Settings().reports
+    due = closed_quarter(datetime.now(UTC), cfg.timezone, cfg.issue_delay_h)
+
+    async def scheduled_report() -> bool:
+        conn = await asyncpg.connect(settings.db_url())
+        try:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM quarterly_reports WHERE quarter = $1"
+                    " AND trigger = 'schedule'",
+                    str(due),
+                )
+            )
+        except asyncpg.UndefinedTableError:
+            return False
+        finally:
+            await conn.close()
+
+    await _wait_for(scheduled_report, f"the scheduled report of {due}")
+
     api = json.loads(endpoints.read_text())["api_url"].removesuffix("/docs")
     async with httpx.AsyncClient(base_url=api, timeout=DEADLINE_S) as client:
         refused = await client.get("/alerts")
@@ -162,7 +189,8 @@ async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sig
     assert code == 0, (tmp_path / "up-0.err").read_text()[-3000:]
     assert "ghgwatch is up" in out
     assert "ghgwatch stopped cleanly" in out
-    assert "processor, alert-service, alerts-api, detector, bridge, simulator" in out
+    services = "processor, alert-service, report-schedule, alerts-api, detector, bridge, simulator"
+    assert services in out
     assert not endpoints.exists()
 
 
