@@ -9,16 +9,22 @@ Rules implemented, in order:
 
 1. **Valid day**: >= 20 valid hours in the local calendar day; **valid month**: >= 25 valid
    days (>= 23 in February). Both are counted and reported; they do not change the totals.
-2. **Substitution of invalid and missing hours for emission totals** (HJ 75-2017, chapter 12
-   "data review and processing", the table for data missing during maintenance or other
-   abnormal periods, as this project reads it): every run of consecutive hours without a valid
-   value (the hour is invalid, or no hour value was stored at all) is filled, per hour, with
+2. **Substitution of invalid and missing hours for emission totals.** Every run of
+   consecutive hours without a valid value (the hour is invalid, or no hour value was stored
+   at all) is filled, per hour, with
 
    - run of at most ``short_gap_h`` hours (24): the arithmetic mean of the last valid hour
      before the run and the first valid hour after it (only the one that exists, at the
      edges of the data);
    - longer run: the mean of the ``lookback_h`` (720) valid hours before the run (as many
      as there are), or, with none before it, of the first ``lookback_h`` valid hours after.
+
+   Provenance, stated plainly because totals are signed on it: the text of HJ 75-2017 was
+   not available to this project, so no clause is cited. The <= 24 h rule is HJ/T 75-2007's
+   (its predecessor), as quoted in Sci. Data (2020), doi:10.1038/s41597-020-00665-1,
+   table 4; for longer runs that source says only "near the level of the valid data around them, not
+   interpolated", and the 720-hour look-back is this project's choice (the look-back length
+   of US EPA 40 CFR 75.33), not a rule of either Chinese standard. Both limits are settings.
 
    A unit with no valid hour at all gets nothing substituted: its totals are unknown, not
    zero. Each substituted hour is marked (:attr:`UnitHours.substituted`) and reported with

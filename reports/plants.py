@@ -764,13 +764,15 @@ def _method_notes() -> tuple[str, str]:
     return (
         "排放量按HJ 75-2017计算：有效小时≥45分钟有效数据，有效日≥20个有效小时，"
         "有效月≥25个有效日（2月≥23）；"
-        "无效和缺失小时按修约规则补值（连续≤24小时取前后有效小时均值，更长取此前720个有效小时均值），并逐小时标记。",
+        "无效和缺失小时补值（连续≤24小时取前后有效小时均值，依HJ/T 75-2007；"
+        "更长取此前720个有效小时均值，为本系统的选择，未经HJ 75-2017原文核对），并逐小时标记。",
         "Totals follow HJ 75-2017: a valid hour has >= 45 valid minutes, a valid day >= 20 valid"
         " hours, a valid month >= 25 valid days (>= 23 in February); invalid and missing hours are"
-        " substituted (runs up to 24 h: mean of the valid hours either side; longer: mean of the"
-        " 720 valid hours before) and every substituted hour is marked. Projection: year to date"
-        " plus the rest of the year from last year's monthly shape scaled to this year, else the"
-        " quarter's mean daily emission; 90 % interval from"
+        " substituted (runs up to 24 h: mean of the valid hours either side, as HJ/T 75-2007 gives;"
+        " longer: mean of the 720 valid hours before, this system's choice; neither checked"
+        " against the text of HJ 75-2017) and every substituted hour is marked. Projection: year"
+        " to date plus the rest of the year from last year's monthly shape scaled to this year,"
+        " else the quarter's mean daily emission; 90 % interval from"
         " the quarter's daily series (autocorrelation-adjusted standard error).",
     )
 
@@ -825,8 +827,8 @@ async def plants_section(ctx: SectionContext) -> Section:
         ),
         Table(
             key="cems_substituted",
-            title_zh="修约小时（HJ 75-2017）",
-            title_en="Substituted hours (HJ 75-2017)",
+            title_zh="补值小时",
+            title_en="Substituted hours",
             columns=[
                 Column(key="unit", title_zh="机组", title_en="Unit"),
                 Column(key="start", title_zh="开始", title_en="Start"),
