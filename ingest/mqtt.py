@@ -277,6 +277,7 @@ class MqttSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connects = 0
         self.overflowed = 0
+        self._redeliver = asyncio.Event()
         self.redeliveries_skipped = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -521,8 +522,10 @@ class MqttSession:
                 self.redeliveries_skipped += 1
                 return
             if len(self._buffer) >= self._buffer_cap + READ_BURST_SLACK_MESSAGES:
-                # Cannot happen while the reader pauses at the cap; kept as a hard bound. An
-                # unacked QoS 1 message comes back on reconnect, a QoS 0 one is gone.
+                # Cannot happen while the reader pauses at the cap; kept as a hard bound. The
+                # message stays unacknowledged, but a broker resends it only on a new
+                # connection: drop this one (the session is kept) so it comes back. A QoS 0
+                # message is gone either way.
                 self.overflowed += 1
                 log.warning(
                     "mqtt buffer full; message not taken",
@@ -530,6 +533,8 @@ class MqttSession:
                     qos=qos,
                     overflowed=self.overflowed,
                 )
+                if qos:
+                    self._reconnect_for_redelivery()
                 return
             msg = InboundMessage(
                 topic,
@@ -549,6 +554,12 @@ class MqttSession:
             log.exception("mqtt message callback failed")
 
     # -- publishing ---------------------------------------------------------------------------
+
+    def _reconnect_for_redelivery(self) -> None:
+        """Ask the connection task to end this connection (the session is kept), so the
+        broker sends what was not taken again. Also during connect: a redelivered backlog
+        arrives right behind CONNACK."""
+        self._redeliver.set()
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout_s: float
@@ -619,6 +630,7 @@ class MqttSession:
         # right behind it must already belong to this connection's window.
         self._generation += 1
         self._window.clear()
+        self._redeliver.clear()
         self._paho = client._client  # noqa: SLF001
         bound_s = self._cfg.connect_timeout_s * _CONNECT_PHASES + _CONNECT_SLACK_S
         try:
@@ -708,11 +720,15 @@ class MqttSession:
         )
         disconnected: asyncio.Future[Any] = client._disconnected  # noqa: SLF001
         closing: asyncio.Future[Any] = asyncio.ensure_future(self._closing.wait())
-        waiters: set[asyncio.Future[Any]] = {disconnected, closing}
+        redeliver: asyncio.Future[Any] = asyncio.ensure_future(self._redeliver.wait())
+        waiters: set[asyncio.Future[Any]] = {disconnected, closing, redeliver}
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closing.cancel()
+            redeliver.cancel()
+        if self._redeliver.is_set() and not self._closing.is_set():
+            raise MqttUnavailable("buffer bound reached; reconnecting for redelivery")
         if disconnected.done():
             exc = None if disconnected.cancelled() else disconnected.exception()
             raise MqttUnavailable(f"mqtt connection lost: {exc}") from exc

@@ -129,3 +129,38 @@ def test_ghgwatch_errors_pass_through_the_mapping_untouched() -> None:
     with pytest.raises(RejectedReading) as caught, mqtt_errors("publish"):
         raise original
     assert caught.value is original
+
+
+async def test_a_message_past_the_hard_buffer_bound_comes_back_by_a_reconnect(
+    fast_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buffer's hard bound is only reached if the burst reader's pause is bypassed; a
+    QoS 1 message dropped there is unacknowledged, and on a connection that stays up the
+    broker never sends it again. So the session reconnects (keeping its session) and the
+    broker redelivers: every message arrives."""
+    settings = fast_settings(mqtt={"receive_maximum": 100})
+    root = settings.mqtt.topic_root
+    subscription = Subscription(f"{root}/overflow/#", qos=1)
+    host, port = mqtt_host_port(settings)
+    monkeypatch.setattr(MqttSession, "_buffer_full", lambda _self: False)  # reader never pauses
+    count = 60
+
+    async with MqttSession(
+        settings.mqtt, settings.mqtt_url(), subscriptions=[subscription]
+    ) as session:
+        session._buffer_cap = 4  # hard bound 4 + slack (16), below the 60 the broker sends at once
+        await session.wait_connected(DEADLINE_S)
+        async with aiomqtt.Client(host, port) as publisher:
+            for n in range(count):
+                await publisher.publish(f"{root}/overflow/x", f"m{n}".encode(), qos=1)
+        await asyncio.sleep(0.5)  # the broker pushes up to 100; the bound drops most
+        got: set[bytes] = set()
+        # Each connection takes about 20 (the bound) of what the broker sends again.
+        async with asyncio.timeout(DEADLINE_S):
+            while len(got) < count:
+                for message in await session.receive(50, 0.2):
+                    got.add(message.payload)
+                    session.ack(message)
+        assert session.overflowed > 0
+        assert session.connects >= 2
+    assert got == {f"m{n}".encode() for n in range(count)}
