@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from alerts import AlertApi, AlertConsole, AlertService
-from core.errors import ConfigurationError, FatalError, GhgwatchError
+from core.errors import ConfigurationError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from dashboards import export_dashboards
 from ghgwatch.cli_certs import certs
+from ghgwatch.cli_errors import exit_on_error
 from ghgwatch.cli_hj212 import hj212_app
 from ghgwatch.cli_io import export_command, import_command
 from ghgwatch.cli_report import register_report_cli
@@ -121,14 +122,8 @@ def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    try:
+    with exit_on_error():
         return asyncio.run(runner())
-    except FatalError as exc:
-        typer.secho(f"fatal: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    except GhgwatchError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
 
 
 @db_app.command("migrate")

@@ -11,11 +11,11 @@ import asyncpg
 import typer
 
 from adapters.pg import wait_for_database
-from core.errors import FatalError, GhgwatchError
 from core.settings import Settings
 from gateway.directory import hash_password
 from gateway.registry_directory import RegistryDirectory
 from gateway.server import Gateway
+from ghgwatch.cli_errors import exit_on_error
 from registry import RegistryStore, verify_password
 
 __all__ = ["hj212_app"]
@@ -52,14 +52,8 @@ def serve(ctx: typer.Context) -> None:
         finally:
             await pool.close()
 
-    try:
+    with exit_on_error():
         asyncio.run(main())
-    except FatalError as exc:
-        typer.secho(f"fatal: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    except GhgwatchError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
 
 
 @hj212_app.command("hash-password")

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.errors import FatalError, GhgwatchError
 from core.settings import Settings
+from ghgwatch.cli_errors import exit_on_error
 from reports import Quarter, QuarterFormatError, get_report, issue_quarterly, list_reports
 
 __all__ = ["register_report_cli", "report_app"]
@@ -36,14 +36,8 @@ def _settings() -> Settings:
 
 
 def _run(coro: object) -> object:
-    try:
+    with exit_on_error():
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except FatalError as exc:
-        typer.secho(f"fatal: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    except GhgwatchError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
 
 
 @report_app.command("quarterly")

@@ -19,8 +19,9 @@ import asyncpg
 import typer
 from pydantic import ValidationError
 
-from core.errors import ConfigurationError, FatalError, GhgwatchError
+from core.errors import ConfigurationError
 from core.settings import Settings, load_settings
+from ghgwatch.cli_errors import exit_on_error
 from ghgwatch.stack import resolve_settings
 from processors.storage import migrate
 from registry import (
@@ -61,14 +62,8 @@ def _settings(ctx: typer.Context) -> Settings:
 
 
 def _run(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    try:
+    with exit_on_error():
         return asyncio.run(fn())
-    except FatalError as exc:
-        typer.secho(f"fatal: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    except GhgwatchError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
 
 
 def _broker(settings: Settings) -> BrokerApplier:
