@@ -777,6 +777,24 @@ def _method_notes() -> tuple[str, str]:
     )
 
 
+def _warning(source_type: str, source_id: str, src: UnitFigures | PlantFigures) -> SourceWarning:
+    """A unit's or plant's warning: its level, reasons and the figures behind them."""
+    return SourceWarning(
+        source_type=source_type,
+        source_id=source_id,
+        region=src.region,
+        level=src.level,
+        reasons_zh=src.judgement.reasons_zh,
+        reasons_en=src.judgement.reasons_en,
+        figures={
+            "projected_t": src.projection.total_t,
+            "budget_t": src.budget_t,
+            "intensity_ratio": src.intensity_ratio,
+            "completeness": src.completeness,
+        },
+    )
+
+
 async def plants_section(ctx: SectionContext) -> Section:
     """Units and plants: quarter and year-to-date CO2, intensity, projection, levels.
 
@@ -843,38 +861,8 @@ async def plants_section(ctx: SectionContext) -> Section:
         ),
     ]
     figures = [f for f in [_intensity_figure(a)] if f is not None]
-    warnings = [
-        SourceWarning(
-            source_type="unit",
-            source_id=u.device_id,
-            region=u.region,
-            level=u.level,
-            reasons_zh=u.judgement.reasons_zh,
-            reasons_en=u.judgement.reasons_en,
-            figures={
-                "projected_t": u.projection.total_t,
-                "budget_t": u.budget_t,
-                "intensity_ratio": u.intensity_ratio,
-                "completeness": u.completeness,
-            },
-        )
-        for u in a.units
-    ] + [
-        SourceWarning(
-            source_type="plant",
-            source_id=p.key,
-            region=p.region,
-            level=p.level,
-            reasons_zh=p.judgement.reasons_zh,
-            reasons_en=p.judgement.reasons_en,
-            figures={
-                "projected_t": p.projection.total_t,
-                "budget_t": p.budget_t,
-                "intensity_ratio": p.intensity_ratio,
-                "completeness": p.completeness,
-            },
-        )
-        for p in a.plants
+    warnings = [_warning("unit", u.device_id, u) for u in a.units] + [
+        _warning("plant", p.key, p) for p in a.plants
     ]
     return Section(
         key="plants",
