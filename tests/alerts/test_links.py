@@ -6,44 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alert_views import alert_view
 from pydantic import ValidationError
 
 from alerts.links import LinkRefused, LinkSigner, csrf_token, sign, verify
-from alerts.models import AlertView
 from alerts.notices import alert_message, outbox_entries
 from core.settings import AlertsSettings, ConsoleSettings, Settings
 
 KEY = bytes(range(32))
 NOW = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
-ALERT = AlertView(
-    alert_id=31,
-    group_key="mine/ordos-coal/buertai/gas",
-    rule="mine_gas",
-    severity="critical",
-    state="open",
-    condition_active=True,
-    network="ordos-coal",
-    site="buertai",
-    kind="mine",
-    device_id="ordos-coal/buertai/t1-0302",
-    metric="ch4_pct_vol",
-    detector="threshold_alarm",
-    value=1.05,
-    threshold=1.0,
-    location="T1",
-    started_at=NOW,
-    last_seen_at=NOW,
-    acknowledged_at=None,
-    acknowledged_by=None,
-    resolve_due_at=None,
-    resolved_at=None,
-    resolved_by=None,
-    escalation_level=0,
-    next_escalation_at=None,
-    silenced_until=None,
-    created_at=NOW,
-    updated_at=NOW,
-)
+ALERT = alert_view(NOW, alert_id=31, value=1.05)
 
 
 def test_a_link_verifies_with_its_key_for_its_purpose_until_it_expires() -> None:

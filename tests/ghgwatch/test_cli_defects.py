@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alert_views import alert_view
 from typer.testing import CliRunner
 
 from alerts.console import format_alert_header, format_alert_line
@@ -41,35 +42,7 @@ def test_boolean_flags_show_no_value_in_help(command: list[str], flag: str) -> N
 
 
 def _alert(started_at: datetime) -> AlertView:
-    return AlertView(
-        alert_id=7,
-        group_key="g",
-        rule="mine-ch4",
-        severity="critical",
-        state="open",
-        condition_active=True,
-        network="ordos-coal",
-        site="buertai",
-        kind="mine",
-        device_id="ordos-coal/buertai/t1-0302",
-        metric="ch4_pct_vol",
-        detector="threshold",
-        value=1.6,
-        threshold=1.0,
-        location="T1",
-        started_at=started_at,
-        last_seen_at=started_at,
-        acknowledged_at=None,
-        acknowledged_by=None,
-        resolve_due_at=None,
-        resolved_at=None,
-        resolved_by=None,
-        escalation_level=0,
-        next_escalation_at=None,
-        silenced_until=None,
-        created_at=started_at,
-        updated_at=started_at,
-    )
+    return alert_view(started_at, group_key="g", rule="mine-ch4", detector="threshold")
 
 
 def test_alert_lines_carry_their_zone_under_a_header() -> None:
