@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, mosquitto_binary
+from ingest import Bridge
+from processors import Processor
 from registry.brokerconf import find_dynsec_plugin
 from registry.dynsec import DynsecClient
 
 ROOT = "ghg/v1"
+PIPELINE_DEADLINE_S = 30.0
 ALERTS_ROOT = "ghg/v1/alerts"
 BRIDGE_USER = "ghgwatch-bridge"
 NOTIFIER_USER = "ghgwatch-notifier"
@@ -55,3 +62,24 @@ async def start_broker(tmp: Path, conf: str, port: int) -> ManagedProcess:
         "mosquitto", [binary, "-c", str(tmp / "mosquitto.conf")], "127.0.0.1", port,
         tmp / "mosquitto.log",
     ).start()  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def pipeline(settings: Settings) -> AsyncIterator[Bridge]:
+    """The bridge and the storing processor, running until the block ends (errors raised)."""
+    stop = asyncio.Event()
+    bridge = Bridge(settings)
+    tasks = [
+        asyncio.create_task(bridge.run(stop=stop)),
+        asyncio.create_task(Processor(settings).run(stop=stop)),
+    ]
+    try:
+        await bridge.wait_connected(PIPELINE_DEADLINE_S)
+        yield bridge
+    finally:
+        stop.set()
+        async with asyncio.timeout(PIPELINE_DEADLINE_S):
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result

@@ -9,17 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 import asyncpg
 import pytest
+from registry_helpers import pipeline
 
 from core.errors import FatalError
 from core.settings import Settings
-from ingest import Bridge
-from processors import Processor
 from processors.storage import migrate
 from registry.models import DeviceRecord
 from registry.onboard import NoBroker, Onboarding
@@ -48,26 +47,6 @@ async def _reloaded(view: RegistryView, loads: int) -> None:
             await asyncio.sleep(0.02)
 
 
-@contextlib.asynccontextmanager
-async def _pipeline(settings: Settings) -> AsyncIterator[Bridge]:
-    stop = asyncio.Event()
-    bridge = Bridge(settings)
-    tasks = [
-        asyncio.create_task(bridge.run(stop=stop)),
-        asyncio.create_task(Processor(settings).run(stop=stop)),
-    ]
-    try:
-        await bridge.wait_connected(DEADLINE_S)
-        yield bridge
-    finally:
-        stop.set()
-        async with asyncio.timeout(DEADLINE_S):
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-
 async def test_unregistered_and_disabled_devices_are_dead_lettered(
     settings_factory: Callable[..., Settings], pg_url: str
 ) -> None:
@@ -81,7 +60,7 @@ async def test_unregistered_and_disabled_devices_are_dead_lettered(
         await onboarding.add(DeviceRecord(device_id="baotou/kundulun/pic-02", kind="city"))
         host, port = settings.mqtt_url().split("://")[1].split(":")
         async with (
-            _pipeline(settings) as bridge,
+            pipeline(settings) as bridge,
             aiomqtt.Client(host, int(port), identifier=f"dev-{root}") as dev,
         ):
             for device, minutes in (("pic-01", 5), ("pic-02", 5), ("stranger", 5)):

@@ -13,11 +13,9 @@ from typing import Any
 import aiomqtt
 import asyncpg
 import pytest
-from registry_helpers import BRIDGE_USER, ROOT, Broker, needs_dynsec
+from registry_helpers import BRIDGE_USER, ROOT, Broker, needs_dynsec, pipeline
 
 from core.settings import Settings
-from ingest import Bridge
-from processors import Processor
 from processors.storage import migrate
 from registry.models import DeviceRecord
 from registry.onboard import DynsecApplier, Onboarding
@@ -64,26 +62,6 @@ async def _stored(conn: asyncpg.Connection, device_id: str, at_least: int) -> in
     return int(await conn.fetchval(sql, device_id))
 
 
-@contextlib.asynccontextmanager
-async def _pipeline(settings: Settings) -> AsyncIterator[Bridge]:
-    stop = asyncio.Event()
-    bridge = Bridge(settings)
-    tasks = [
-        asyncio.create_task(bridge.run(stop=stop)),
-        asyncio.create_task(Processor(settings).run(stop=stop)),
-    ]
-    try:
-        await bridge.wait_connected(DEADLINE_S)
-        yield bridge
-    finally:
-        stop.set()
-        async with asyncio.timeout(DEADLINE_S):
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-
 async def test_registered_device_stored_and_cut_off_when_disabled_or_rotated(
     dynsec_broker: Callable[..., Awaitable[Broker]],
     settings_factory: Callable[..., Settings],
@@ -112,7 +90,7 @@ async def test_registered_device_stored_and_cut_off_when_disabled_or_rotated(
         )
         assert stored_hash.startswith("$7$")
         assert mine.password not in stored_hash
-        async with _pipeline(settings):
+        async with pipeline(settings):
             async with (
                 _device(broker.port, mine.username, mine.password) as dev_mine,
                 _device(broker.port, city.username, city.password) as dev_city,
