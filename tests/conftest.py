@@ -54,6 +54,12 @@ def test_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """The server's maintenance database, for tests that rename, drop or kick out others."""
+    return TEST_PG_URL
+
+
 @pytest.fixture
 async def pg_url(test_id: str) -> AsyncIterator[str]:
     """A fresh, empty database on the real PostgreSQL server, dropped after the test."""

@@ -30,8 +30,6 @@ from processors.storage import migrate
 from tests.adapters.loop_helpers import check_survives_commit_timeouts
 from wire import RejectReason
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
 
 def _samples(proc: Processor) -> dict[str, float]:
     """Current values of the processor's Prometheus metrics (its own registry)."""
@@ -125,7 +123,7 @@ async def test_processor_refuses_a_database_without_schema(proc_settings: object
 
 
 async def test_failing_database_keeps_offsets_then_recovers_without_loss(
-    migrated: Settings,
+    migrated: Settings, pg_admin_url: str
 ) -> None:
     """Database renamed away: writes push back, the committed offset stays; then all stored once."""
     dsn = migrated.db_url()
@@ -145,7 +143,7 @@ async def test_failing_database_keeps_offsets_then_recovers_without_loss(
             return await committed_offsets(migrated) == ends1
 
         await wait_until(committed_caught_up, "offsets of the first batch committed")
-        await _rename(dbname, f"{dbname}_away")
+        await _rename(pg_admin_url, dbname, f"{dbname}_away")
         try:
             ends2 = await produce(migrated, second)
             await wait_until(
@@ -154,7 +152,7 @@ async def test_failing_database_keeps_offsets_then_recovers_without_loss(
             assert not task.done()
             assert await committed_offsets(migrated) == ends1
         finally:
-            await _rename(f"{dbname}_away", dbname)
+            await _rename(pg_admin_url, f"{dbname}_away", dbname)
         await wait_for_count(dsn, "readings", n1 + n2)
 
         async def all_committed() -> bool:
@@ -175,9 +173,9 @@ def _async(fn: object) -> object:
     return check
 
 
-async def _rename(old: str, new: str) -> None:
+async def _rename(admin_url: str, old: str, new: str) -> None:
     """Rename a database, kicking out its sessions (the processor reconnects at once)."""
-    admin = await asyncpg.connect(ADMIN_URL)
+    admin = await asyncpg.connect(admin_url)
     try:
         for _ in range(50):
             await admin.execute(

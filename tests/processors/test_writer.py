@@ -140,13 +140,15 @@ async def test_unreachable_database_is_backpressure(pg_url: str) -> None:
     assert isinstance(info.value.__cause__, OSError)
 
 
-async def test_terminated_connections_are_backpressure_then_recover(migrated: Settings) -> None:
+async def test_terminated_connections_are_backpressure_then_recover(
+    migrated: Settings, pg_admin_url: str
+) -> None:
     """Backends killed under the pool: the next write may push back, a later one succeeds."""
     records = mixed_records(devices_per_kind=1, steps=2)
     async with ReadingStore(migrated.db_url(), migrated.db) as store:
         await store.write(as_batches(records[:4]))
         dbname = migrated.db_url().rsplit("/", 1)[1]
-        await _terminate(dbname)
+        await _terminate(pg_admin_url, dbname)
         outcomes = []
         for _ in range(3):
             try:
@@ -159,8 +161,8 @@ async def test_terminated_connections_are_backpressure_then_recover(migrated: Se
     assert await _one(migrated, "SELECT count(*) FROM readings") == total_readings(records)
 
 
-async def _terminate(dbname: str) -> None:
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+async def _terminate(admin_url: str, dbname: str) -> None:
+    admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
