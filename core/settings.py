@@ -767,6 +767,32 @@ class DetectionSettings(ConsumerSettings):
         description="Generic metrics (unknown time scale) also arm after this many samples,"
         " if sooner than warmup_s",
     )
+    multivariate: bool = Field(
+        default=True,
+        description="A device with two or more co-sampled generic metrics is also scored as one"
+        " vector (Hotelling T2); its per-metric anomaly events then give way to it",
+    )
+    multivariate_alpha: float = Field(
+        default=1e-4,
+        gt=0,
+        lt=1,
+        description="T2 opens beyond the chi-square upper quantile of this tail probability",
+    )
+    multivariate_close_alpha: float = Field(
+        default=1e-2, gt=0, lt=1, description="... and may clear below this one's quantile"
+    )
+    multivariate_close_samples: int = Field(
+        default=20, ge=1, description="Consecutive vectors below the clear quantile to clear"
+    )
+    multivariate_tau_samples: float = Field(
+        default=600.0,
+        gt=1,
+        description="After the warm-up, mean and covariance follow the device over this many"
+        " vectors (frozen while open, for at most generic_warmup_samples)",
+    )
+    multivariate_shrinkage: float = Field(
+        default=0.1, ge=0, le=1, description="Covariance shrinkage towards its diagonal"
+    )
     huber_c: float = Field(default=2.5, gt=0, description="Residual clip (sigmas) for updates")
     z_open: float = Field(
         default=6.0, gt=0, description="Robust z of the residual that opens a trend event"

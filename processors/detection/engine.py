@@ -38,6 +38,11 @@ Detectors (per stream, time-based so irregular sampling and gaps are handled by 
   (for at most ``rebaseline_s``) and the detectors arm after ``warmup_s`` of data (generic
   metrics, of unknown time scale, also after ``generic_warmup_samples``). ``release``
   and ``plume`` look up only; ``anomaly`` (unknown metrics) both ways;
+- ``anomaly`` on a generic device's ``multivariate`` metric: the Hotelling T² of the device's
+  channel vector (two or more co-sampled generic metrics) against a mean and covariance
+  learned over ``generic_warmup_samples`` vectors, opened beyond a chi-square quantile; once
+  it is armed the device's per-metric anomaly opens no more events, see
+  :mod:`processors.detection.multivariate`;
 - data quality: ``out_of_range`` (plausible range), ``stuck`` (unchanged value for
   ``stuck_s`` and ``stuck_min_samples`` readings), ``spike`` (one sample beyond ``spike_z``
   that returns at once; on leak monitors and city stations only a drop below background, a
@@ -76,6 +81,7 @@ import numpy.typing as npt
 from core.settings import DetectionSettings
 from processors.detection.catalogue import Detector, Kind
 from processors.detection.cems import CemsAggregator
+from processors.detection.multivariate import NEVER_COVER, MultivariateScore
 from processors.detection.neighbours import NeighbourCheck
 from processors.detection.streams import StreamTable, TrendMode
 from processors.detection.tables import (
@@ -206,6 +212,7 @@ class DetectionEngine:
         self.streams = StreamTable(cfg)
         self.cems = CemsAggregator(cfg)
         self.neighbours = NeighbourCheck(cfg)
+        self.multivariate = MultivariateScore(cfg, self.streams) if cfg.multivariate else None
         self.derived_city = derived_city
         self.late_readings = 0
         self._excluded = np.frombuffer(
@@ -296,6 +303,8 @@ class DetectionEngine:
         self._ep_clear[:, ids] = NEVER_NS
         self._ep_supp[:, ids] = False
         self.neighbours.reset(ids)
+        if self.multivariate is not None:
+            self.multivariate.reset(ids)
         if self._pending[0].shape[0]:
             keep = ~np.isin(self._pending[0], ids)
             self._pending = tuple(a[keep] for a in self._pending)  # type: ignore[assignment]
@@ -590,6 +599,13 @@ class DetectionEngine:
         use_o = u & ~oor
         stuck_o, back_o, stuck_end = self._stuck(s, t, x, use_o, self._active[_SLOT_STUCK, s])
         oor_r, use_r, stuck_r, back_r = oor[rm], use_o[rm], stuck_o[rm], back_o[rm]
+        # generic devices with several metrics: the device's T² (multivariate.py); once it is
+        # armed, the per-metric anomaly of its streams opens no more events
+        mv_events = EventTable.empty()
+        cover_r = np.full(n, NEVER_COVER, np.int64)
+        if self.multivariate is not None:
+            mv_events = self.multivariate.process(s, t, x, use_o)
+            cover_r = self.multivariate.cover_ts(s)[rm]
         back_any = np.logical_or.reduceat(back_r, off[:-1]).tolist()
         all_use = np.logical_and.reduceat(use_r, off[:-1]).tolist()
         # per-reading intervals and smoothing weights, computed once for the batch
@@ -700,6 +716,7 @@ class DetectionEngine:
             )
             rise = pv["rise"]
             hi = armed & (((r >= rise) & (z >= z_open)) | (both & (-r >= rise) & (z <= -z_open)))
+            hi &= tk < cover_r[lo_k:hi_k]
             lo = np.where(both, np.abs(z), z) < z_close
             n_hi = fv["n_hi"]
             n_lo = fv["n_lo"]
@@ -842,7 +859,7 @@ class DetectionEngine:
             s, t, x, o_spike, o_gap, o_aux_ts, o_aux_x, o_gap_ts, o_base, o_sigma
         )
         derived = self._city_derived(s, t, x, o_used, o_bg)
-        return concat_events([events, instant]), derived, o_base, o_warm
+        return concat_events([events, instant, mv_events]), derived, o_base, o_warm
 
     def _level(
         self, s: I64, x: F64, use: BOOL, on_lvl: F64, off_lvl: F64, slot: int, cnt_name: str
