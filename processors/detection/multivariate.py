@@ -31,6 +31,10 @@ recall. Single-metric generic devices and every gas stream are untouched.
 Readings of a device at or before its last scored vector time are late for this score and
 skipped (the per-metric detectors and level checks still see them), so a batch cut that
 splits one timestamp's channels scores the part that arrived first.
+
+Known gap: the service's restart reconciliation (:mod:`processors.detector`) looks stored open
+episodes up per stream, so a device-level episode open across a restart is not continued
+under its stored onset (the rebuilt state opens it again if the device is still anomalous).
 """
 
 from __future__ import annotations
@@ -112,12 +116,15 @@ def chi2_upper(dof: F64 | I64, alpha: float) -> F64:
 class MultivariateScore:
     """Hotelling T² per generic device, state in arrays indexed by the stream table's device.
 
+    State rows exist only for devices with generic metrics (a compact index of their own), so
+    a fleet of gas sensors costs nothing here.
+
     Args:
         cfg: the detection settings.
         streams: the engine's stream table (kinds, device index per stream).
     """
 
-    # per device (rows indexed by the stream table's device index)
+    # per generic device (rows: the compact index ``_mv_of`` gives a stream-table device)
     _nchan: I64  # channels given out
     _last: F64  # last value per channel (carried into vectors missing it)
     _x1: F64  # the two previous vectors (median of three)
@@ -142,9 +149,11 @@ class MultivariateScore:
         self._warm = int(cfg.generic_warmup_samples)
         self._a = 1.0 / cfg.multivariate_tau_samples
         self._cap = 0
-        self._slot_of: I64 = np.zeros(0, np.int64)  # per stream: its channel, -1 none
-        self._dev_name: dict[int, str] = {}
-        self._init_devices(0, 64)
+        # per stream: its channel (-1 not placed yet, -2 left out of the score)
+        self._slot_of: I64 = np.zeros(0, np.int64)
+        self._mv_of: I64 = np.zeros(0, np.int64)  # per stream-table device: its row, -1 none
+        self._dev_name: list[str] = []
+        self._init_devices(0, 16)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -183,8 +192,12 @@ class MultivariateScore:
             new[: self._slot_of.shape[0]] = self._slot_of
             self._slot_of = new
         nd = self.streams.n_devices
-        if nd > self._cap:
-            self._init_devices(self._cap, max(nd, 2 * self._cap))
+        if self._mv_of.shape[0] < nd:
+            new = np.full(max(nd, 2 * self._mv_of.shape[0]), -1, np.int64)
+            new[: self._mv_of.shape[0]] = self._mv_of
+            self._mv_of = new
+        if len(self._dev_name) > self._cap:
+            self._init_devices(self._cap, max(len(self._dev_name), 2 * self._cap))
 
     def cover_ts(self, stream: I64) -> I64:
         """From which reading time a stream's per-metric anomaly gives way to the device score.
@@ -192,15 +205,16 @@ class MultivariateScore:
         ``NEVER_COVER`` (int64 max) for streams of devices that are not armed here.
         """
         self._ensure()
-        dev = self.streams.device[stream]
+        row = self._mv_of[self.streams.device[stream]]
         covered = self._slot_of[stream] >= 0
-        out: I64 = np.where(covered, self._arm_ts[dev], NEVER_COVER)
+        out: I64 = np.where(covered, self._arm_ts[np.maximum(row, 0)], NEVER_COVER)
         return out
 
     def reset(self, ids: I64) -> None:
         """Forget the state of the devices of some streams (their partition was revoked)."""
         self._ensure()
-        dev = np.unique(self.streams.device[ids])
+        rows = self._mv_of[np.unique(self.streams.device[ids])]
+        dev = rows[rows >= 0]
         self._last[dev] = np.nan
         self._x1[dev] = np.nan
         self._x2[dev] = np.nan
@@ -234,7 +248,7 @@ class MultivariateScore:
         ss, tt, xx = s[sel], t[sel], x[sel]
         self._give_slots(np.unique(ss))
         slot = self._slot_of[ss]
-        dev = st.device[ss]
+        dev = self._mv_of[st.device[ss]]
         keep = (slot >= 0) & (self._nchan[dev] >= 2) & (tt > self._last_ts[dev])
         if not keep.any():
             return EventTable.empty()
@@ -266,13 +280,19 @@ class MultivariateScore:
 
     def _give_slots(self, streams: I64) -> None:
         """Channels for generic streams not yet placed (in order of first sight)."""
-        new = streams[self._slot_of[streams] < 0]
+        new = streams[self._slot_of[streams] == -1]
         for j in new.tolist():
-            d = int(self.streams.device[j])
-            self._dev_name.setdefault(d, self.streams.infos[j].device_id)
+            sd = int(self.streams.device[j])
+            if self._mv_of[sd] < 0:
+                self._mv_of[sd] = len(self._dev_name)
+                self._dev_name.append(self.streams.infos[j].device_id)
+                self._ensure()
+            d = int(self._mv_of[sd])
             if self._nchan[d] < MAX_CHANNELS and self._n[d] < self._warm:
                 self._slot_of[j] = self._nchan[d]
                 self._nchan[d] += 1
+            else:
+                self._slot_of[j] = -2
 
     def _recursion(self, g_dev: I64, g_t: I64, vec: F64, dfirst: BOOL) -> EventTable:
         cfg = self.cfg
