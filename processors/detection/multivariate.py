@@ -33,8 +33,8 @@ skipped (the per-metric detectors and level checks still see them), so a batch c
 splits one timestamp's channels scores the part that arrived first.
 
 Known gap: the service's restart reconciliation (:mod:`processors.detector`) looks stored open
-episodes up per stream, so a device-level episode open across a restart is not continued
-under its stored onset (the rebuilt state opens it again if the device is still anomalous).
+episodes up per stream, so a device-level episode open across a restart is not reconciled:
+neither continued under its stored onset nor cleared when the rebuilt state has it closed.
 """
 
 from __future__ import annotations
