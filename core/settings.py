@@ -768,9 +768,11 @@ class DetectionSettings(ConsumerSettings):
         " if sooner than warmup_s",
     )
     multivariate: bool = Field(
-        default=True,
-        description="A device with two or more co-sampled generic metrics is also scored as one"
-        " vector (Hotelling T2); its per-metric anomaly events then give way to it",
+        default=False,
+        description="Opt-in: a device with two or more co-sampled generic metrics is also scored"
+        " as one vector (Hotelling T2); its per-metric anomaly events then give way to it. Off"
+        " by default: its gain on SKAB did not hold on the held-out experiments, and an event"
+        " open across a detector restart is not reconciled yet",
     )
     multivariate_alpha: float = Field(
         default=1e-4,

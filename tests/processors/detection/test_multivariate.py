@@ -58,7 +58,7 @@ def test_t2_sees_a_shift_against_the_correlation_that_no_channel_shows() -> None
     v = _correlated()
     without = _anomalies(_replay(DetectionSettings(multivariate=False), v))
     assert without == []
-    found = _anomalies(_replay(DetectionSettings(), v))
+    found = _anomalies(_replay(DetectionSettings(multivariate=True), v))
     opens = [(m, at) for m, o, at in found if o]
     assert opens, "T² missed the shift"
     assert opens[0][0] == MV_METRIC
@@ -72,10 +72,10 @@ def test_t2_is_quiet_on_normal_running_and_takes_a_new_normal() -> None:
     normal after generic_warmup_samples vectors open (then the event clears)."""
     v = _correlated()
     v[SHIFT_AT:, 2] += 4.5  # undo the fault
-    assert _anomalies(_replay(DetectionSettings(), v)) == []
+    assert _anomalies(_replay(DetectionSettings(multivariate=True), v)) == []
     v2 = _correlated(3000)
-    found = _anomalies(_replay(DetectionSettings(), v2))
-    cfg = DetectionSettings()
+    found = _anomalies(_replay(DetectionSettings(multivariate=True), v2))
+    cfg = DetectionSettings(multivariate=True)
     clears = [at for m, o, at in found if m == MV_METRIC and not o]
     assert clears
     assert SHIFT_AT + cfg.generic_warmup_samples <= clears[0]
@@ -84,8 +84,8 @@ def test_t2_is_quiet_on_normal_running_and_takes_a_new_normal() -> None:
 def test_t2_does_not_depend_on_batch_cuts() -> None:
     """Replayed in one batch or cut in three, the same detections."""
     v = _correlated()
-    one = _anomalies(_replay(DetectionSettings(), v))
-    cut = _anomalies(_replay(DetectionSettings(), v, cuts=(100, 905)))
+    one = _anomalies(_replay(DetectionSettings(multivariate=True), v))
+    cut = _anomalies(_replay(DetectionSettings(multivariate=True), v, cuts=(100, 905)))
     assert one
     assert one == cut
 
@@ -95,7 +95,7 @@ def test_single_generic_metric_keeps_the_per_metric_detector() -> None:
     rng = np.random.default_rng(7)
     x = 50 + rng.standard_normal((3000, 1))
     x[1500:1600] -= 12
-    found = _anomalies(_replay(DetectionSettings(), x))
+    found = _anomalies(_replay(DetectionSettings(multivariate=True), x))
     assert [(m, o) for m, o, _ in found][:1] == [("ch0_unknown", True)]
 
 
@@ -132,7 +132,7 @@ def test_gas_streams_beside_a_generic_device_are_unchanged() -> None:
             for j in range(len(ev))
         ]  # fmt: skip
 
-    on, off = run(DetectionSettings()), run(DetectionSettings(multivariate=False))
+    on, off = run(DetectionSettings(multivariate=True)), run(DetectionSettings(multivariate=False))
     gas_on = [e for e in on if e[0] == "site/well-7/ch4"]
     assert gas_on
     assert gas_on == [e for e in off if e[0] == "site/well-7/ch4"]
