@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 
 import structlog
 
 from core.settings import LogSettings
 
-__all__ = ["configure_logging"]
+__all__ = ["RepeatLimiter", "configure_logging"]
 
 
 def configure_logging(cfg: LogSettings) -> None:
@@ -49,3 +51,38 @@ def configure_logging(cfg: LogSettings) -> None:
     # Driver chatter (aiokafka's per-connection INFO lines) stays out of operators' way.
     for noisy in ("aiokafka", "kafka", "asyncio", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class RepeatLimiter:
+    """One log line per subject and kind per interval, so a device that repeats the same
+    mistake (or a broker that stays down) cannot flood the log; counters keep the totals.
+
+    Args:
+        interval_s: how long a (subject, kind) stays quiet after its line.
+        max_keys: subjects remembered; past it all are forgotten at once (bounded memory
+            under a flood of distinct devices).
+        clock: monotonic seconds (injected by tests).
+    """
+
+    def __init__(
+        self,
+        interval_s: float = 60.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval_s = interval_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+
+    def allow(self, subject: str, kind: str) -> bool:
+        """Whether this (subject, kind) may log now; if so, it is quiet for the interval."""
+        now = self._clock()
+        key = (subject, kind)
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval_s:
+            return False
+        if len(self._last) >= self._max_keys:
+            self._last.clear()
+        self._last[key] = now
+        return True

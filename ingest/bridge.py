@@ -51,6 +51,7 @@ import structlog
 from adapters.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
 from adapters.metrics import MetricsServer
 from core.errors import BrokerUnavailable, FatalError, GhgwatchError
+from core.logs import RepeatLimiter
 from core.settings import Settings
 from ingest.exceptions import MqttUnavailable, SessionClosed
 from ingest.metrics import BridgeMetrics, BridgeStats
@@ -318,7 +319,7 @@ class Bridge:
         self._jobs: set[_Job] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._fatal: GhgwatchError | None = None
-        self._last_logged: dict[tuple[str, str], float] = {}
+        self._log_limit = RepeatLimiter(REPEAT_LOG_INTERVAL_S, REPEAT_LOG_KEYS_MAX)
         self._producer: RecordProducer | None = None
         self._session: MqttSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -611,7 +612,7 @@ class Bridge:
         self.metrics.count_rejected(reason)
         device = result.device
         device_id = device.device_id if device is not None else None
-        if self._should_log(device_id or message.topic, reason):
+        if self._log_limit.allow(device_id or message.topic, reason):
             log.warning(
                 "message rejected",
                 device=device_id,
@@ -726,7 +727,7 @@ class Bridge:
     def _produce_failed(self, exc: GhgwatchError, topic: str) -> None:
         self._topics_unsure = True
         self.metrics.produce_errors += 1
-        if self._should_log("kafka", topic):
+        if self._log_limit.allow("kafka", topic):
             log.warning(
                 "kafka produce failed; retrying, messages stay unacknowledged",
                 topic=topic,
@@ -754,7 +755,7 @@ class Bridge:
                     topic, payload, qos=1, retain=True, timeout_s=STATUS_PUBLISH_TIMEOUT_S
                 )
             except MqttUnavailable as exc:
-                if self._should_log("status", topic):
+                if self._log_limit.allow("status", topic):
                     log.warning("status publish failed; retrying", topic=topic, error=str(exc))
                 retry = result
             else:
@@ -822,18 +823,6 @@ class Bridge:
                 self._fail(exc)
             else:
                 self._fail(FatalError(f"bridge task {task.get_name()} failed: {exc!r}"))
-
-    def _should_log(self, subject: str, kind: str) -> bool:
-        assert self._loop is not None
-        now = self._loop.time()
-        key = (subject, kind)
-        last = self._last_logged.get(key)
-        if last is not None and now - last < REPEAT_LOG_INTERVAL_S:
-            return False
-        if len(self._last_logged) >= REPEAT_LOG_KEYS_MAX:
-            self._last_logged.clear()
-        self._last_logged[key] = now
-        return True
 
     # -- stopping ----------------------------------------------------------------------------
 
