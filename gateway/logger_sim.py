@@ -192,6 +192,8 @@ class SimulatedLogger:
                     self.backfilled += 1
                 else:
                     failed = True
+            except (AssertionError, ConnectionError):  # closed meanwhile
+                failed = True
             finally:
                 window.release()
 
