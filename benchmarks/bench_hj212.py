@@ -13,6 +13,9 @@ gateway's CPU seconds per frame (from /proc, user + system).
 
     python benchmarks/bench_hj212.py                      # 300 loggers, 1 day backfill, 120 s
     python benchmarks/bench_hj212.py --short              # 300 loggers, 1 h backfill, 40 s
+    python benchmarks/bench_hj212.py --history-window 8   # loggers send 8 history packets
+                                                          # ahead of their answers (default 1:
+                                                          # each answered before the next)
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def _mqtt_batch(ts: datetime, values: dict[str, float]) -> bytes:
     ]}).encode()  # fmt: skip
 
 
-async def main(loggers: int, backfill_h: float, duration_s: float) -> None:
+async def main(loggers: int, backfill_h: float, duration_s: float, history_window: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-hj212-"))
     run = uuid.uuid4().hex[:8]
     db = f"bench_hj212_{run}"
@@ -135,7 +138,8 @@ async def main(loggers: int, backfill_h: float, duration_s: float) -> None:
             await asyncio.gather(*(before(mn) for mn in mns[k : k + 50]))
         cpu0, frames_t0 = _cpu_s(gateway_pid), time.monotonic()
         sims = [SimulatedLogger("127.0.0.1", port, mn=mn, pw="123456", tz=TZ, history=history,
-                                answer_timeout_s=300) for mn in mns]  # fmt: skip
+                                answer_timeout_s=300, history_window=history_window)
+                for mn in mns]  # fmt: skip
         for k in range(0, loggers, 50):
             await asyncio.gather(*(s.connect() for s in sims[k : k + 50]))
         sent = {"live": 0}
@@ -185,10 +189,13 @@ async def main(loggers: int, backfill_h: float, duration_s: float) -> None:
         frames = sent["live"] + sum(s.backfilled for s in sims) + 2 * sum(
             len(s.requests) for s in sims)  # 9011 + 9012 per request  # fmt: skip
         await asyncio.sleep(5.0)
-        print(f"loggers {loggers}, backfill {backfill_h} h ({len(minutes)} minutes each), "
+        print(f"loggers {loggers}, backfill {backfill_h} h ({len(minutes)} minutes each, "
+              f"{history_window} history packet(s) in flight per logger), "
               f"real-time every {INTERVAL_S:.0f} s for {duration_s:.0f} s")  # fmt: skip
         print("| path | readings stored | readings/s | p50 received->stored | p99 |")
         print("|---|---|---|---|---|")
+        rates: list[float] = []
+        p99s: list[float] = []
         for name, pattern in (("HJ 212 gateway", "hj212/%"), ("MQTT bridge", "mqtt/%")):
             row = await conn.fetchrow(
                 "select count(*) n, min(stored_at) t0, max(stored_at) t1,"
@@ -196,8 +203,12 @@ async def main(loggers: int, backfill_h: float, duration_s: float) -> None:
                 " percentile_cont(0.99) within group (order by extract(epoch from stored_at - received_at)) p99"  # noqa: E501
                 " from readings where device_id like $1", pattern)  # fmt: skip
             span = (row["t1"] - row["t0"]).total_seconds() or 1.0
+            rates.append(row["n"] / span)
+            p99s.append(row["p99"])
             print(f"| {name} | {row['n']:,} | {row['n'] / span:,.0f} | "
                   f"{row['p50'] * 1000:.0f} ms | {row['p99'] * 1000:.0f} ms |")  # fmt: skip
+        print(f"gateway / MQTT: readings/s x{rates[0] / rates[1]:.2f}, "
+              f"p99 x{p99s[0] / p99s[1]:.2f}")  # fmt: skip
         backfilled = sum(s.backfilled for s in sims)
         print(f"backfill: {backfilled:,} of {loggers * len(minutes):,} history packets answered")
         print(f"gateway: {frames:,} data frames in {elapsed:.0f} s, CPU {cpu:.1f} s = "
@@ -223,8 +234,10 @@ if __name__ == "__main__":
     parser.add_argument("--loggers", type=int, default=300)
     parser.add_argument("--backfill-hours", type=float, default=24.0)
     parser.add_argument("--duration-s", type=float, default=120.0)
+    parser.add_argument("--history-window", type=int, default=1,
+                        help="history packets a logger sends ahead of their answers")  # fmt: skip
     parser.add_argument("--short", action="store_true", help="1 h backfill, 40 s real-time")
     args = parser.parse_args()
     if args.short:
         args.backfill_hours, args.duration_s = 1.0, 40.0
-    asyncio.run(main(args.loggers, args.backfill_hours, args.duration_s))
+    asyncio.run(main(args.loggers, args.backfill_hours, args.duration_s, args.history_window))

@@ -1257,6 +1257,11 @@ class GatewaySettings(_Section):
     frame_timeout_s: float = Field(
         default=30.0, gt=0, description="a frame must arrive whole within this time"
     )
+    frames_in_flight: int = Field(
+        default=32,
+        ge=1,
+        description="frames of one connection read ahead of their Kafka confirmation",
+    )
     timezone: str = Field(default="Asia/Shanghai", description="the loggers' clock (DataTime)")
     live_cns: tuple[str, ...] = Field(
         default=("2011",),

@@ -3,8 +3,9 @@
 It connects over TCP, uploads real-time packets (2011, answer asked for) and waits for the
 data answer (9014), and answers the gateway's history requests (2031/2051/2061 with
 BeginTime/EndTime) as the standard's appendix C shows: a request answer (9011, QnRtn=1),
-the history packets (answer asked for, each waited for), and the execution result (9012,
-ExeRtn=1). Its history is whatever ``history(cn, begin, end)`` returns.
+the history packets (answer asked for, each waited for; with ``history_window`` above 1,
+that many sent ahead of their answers), and the execution result (9012, ExeRtn=1) once all
+were answered. Its history is whatever ``history(cn, begin, end)`` returns.
 """
 
 from __future__ import annotations
@@ -58,10 +59,12 @@ class SimulatedLogger:
         st: str = "31",
         history: Callable[[str, datetime, datetime], Sequence[HistoryRecord]] | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
+        history_window: int = 1,
     ) -> None:
         self.host, self.port, self.mn, self.pw, self.st, self.tz = host, port, mn, pw, st, tz
         self._history = history or (lambda _cn, _b, _e: [])
         self.answer_timeout_s = answer_timeout_s
+        self.history_window = history_window  # history packets sent ahead of their answers
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._waiting: dict[str, asyncio.Future[Frame]] = {}
@@ -175,6 +178,34 @@ class SimulatedLogger:
             self.requests.append(frame)
             self._spawn(self._answer_history(frame))
 
+    async def _send_history(self, cn: str, records: Sequence[HistoryRecord]) -> bool:
+        """Upload history, ``history_window`` packets ahead of their answers; True: all answered."""
+        window = asyncio.Semaphore(self.history_window)
+        failed = False
+
+        async def one(data_time: datetime, values: Mapping[str, float]) -> None:
+            nonlocal failed
+            try:
+                if await self.upload(
+                    cn, data_time, values, qn=self._qn(), timeout_s=self.answer_timeout_s
+                ):
+                    self.backfilled += 1
+                else:
+                    failed = True
+            except (AssertionError, ConnectionError):  # closed meanwhile
+                failed = True
+            finally:
+                window.release()
+
+        sending: list[asyncio.Task[None]] = []
+        for data_time, values in records:
+            await window.acquire()
+            if failed:
+                break
+            sending.append(asyncio.create_task(one(data_time, values)))  # sent in this order
+        await asyncio.gather(*sending)
+        return not failed
+
     async def _answer_history(self, request: Frame) -> None:
         begin = parse_time(request.cp.get("BeginTime", ""), self.tz)
         end = parse_time(request.cp.get("EndTime", ""), self.tz)
@@ -184,14 +215,7 @@ class SimulatedLogger:
         if ok:
             assert begin is not None
             assert end is not None
-            for data_time, values in self._history(request.cn, begin, end):
-                answered = await self.upload(
-                    request.cn, data_time, values, qn=self._qn(), timeout_s=self.answer_timeout_s
-                )
-                if not answered:
-                    ok = False
-                    break
-                self.backfilled += 1
+            ok = await self._send_history(request.cn, self._history(request.cn, begin, end))
         result = "ExeRtn=1" if ok else "ExeRtn=2"
         with contextlib.suppress(ConnectionError, AssertionError):
             await self.send_raw(self.frame("9012", result, qn=qn, flag=FLAG_V2017))

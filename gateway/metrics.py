@@ -38,6 +38,13 @@ class GatewayMetrics(ServiceMetrics):
         self.closed = self.counter("closed", "Connections closed, by why.", ["why"])
         self.backfill_requests = self.counter("backfill_requests", "History requests sent.")
         self.backfill_readings = self.counter("backfill_readings", "Readings from history.")
+        self.frames_in_flight = self.gauge(
+            "frames_in_flight", "Frames read whose answer waits for Kafka (all connections)."
+        )
+        self.window_full = self.counter(
+            "window_full",
+            "Times a connection stopped reading: gateway.frames_in_flight frames unconfirmed.",
+        )
         self.frame_seconds = self.histogram(
             "frame_seconds", "Frame received to answered (Kafka confirmed).", _LATENCY_BUCKETS_S
         )

@@ -17,6 +17,14 @@ connection in arrival order; a slow or stuck logger holds only its own connectio
    ``hj212/<MN>``.
 4. Only when Kafka confirmed (``acks=all``; a failed produce is retried until it succeeds or
    the gateway stops) does the logger get its data answer (9014) when its Flag asks for one.
+   Reading does not wait for that: a connection reads on and hands its frames' records to the
+   producer at once, up to ``gateway.frames_in_flight`` frames ahead of the oldest one not yet
+   confirmed (then it stops reading: a slow Kafka slows the logger's socket, and only its
+   own). What a frame causes once confirmed (its answer, the last confirmed data time, a gap
+   opened and the history asked for, a gap closed by a 9012) runs in frame order, each frame
+   after its own confirmation and after every earlier frame's: a gap is never closed while
+   history sent before the 9012 is unconfirmed. The producer keeps several batches in flight
+   (done-callbacks, as the bridge), all connections' records together.
    A refused frame (bad CRC, unknown MN, wrong PW…) gets no answer: the logger sends it again.
    Unanswered, the logger keeps the packet and re-sends it: nothing confirmed is lost, and a
    re-sent reading is stored once (readings are keyed by device, metric and time).
@@ -31,9 +39,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import random
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -100,12 +110,34 @@ class _Stopping(Exception):
     """The gateway stops: leave the frame unanswered (the logger re-sends it)."""
 
 
+_Waiter = asyncio.Future[None]
+_Outgoing = tuple[OutgoingRecord, _Waiter]
+
+
+@dataclass(eq=False, slots=True)
+class _Step:
+    """What is left of a frame once read: ``then`` runs when ``waits`` are confirmed."""
+
+    waits: Sequence[_Waiter]
+    then: Callable[[], None] | None
+    started: float | None  # perf_counter when the frame was read, for frame_seconds
+
+
 @dataclass(eq=False)
 class _Conn:
     writer: asyncio.StreamWriter
     peer: str
+    window: int
     mns: set[str] = field(default_factory=set)
     requests: dict[str, tuple[str, Gap]] = field(default_factory=dict)  # QN -> (MN, gap)
+    steps: deque[_Step] = field(default_factory=deque)  # in frame order
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # fewer than window steps
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # no step left
+    ended: str | None = None  # why the answering gave the connection up
+
+    def __post_init__(self) -> None:
+        self.room.set()
+        self.drained.set()
 
 
 def _backoff_s(attempt: int) -> float:
@@ -151,8 +183,11 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_mn: dict[str, _Conn] = {}
         self._fatal: GhgwatchError | None = None
-        self._outbox: list[tuple[OutgoingRecord, asyncio.Future[None]]] = []
+        self._outbox: list[_Outgoing] = []
         self._outbox_ready = asyncio.Event()
+        self._retry: list[_Outgoing] = []
+        self._retry_ready = asyncio.Event()
+        self._retry_attempt = 0
         self._last_logged: dict[tuple[str, str], float] = {}
 
     async def wait_started(self, timeout_s: float) -> int:
@@ -166,6 +201,10 @@ class Gateway:
     def connections(self) -> int:
         """Open logger connections."""
         return len(self._conns)
+
+    def open_gaps(self, mn: str) -> list[Gap]:
+        """The outages of ``mn`` whose history is still to come, oldest first."""
+        return self._state.gaps(mn)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set.
@@ -191,6 +230,7 @@ class Gateway:
             self._started.set()
             saver = asyncio.create_task(self._save_loop(), name="hj212-state")
             sender = asyncio.create_task(self._produce_loop(), name="hj212-produce")
+            retrier = asyncio.create_task(self._retry_loop(), name="hj212-retry")
             try:
                 async with server:
                     await self._stop.wait()
@@ -198,7 +238,7 @@ class Gateway:
                     self._abandon_outbox()
                     await self._close_all()
             finally:
-                for task in (saver, sender):
+                for task in (saver, sender, retrier):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -239,7 +279,7 @@ class Gateway:
 
     async def _close_all(self) -> None:
         for conn in list(self._conns):
-            conn.writer.close()
+            self._give_up(conn, "stopping")
         tasks = list(self._tasks)
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
@@ -262,18 +302,20 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        conn = _Conn(writer, peer)
+        conn = _Conn(writer, peer, self._cfg.frames_in_flight)
         self._conns.add(conn)
         self.metrics.connections.set(len(self._conns))
         why = "closed"
         try:
             why = await self._read_loop(conn, reader)
-        except _Stopping:
-            why = "stopping"
+            await conn.drained.wait()  # what was read is answered (or given up)
+            why = conn.ended or why
         except (ConnectionError, OSError) as exc:
-            why = "error"
-            log.info("logger connection error", peer=peer, error=str(exc))
+            why = conn.ended or "error"
+            if conn.ended is None:
+                log.info("logger connection error", peer=peer, error=str(exc))
         finally:
+            self._give_up(conn, why)
             self._conns.discard(conn)
             for mn in conn.mns:
                 if self._by_mn.get(mn) is conn:
@@ -290,7 +332,13 @@ class Gateway:
         loop = asyncio.get_running_loop()
         buffer = bytearray()
         partial_since: float | None = None
-        while not self._stop.is_set():
+        while not self._stop.is_set() and conn.ended is None:
+            # Answers the logger does not read are not piled up without end.
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT_S):
+                    await conn.writer.drain()
+            except TimeoutError as exc:
+                raise ConnectionError("logger does not read its answers") from exc
             timeout = self._cfg.read_timeout_s
             if partial_since is not None:
                 timeout = min(timeout, partial_since + self._cfg.frame_timeout_s - loop.time())
@@ -299,74 +347,170 @@ class Gateway:
                     data = await reader.read(READ_CHUNK)
             except TimeoutError:
                 if partial_since is not None:
-                    await self._refuse_bytes(conn, bytes(buffer), "frame not whole in time")
+                    self._refuse_bytes(conn, bytes(buffer), "frame not whole in time")
                     return "slow_frame"
                 return "idle"
             final = not data
             buffer.extend(data)
+            took = False
             for item in split_stream(buffer, final=final):
+                took = True
                 await self._handle(conn, item)
+            if conn.ended is not None:
+                return conn.ended
             if final:
                 return "closed"
-            partial_since = (partial_since or loop.time()) if buffer else None
-        return "stopping"
+            # The frame still arriving is timed from when it began to be the first one (not
+            # from before a wait for room in the window).
+            if not buffer:
+                partial_since = None
+            elif took or partial_since is None:
+                partial_since = loop.time()
+        return conn.ended or "stopping"
 
-    async def _refuse_bytes(self, conn: _Conn, raw: bytes, detail: str) -> None:
-        await self._dead_letter(
+    def _refuse_bytes(self, conn: _Conn, raw: bytes, detail: str) -> None:
+        waiter = self._dead_letter(
             conn, None, None, RejectReason.TRUNCATED, detail, raw, datetime.now(UTC)
         )
+        self._stage(conn, [waiter], None, None)
 
     async def _handle(self, conn: _Conn, item: bytes | FrameError) -> None:
+        if not conn.room.is_set():
+            # As many frames in flight as allowed: read no more until the oldest is confirmed.
+            self.metrics.window_full.inc()
+            await conn.room.wait()
+        if conn.ended is not None:
+            return  # given up: the rest stays unanswered, the logger re-sends it
         received_at = datetime.now(UTC)
         started = time.perf_counter()
         frame = parse_frame(item) if isinstance(item, bytes) else item
         if isinstance(frame, FrameError):
-            await self._dead_letter(
+            waiter = self._dead_letter(
                 conn, None, None, RejectReason(frame.problem.value), frame.detail,
                 frame.raw, received_at,
             )  # fmt: skip
+            self._stage(conn, [waiter], None, None)
             return
         self.metrics.frames.labels(frame.cn).inc()
         who = await self._directory.resolve(frame.mn, frame.pw)
+        if conn.ended is not None:
+            return
         if isinstance(who, LoggerRefusal):
-            await self._dead_letter(
+            waiter = self._dead_letter(
                 conn, frame.mn, None, RejectReason(who.reason.value),
                 f"MN {frame.mn[:40]!r}: {who.reason.value}", frame.raw, received_at,
             )  # fmt: skip
+            self._stage(conn, [waiter], None, None)
             return
         if frame.mn not in conn.mns:
-            await self._bind(conn, frame, who)
+            self._bind(conn, frame, who)
         cn = frame.cn
         if cn in _ANSWER_CNS:
             self._on_answer(conn, frame)
             return
         if cn == _TIME_CALIBRATION_REQUEST:
-            now = format_time(datetime.now(UTC), self._tz)
-            segment = build_segment(
-                qn=new_qn(datetime.now(UTC), self._tz), st=frame.st, cn=_SET_TIME,
-                pw=frame.pw, mn=frame.mn, flag=FLAG_V2017 | FLAG_ACK, cp=f"SystemTime={now}",
-            )  # fmt: skip
-            await self._send(conn, build_frame(segment), _SET_TIME)
+            self._stage(conn, [], functools.partial(self._set_time, conn, frame), None)
             return
         if cn not in DATA_CNS:
-            await self._dead_letter(
+            waiter = self._dead_letter(
                 conn, frame.mn, who, RejectReason.UNKNOWN_CN,
                 f"CN {cn} is not a command a logger sends", frame.raw, received_at,
             )  # fmt: skip
+            self._stage(conn, [waiter], None, None)
             return
+        waits: list[_Waiter] = []
+        then: Callable[[], None] | None = None
         if cn in _STORED_CNS:
             live = cn in self._cfg.live_cns
             if live or self._asked_for(conn, frame):
-                await self._store(conn, frame, who, received_at, live=live)
+                waits, then = self._store(conn, frame, who, received_at, live=live)
             else:
                 self.metrics.not_stored.labels(cn).inc()
         else:
             self.metrics.not_stored.labels(cn).inc()
-        if frame.wants_answer:
-            await self._send(conn, build_frame(answer_segment(frame, "9014")), "9014")
-        self.metrics.frame_seconds.observe(time.perf_counter() - started)
+        answer = build_frame(answer_segment(frame, "9014")) if frame.wants_answer else None
+        self._stage(conn, waits, functools.partial(self._confirmed, conn, then, answer), started)
 
-    async def _bind(self, conn: _Conn, frame: Frame, who: LoggerIdentity) -> None:
+    def _confirmed(
+        self, conn: _Conn, then: Callable[[], None] | None, answer: bytes | None
+    ) -> None:
+        """A data packet is in Kafka (or was not to be stored): its effects, then its answer."""
+        if then is not None:
+            then()
+        if answer is not None:
+            self._send(conn, answer, "9014")
+
+    def _set_time(self, conn: _Conn, frame: Frame) -> None:
+        now = format_time(datetime.now(UTC), self._tz)
+        segment = build_segment(
+            qn=new_qn(datetime.now(UTC), self._tz), st=frame.st, cn=_SET_TIME,
+            pw=frame.pw, mn=frame.mn, flag=FLAG_V2017 | FLAG_ACK, cp=f"SystemTime={now}",
+        )  # fmt: skip
+        self._send(conn, build_frame(segment), _SET_TIME)
+
+    # -- the answer stage of a connection ----------------------------------------------------
+
+    def _stage(
+        self,
+        conn: _Conn,
+        waits: Sequence[_Waiter],
+        then: Callable[[], None] | None,
+        started: float | None,
+    ) -> None:
+        """Queue what a frame causes once ``waits`` are confirmed, after every earlier frame's."""
+        if conn.ended is not None:
+            return
+        conn.steps.append(_Step(waits, then, started))
+        self.metrics.frames_in_flight.inc()
+        conn.drained.clear()
+        if len(conn.steps) >= conn.window:
+            conn.room.clear()
+        advance = functools.partial(self._advance_later, conn)
+        for waiter in waits:
+            if not waiter.done():
+                waiter.add_done_callback(advance)
+        self._advance(conn)
+
+    def _advance_later(self, conn: _Conn, _waiter: _Waiter) -> None:
+        self._advance(conn)
+
+    def _advance(self, conn: _Conn) -> None:
+        """Run the oldest steps whose records are confirmed, in order, up to one still waiting."""
+        steps = conn.steps
+        while steps and conn.ended is None:
+            step = steps[0]
+            if not all(waiter.done() for waiter in step.waits):
+                break
+            steps.popleft()
+            self.metrics.frames_in_flight.dec()
+            if any(w.cancelled() or w.exception() is not None for w in step.waits):
+                self._give_up(conn, "stopping")  # the gateway stops or Kafka refused us
+                return
+            if step.then is not None:
+                try:
+                    step.then()
+                except Exception as exc:  # a bug must close this connection, not the gateway
+                    log.exception("hj212 answer failed", peer=conn.peer, error=repr(exc))
+                    self._give_up(conn, "error")
+                    return
+            if step.started is not None:
+                self.metrics.frame_seconds.observe(time.perf_counter() - step.started)
+        if len(steps) < conn.window:
+            conn.room.set()
+        if not steps:
+            conn.drained.set()
+
+    def _give_up(self, conn: _Conn, why: str) -> None:
+        """Stop answering ``conn``: what is still waiting stays unanswered; close it."""
+        if conn.ended is None:
+            conn.ended = why
+            self.metrics.frames_in_flight.dec(len(conn.steps))
+            conn.steps.clear()
+        conn.room.set()
+        conn.drained.set()
+        conn.writer.close()
+
+    def _bind(self, conn: _Conn, frame: Frame, who: LoggerIdentity) -> None:
         """The first frame of ``frame.mn`` on this connection: it is where the logger is now."""
         conn.mns.add(frame.mn)
         # A reconnected logger's old connection may linger half-open until its read timeout;
@@ -374,7 +518,8 @@ class Gateway:
         self._by_mn[frame.mn] = conn
         log.info("logger connected", mn=frame.mn, device=who.device_id, peer=conn.peer)
         for gap in self._state.gaps(frame.mn):
-            await self._request_history(conn, frame, gap)
+            request = functools.partial(self._request_history, conn, frame, gap)
+            self._stage(conn, [], request, None)
 
     def _asked_for(self, conn: _Conn, frame: Frame) -> bool:
         """Is this packet history the gateway asked this logger for?"""
@@ -395,15 +540,21 @@ class Gateway:
                     "logger refused a history request", mn=frame.mn, qn_rtn=frame.cp.get("QnRtn")
                 )
         elif frame.cn == "9012" and frame.qn in conn.requests:
+            # Later packets are no longer history asked for; but the gap is closed only once
+            # every frame before this one is in Kafka (the stage runs it after them).
             mn, gap = conn.requests.pop(frame.qn)
-            if frame.cp.get("ExeRtn") == "1":
-                self._state.filled(mn, gap)
-                log.info("history backfilled", mn=mn, begin=gap.begin.isoformat(),
-                         end=gap.end.isoformat())  # fmt: skip
-            else:
-                log.warning("history request failed", mn=mn, exe_rtn=frame.cp.get("ExeRtn"))
+            done = functools.partial(self._request_done, mn, gap, frame.cp.get("ExeRtn"))
+            self._stage(conn, [], done, None)
 
-    async def _request_history(self, conn: _Conn, frame: Frame, gap: Gap) -> None:
+    def _request_done(self, mn: str, gap: Gap, exe_rtn: str | None) -> None:
+        if exe_rtn == "1":
+            self._state.filled(mn, gap)
+            log.info("history backfilled", mn=mn, begin=gap.begin.isoformat(),
+                     end=gap.end.isoformat())  # fmt: skip
+        else:
+            log.warning("history request failed", mn=mn, exe_rtn=exe_rtn)
+
+    def _request_history(self, conn: _Conn, frame: Frame, gap: Gap) -> None:
         qn = new_qn(datetime.now(UTC), self._tz)
         while qn in conn.requests:  # two requests in the same millisecond
             qn = str(int(qn) + 1)
@@ -415,22 +566,23 @@ class Gateway:
         self.metrics.backfill_requests.inc()
         log.info("asking for history", mn=frame.mn, cn=self._cfg.backfill_cn,
                  begin=gap.begin.isoformat(), end=gap.end.isoformat())  # fmt: skip
-        await self._send(conn, request, self._cfg.backfill_cn)
+        self._send(conn, request, self._cfg.backfill_cn)
 
-    async def _store(
+    def _store(
         self, conn: _Conn, frame: Frame, who: LoggerIdentity, received_at: datetime, *, live: bool
-    ) -> None:
+    ) -> tuple[list[_Waiter], Callable[[], None] | None]:
+        """Hand a data packet's record to the producer; returns what to wait for and then do."""
         mapped = frame_payload(frame, who.kind, who.location, self._codes, self._tz)
         if isinstance(mapped, Unmappable):
-            await self._dead_letter(
+            waiter = self._dead_letter(
                 conn, frame.mn, who, RejectReason.SCHEMA, mapped.detail, frame.raw, received_at
             )
-            return
+            return [waiter], None
         if mapped.skipped_codes:
             self.metrics.skipped_codes.inc(len(mapped.skipped_codes))
         if mapped.readings == 0:
             self.metrics.not_stored.labels(frame.cn).inc()
-            return
+            return [], None
         topic = who.ref.data_topic(self._root)
         verdict = validate_messages([(topic, mapped.payload, received_at)], root=self._root)[0]
         if isinstance(verdict, AcceptedMessage):
@@ -439,26 +591,30 @@ class Gateway:
                 verdict.device_id.encode(),
                 verdict.value,
             )
-            await self._deliver([record])
-            self.metrics.readings.inc(mapped.readings)
-            if not live:
-                self.metrics.backfill_readings.inc(mapped.readings)
-            else:
-                data_time = parse_time(frame.cp["DataTime"], self._tz)
-                assert data_time is not None
-                gap = self._state.confirmed(frame.mn, data_time, datetime.now(UTC))
-                if gap is not None:
-                    await self._request_history(conn, frame, gap)
-            return
+            waiters = self._submit([record])
+            data_time = parse_time(frame.cp["DataTime"], self._tz) if live else None
+            stored = functools.partial(self._stored, conn, frame, mapped.readings, data_time)
+            return waiters, stored
         if isinstance(verdict, RejectedMessage):
             reason, detail = verdict.record.reason, verdict.record.detail
         else:  # a device event cannot come out of a data packet's mapping
             reason, detail = RejectReason.SCHEMA, "not a reading"
-        await self._dead_letter(conn, frame.mn, who, reason, detail, frame.raw, received_at)
+        waiter = self._dead_letter(conn, frame.mn, who, reason, detail, frame.raw, received_at)
+        return [waiter], None
+
+    def _stored(self, conn: _Conn, frame: Frame, readings: int, data_time: datetime | None) -> None:
+        """Kafka has a data packet's readings; ``data_time``: of a live one."""
+        self.metrics.readings.inc(readings)
+        if data_time is None:
+            self.metrics.backfill_readings.inc(readings)
+            return
+        gap = self._state.confirmed(frame.mn, data_time, datetime.now(UTC))
+        if gap is not None:
+            self._request_history(conn, frame, gap)
 
     # -- Kafka -----------------------------------------------------------------------------------
 
-    async def _dead_letter(
+    def _dead_letter(
         self,
         conn: _Conn,
         mn: str | None,
@@ -467,7 +623,8 @@ class Gateway:
         detail: str,
         raw: bytes,
         received_at: datetime,
-    ) -> None:
+    ) -> _Waiter:
+        """Hand a dead letter to the producer; returns its confirmation."""
         self.metrics.rejected.labels(reason.value).inc()
         subject = mn if mn is not None else conn.peer.rsplit(":", 1)[0]
         topic = safe_text(f"hj212/{mn}" if mn is not None else f"hj212/peer/{subject}")
@@ -487,34 +644,37 @@ class Gateway:
             payload_b64=base64.b64encode(raw).decode("ascii"),
         )
         key = device_id.encode() if device_id is not None else None
-        await self._deliver([(self._deadletter_topic, key, record.model_dump_json().encode())])
+        return self._submit([(self._deadletter_topic, key, record.model_dump_json().encode())])[0]
 
-    async def _deliver(self, records: Sequence[OutgoingRecord]) -> None:
-        """Hand records to the batcher and wait until Kafka confirmed every one of them.
+    def _submit(self, records: Sequence[OutgoingRecord]) -> list[_Waiter]:
+        """Hand records to the batcher; each future is done when Kafka confirmed its record.
 
-        Raises:
-            _Stopping: the gateway stops (or Kafka refused us for good) first.
+        A future fails with :class:`_Stopping` when the gateway stops (or Kafka refused us for
+        good) first.
         """
         loop = asyncio.get_running_loop()
-        futures = []
+        futures: list[_Waiter] = []
         for record in records:
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: _Waiter = loop.create_future()
             self._outbox.append((record, waiter))
             futures.append(waiter)
         self._outbox_ready.set()
-        await asyncio.gather(*futures)
+        return futures
 
     async def _produce_loop(self) -> None:
         """The one sender: everything the connections queued, one Kafka batch per partition.
 
         A produce per frame would send a batch per record (hundreds of tiny requests a
-        second); like the bridge, the gateway produces what arrived together, together. A
-        record whose delivery failed goes back to the queue and is sent again after a
-        growing backoff, until it succeeds or the gateway stops.
+        second); like the bridge, the gateway produces what arrived together, together, and
+        does not wait for a batch's confirmation before handing over the next: each batch's
+        delivery settles its records when Kafka confirms it (a done-callback). The producer
+        holds at most one queued batch per partition besides those on the wire, so handing
+        over waits when Kafka is slower than the loggers. A record whose delivery failed
+        goes to the retry loop and is sent again after a growing backoff, until it succeeds
+        or the gateway stops.
         """
         producer = self._producer
         assert producer is not None
-        attempt = 0
         while True:
             await self._outbox_ready.wait()
             await asyncio.sleep(PRODUCE_LINGER_S)
@@ -527,50 +687,69 @@ class Gateway:
                 continue
             sent, error = await producer.send_grouped([r for r, _f in items])
             handed: set[int] = set()
-            waits: list[tuple[asyncio.Future[Any], list[int]]] = []
             for batch_future, indices in sent:
+                batch = [items[i] for i in indices]
+                batch_future.add_done_callback(functools.partial(self._on_delivered, batch))
                 handed.update(indices)
-                waits.append((batch_future, indices))
-            failed = [item for i, item in enumerate(items) if i not in handed]
-            for batch_future, indices in waits:
-                try:
-                    await batch_future
-                except Exception as exc:  # any delivery error: mapped, then retried or fatal
-                    mapped = map_kafka_error(exc, "produce")
-                    error = error if isinstance(error, FatalError) else mapped
-                    failed.extend(items[i] for i in indices)
-                    continue
-                for i in indices:
-                    waiter = items[i][1]
-                    if not waiter.done():
-                        waiter.set_result(None)
-            if isinstance(error, FatalError):
-                self._fail(error)
+            if error is not None:
+                self._produce_failed(error, [it for i, it in enumerate(items) if i not in handed])
+
+    def _on_delivered(self, batch: list[_Outgoing], future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._retry_attempt = 0
+            for _record, waiter in batch:
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
+        raw = None if future.cancelled() else future.exception()
+        error = (
+            map_kafka_error(raw, "produce")
+            if raw is not None
+            else BrokerUnavailable("kafka produce cancelled")
+        )
+        self._produce_failed(error, batch)
+
+    def _produce_failed(self, error: GhgwatchError, items: list[_Outgoing]) -> None:
+        """Records not delivered: retried later, or given up when stopping or refused for good."""
+        if isinstance(error, FatalError):
+            self._fail(error)
+        if self._fatal is not None or self._stop.is_set():
+            for _record, waiter in items:
+                if not waiter.done():
+                    waiter.set_exception(_Stopping())
+            return
+        self.metrics.produce_errors.inc()
+        if self._should_log("kafka", "produce"):
+            log.warning("kafka produce failed; retrying, loggers stay unanswered",
+                        error=str(error))  # fmt: skip
+        self._retry.extend(items)
+        self._retry_ready.set()
+
+    async def _retry_loop(self) -> None:
+        """The one task re-sending failed deliveries, all together, after a growing backoff."""
+        while True:
+            await self._retry_ready.wait()
+            await self._topics_again()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_backoff_s(self._retry_attempt)):
+                    await self._stop.wait()
+            self._retry_attempt += 1
+            again, self._retry = self._retry, []
+            self._retry_ready.clear()
             if self._fatal is not None or self._stop.is_set():
-                for _record, waiter in failed:
+                for _record, waiter in again:
                     if not waiter.done():
                         waiter.set_exception(_Stopping())
                 continue
-            if not failed:
-                attempt = 0
-                continue
-            self.metrics.produce_errors.inc()
-            if self._should_log("kafka", "produce"):
-                log.warning("kafka produce failed; retrying, loggers stay unanswered",
-                            error=str(error))  # fmt: skip
-            await self._topics_again()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_backoff_s(attempt)):
-                    await self._stop.wait()
-            attempt += 1
-            self._outbox[:0] = failed
+            self._outbox[:0] = again
             self._outbox_ready.set()
 
     def _abandon_outbox(self) -> None:
-        for _record, waiter in self._outbox:
+        for _record, waiter in [*self._outbox, *self._retry]:
             if not waiter.done():
                 waiter.set_exception(_Stopping())
         self._outbox.clear()
+        self._retry.clear()
 
     async def _topics_again(self) -> None:
         # As the bridge does: a broker that came back empty gets its topics before a produce.
@@ -589,13 +768,11 @@ class Gateway:
 
     # -- answering --------------------------------------------------------------------------------
 
-    async def _send(self, conn: _Conn, frame: bytes, cn: str) -> None:
+    def _send(self, conn: _Conn, frame: bytes, cn: str) -> None:
+        """Write an answer or request (the connection's reading waits while they pile up)."""
+        if conn.ended is not None or conn.writer.is_closing():
+            return
         conn.writer.write(frame)
-        try:
-            async with asyncio.timeout(WRITE_TIMEOUT_S):
-                await conn.writer.drain()
-        except TimeoutError as exc:
-            raise ConnectionError("logger does not read its answers") from exc
         self.metrics.answers.labels(cn).inc()
 
     def _should_log(self, subject: str, kind: str) -> bool:
