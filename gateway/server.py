@@ -54,6 +54,7 @@ import structlog
 from adapters.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
 from adapters.metrics import MetricsServer
 from core.errors import BrokerUnavailable, FatalError, GhgwatchError
+from core.logs import RepeatLimiter
 from core.settings import Settings
 from gateway.backfill import BackfillState, Gap
 from gateway.directory import LoggerDirectory, LoggerIdentity, LoggerRefusal, StaticDirectory
@@ -188,7 +189,7 @@ class Gateway:
         self._retry: list[_Outgoing] = []
         self._retry_ready = asyncio.Event()
         self._retry_attempt = 0
-        self._last_logged: dict[tuple[str, str], float] = {}
+        self._log_limit = RepeatLimiter(REPEAT_LOG_INTERVAL_S, REPEAT_LOG_KEYS_MAX)
 
     async def wait_started(self, timeout_s: float) -> int:
         """Wait until the server listens; returns its port."""
@@ -295,7 +296,7 @@ class Gateway:
         peer = f"{peer_info[0]}:{peer_info[1]}" if isinstance(peer_info, tuple) else "unknown"
         if len(self._conns) >= self._cfg.max_connections or self._stop.is_set():
             self.metrics.refused_connections.inc()
-            if self._should_log("connections", "full"):
+            if self._log_limit.allow("connections", "full"):
                 log.warning("connection refused: max_connections reached", peer=peer)
             writer.close()
             return
@@ -629,7 +630,7 @@ class Gateway:
         subject = mn if mn is not None else conn.peer.rsplit(":", 1)[0]
         topic = safe_text(f"hj212/{mn}" if mn is not None else f"hj212/peer/{subject}")
         topic = topic[:MAX_DEAD_TOPIC_CHARS]
-        if self._should_log(subject, reason.value):
+        if self._log_limit.allow(subject, reason.value):
             log.warning(
                 "hj212 frame rejected", peer=conn.peer, mn=mn, reason=reason.value,
                 detail=detail[:200], frame=raw[:120].decode("ascii", errors="replace"),
@@ -719,7 +720,7 @@ class Gateway:
                     waiter.set_exception(_Stopping())
             return
         self.metrics.produce_errors.inc()
-        if self._should_log("kafka", "produce"):
+        if self._log_limit.allow("kafka", "produce"):
             log.warning("kafka produce failed; retrying, loggers stay unanswered",
                         error=str(error))  # fmt: skip
         self._retry.extend(items)
@@ -774,14 +775,3 @@ class Gateway:
             return
         conn.writer.write(frame)
         self.metrics.answers.labels(cn).inc()
-
-    def _should_log(self, subject: str, kind: str) -> bool:
-        now = time.monotonic()
-        key = (subject, kind)
-        last = self._last_logged.get(key)
-        if last is not None and now - last < REPEAT_LOG_INTERVAL_S:
-            return False
-        if len(self._last_logged) >= REPEAT_LOG_KEYS_MAX:
-            self._last_logged.clear()
-        self._last_logged[key] = now
-        return True
