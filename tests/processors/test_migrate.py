@@ -16,7 +16,13 @@ from proc_helpers import T0, as_batches, mixed_records, reading_record
 from adapters.ports import free_port
 from core.errors import ConfigurationError
 from core.settings import DbSettings
-from processors.storage import MIGRATIONS_DIR, ReadingStore, discover_migrations, migrate
+from processors.storage import (
+    MIGRATIONS_DIR,
+    ReadingStore,
+    discover_migrations,
+    migrate,
+    timescale_available,
+)
 from wire import SourceKind
 
 AGG_COLUMNS = ["bucket", "device_id", "metric", "avg", "min", "max", "count", "n_all"]
@@ -32,11 +38,13 @@ async def conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def timescale(conn: asyncpg.Connection) -> None:
-    """Skip unless the server offers the timescaledb extension."""
-    if not await conn.fetchval(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ):
-        pytest.skip("timescaledb extension not available on this PostgreSQL")
+    """Skip unless the server can load the timescaledb extension (installed *and* in
+    shared_preload_libraries: an installed but not preloaded one is not used by migrate)."""
+    if not await timescale_available(conn):
+        pytest.skip(
+            "timescaledb not loadable on this PostgreSQL (not installed, or installed but"
+            " not in shared_preload_libraries)"
+        )
 
 
 async def _columns(conn: asyncpg.Connection, rel: str) -> list[str]:
