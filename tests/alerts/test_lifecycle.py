@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from alert_views import alert_view
 
 from alerts import AlertView, InvalidTransition
 from alerts.lifecycle import (
@@ -47,35 +48,16 @@ CHANNELS = {n.name: n.type for n in CFG.notifiers}
 def alert(**kw: Any) -> AlertView:
     """An alert as stored: an open critical gas alert at shendong-3 unless told otherwise."""
     fields: dict[str, Any] = {
-        "alert_id": 7,
         "group_key": "im/shendong-3/gas",
         "rule": "mine_power_cut",
-        "severity": "critical",
-        "state": "open",
-        "condition_active": True,
         "network": "im",
         "site": "shendong-3",
-        "kind": "mine",
         "device_id": "im/shendong-3/t1-04",
-        "metric": "ch4_pct_vol",
         "detector": "power_cut",
         "value": 1.62,
         "threshold": 1.5,
-        "location": "T1",
-        "started_at": T0,
-        "last_seen_at": T0,
-        "acknowledged_at": None,
-        "acknowledged_by": None,
-        "resolve_due_at": None,
-        "resolved_at": None,
-        "resolved_by": None,
-        "escalation_level": 0,
-        "next_escalation_at": None,
-        "silenced_until": None,
-        "created_at": T0,
-        "updated_at": T0,
     }
-    return AlertView(**{**fields, **kw})
+    return alert_view(T0, **{**fields, **kw})
 
 
 def test_a_critical_detection_opens_an_alert_that_escalates_after_the_set_time() -> None:

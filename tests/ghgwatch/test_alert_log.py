@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from alert_views import alert_view
+
 from alerts import AlertView
 from ghgwatch.alert_log import alert_changes, format_change
 
@@ -16,33 +18,13 @@ def _alert(alert_id: int = 7, **changes: Any) -> AlertView:
         "alert_id": alert_id,
         "group_key": "mine|shendong|bulianta|gas",
         "rule": "gas",
-        "severity": "critical",
-        "state": "open",
-        "condition_active": True,
         "network": "shendong",
         "site": "bulianta",
-        "kind": "mine",
         "device_id": "shendong/bulianta/t1-0100",
-        "metric": "ch4_pct_vol",
-        "detector": "threshold_alarm",
         "value": 1.05,
-        "threshold": 1.0,
-        "location": "T1",
-        "started_at": AT,
-        "last_seen_at": AT,
-        "acknowledged_at": None,
-        "acknowledged_by": None,
-        "resolve_due_at": None,
-        "resolved_at": None,
-        "resolved_by": None,
-        "escalation_level": 0,
-        "next_escalation_at": None,
-        "silenced_until": None,
-        "created_at": AT,
-        "updated_at": AT,
     }
     base.update(changes)
-    return AlertView(**base)
+    return alert_view(AT, **base)
 
 
 def test_each_lifecycle_step_is_one_change_and_the_first_read_is_not_announced() -> None:
