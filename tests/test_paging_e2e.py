@@ -21,6 +21,7 @@ import aiomqtt
 import asyncpg
 import httpx
 import numpy as np
+from service_helpers import running
 
 from adapters.ports import free_port
 from alerts import AlertService
@@ -76,25 +77,17 @@ def _paging_settings(
 async def running_services(settings: Settings) -> AsyncIterator[None]:
     """Migrate, then run the bridge, processor, detector and alert service until the exit."""
     await migrate(settings.db_url(), settings.db)
-    stop = asyncio.Event()
     bridge = Bridge(settings)
-    tasks = [
-        asyncio.create_task(Processor(settings).run(stop=stop)),
-        asyncio.create_task(AlertService(settings).run(stop=stop)),
-        asyncio.create_task(DetectorService(settings).run(stop=stop)),
-        asyncio.create_task(bridge.run(stop=stop)),
+    runners = [
+        lambda stop: Processor(settings).run(stop=stop),
+        lambda stop: AlertService(settings).run(stop=stop),
+        lambda stop: DetectorService(settings).run(stop=stop),
+        lambda stop: bridge.run(stop=stop),
     ]
-    try:
-        # A shared subscription keeps nothing published before the bridge subscribed.
-        await bridge.wait_connected(DEADLINE_S)
+    async with running(
+        bridge, runners, connect_timeout_s=DEADLINE_S, stop_timeout_s=STOP_TIMEOUT_S
+    ):
         yield
-    finally:
-        stop.set()
-        async with asyncio.timeout(STOP_TIMEOUT_S):
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
 
 
 def _release(t0: datetime, step_s: float, seed: int) -> list[tuple[datetime, float]]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 import asyncpg
+from service_helpers import running
 
 from core.settings import Settings
 from ingest import Bridge
@@ -23,23 +24,13 @@ DEADLINE_S = 60.0
 async def running_pipeline(settings: Settings) -> AsyncIterator[None]:
     """Migrate, then run a bridge and a processor until the block exits."""
     await migrate(settings.db_url(), settings.db)
-    stop = asyncio.Event()
     bridge = Bridge(settings)
-    tasks = [
-        asyncio.create_task(bridge.run(stop=stop)),
-        asyncio.create_task(Processor(settings).run(stop=stop)),
+    runners = [
+        lambda stop: bridge.run(stop=stop),
+        lambda stop: Processor(settings).run(stop=stop),
     ]
-    try:
-        # A shared subscription keeps nothing published before the bridge subscribed.
-        await bridge.wait_connected(DEADLINE_S)
+    async with running(bridge, runners, connect_timeout_s=DEADLINE_S, stop_timeout_s=30):
         yield
-    finally:
-        stop.set()
-        async with asyncio.timeout(30):
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
 
 
 async def wait_for_count(db_url: str, sql: str, expected: int) -> int:

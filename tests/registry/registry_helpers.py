@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from service_helpers import running
 
 from core.settings import Settings
 from ghgwatch.embedded import ManagedProcess, mosquitto_binary
@@ -67,19 +67,15 @@ async def start_broker(tmp: Path, conf: str, port: int) -> ManagedProcess:
 @contextlib.asynccontextmanager
 async def pipeline(settings: Settings) -> AsyncIterator[Bridge]:
     """The bridge and the storing processor, running until the block ends (errors raised)."""
-    stop = asyncio.Event()
     bridge = Bridge(settings)
-    tasks = [
-        asyncio.create_task(bridge.run(stop=stop)),
-        asyncio.create_task(Processor(settings).run(stop=stop)),
+    runners = [
+        lambda stop: bridge.run(stop=stop),
+        lambda stop: Processor(settings).run(stop=stop),
     ]
-    try:
-        await bridge.wait_connected(PIPELINE_DEADLINE_S)
+    async with running(
+        bridge,
+        runners,
+        connect_timeout_s=PIPELINE_DEADLINE_S,
+        stop_timeout_s=PIPELINE_DEADLINE_S,
+    ):
         yield bridge
-    finally:
-        stop.set()
-        async with asyncio.timeout(PIPELINE_DEADLINE_S):
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
