@@ -31,6 +31,7 @@ __all__ = [
     "OutgoingRecord",
     "RecordProducer",
     "client_options",
+    "delivery_error",
     "ensure_topics",
     "heartbeat_interval_ms",
     "kafka_errors",
@@ -316,6 +317,15 @@ def map_kafka_error(exc: BaseException, action: str) -> GhgwatchError:
     except BaseException:  # pragma: no cover - kafka_errors maps every KafkaError/OSError
         return FatalError(f"kafka {action}: {type(exc).__name__}: {exc}")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def delivery_error(future: asyncio.Future[Any]) -> GhgwatchError | None:
+    """What a finished produce future says: None when Kafka has the records, else the
+    ghgwatch error (a cancelled send counts as the broker being unavailable)."""
+    if future.cancelled():
+        return BrokerUnavailable("kafka produce cancelled")
+    raw = future.exception()
+    return None if raw is None else map_kafka_error(raw, "produce")
 
 
 OutgoingRecord = tuple[str, bytes | None, bytes]

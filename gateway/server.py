@@ -51,7 +51,12 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from adapters.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
+from adapters.kafka import (
+    OutgoingRecord,
+    RecordProducer,
+    delivery_error,
+    ensure_topics,
+)
 from adapters.metrics import MetricsServer
 from core.errors import BrokerUnavailable, FatalError, GhgwatchError
 from core.logs import RepeatLimiter
@@ -696,18 +701,13 @@ class Gateway:
                 self._produce_failed(error, [it for i, it in enumerate(items) if i not in handed])
 
     def _on_delivered(self, batch: list[_Outgoing], future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is None:
+        error = delivery_error(future)
+        if error is None:
             self._retry_attempt = 0
             for _record, waiter in batch:
                 if not waiter.done():
                     waiter.set_result(None)
             return
-        raw = None if future.cancelled() else future.exception()
-        error = (
-            map_kafka_error(raw, "produce")
-            if raw is not None
-            else BrokerUnavailable("kafka produce cancelled")
-        )
         self._produce_failed(error, batch)
 
     def _produce_failed(self, error: GhgwatchError, items: list[_Outgoing]) -> None:

@@ -48,7 +48,12 @@ from typing import Any
 
 import structlog
 
-from adapters.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
+from adapters.kafka import (
+    OutgoingRecord,
+    RecordProducer,
+    delivery_error,
+    ensure_topics,
+)
 from adapters.metrics import MetricsServer
 from core.errors import BrokerUnavailable, FatalError, GhgwatchError
 from core.logs import RepeatLimiter
@@ -669,18 +674,13 @@ class Bridge:
         self._retry_ready.set()
 
     def _on_delivered(self, items: list[_Outgoing], future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is None:
+        exc = delivery_error(future)
+        if exc is None:
             self._retry_attempt = 0
             for item in items:
                 self.metrics.count_produced(item.role)
                 self._settle(item.job)
             return
-        raw = None if future.cancelled() else future.exception()
-        exc = (
-            map_kafka_error(raw, "produce")
-            if raw is not None
-            else BrokerUnavailable("kafka produce cancelled")
-        )
         if isinstance(exc, FatalError):
             self._fail(exc)
             for item in items:

@@ -21,6 +21,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from adapters import (
     CachedKeyPartitioner,
     RecordProducer,
+    delivery_error,
     ensure_topics,
     heartbeat_interval_ms,
     make_consumer,
@@ -157,3 +158,15 @@ async def test_grouped_sends_put_each_record_on_its_keys_partition_in_order(
         values = [v for _p, kk, v in got if kk == key]
         assert values == sorted(values)
         assert len(values) == len([s for s in sent if s[1] == key])
+
+
+async def test_delivery_error_reads_a_finished_produce_future() -> None:
+    """Delivered: None; cancelled: the broker is unavailable; a driver error: its mapping."""
+    loop = asyncio.get_running_loop()
+    ok, cancelled, failed = loop.create_future(), loop.create_future(), loop.create_future()
+    ok.set_result(None)
+    cancelled.cancel()
+    failed.set_exception(KafkaConnectionError("refused"))
+    assert delivery_error(ok) is None
+    assert isinstance(delivery_error(cancelled), BrokerUnavailable)
+    assert isinstance(delivery_error(failed), BrokerUnavailable)
