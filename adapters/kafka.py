@@ -332,16 +332,74 @@ OutgoingRecord = tuple[str, bytes | None, bytes]
 """One record to produce: (topic, key, value)."""
 
 
+def _fail_queued(producer: AIOKafkaProducer, exc: KafkaError) -> None:
+    """Fail every batch ``producer`` holds (queued or on the wire) with ``exc``, at once.
+
+    aiokafka has no public call for it; its accumulator's ``fail_all`` is what the producer
+    itself calls when its sender dies, and it leaves the producer refusing new records. It
+    also fails each batch's drain waiter, which nobody awaits: those are read here so asyncio
+    does not log them as lost. (aiokafka is pinned below the next minor release for this.)
+    """
+    accumulator = producer._message_accumulator  # noqa: SLF001
+    batches = [b for queue in accumulator._batches.values() for b in queue]  # noqa: SLF001
+    batches.extend(accumulator._pending_batches)  # noqa: SLF001
+    accumulator.fail_all(exc)
+    for batch in batches:
+        waiter = batch._drain_waiter  # noqa: SLF001
+        if waiter.done() and not waiter.cancelled():
+            waiter.exception()
+
+
 class RecordProducer:
     """An ``acks=all`` producer of raw key/value bytes; every call bounded and error-mapped.
 
     A producer that failed to start is closed and not reused: build a new one to retry.
+    After the cluster was unreachable, :meth:`abandon` gives up what the old connection still
+    holds and :meth:`reconnect` starts afresh (see there why).
     """
 
     def __init__(self, cfg: KafkaSettings, bootstrap: str) -> None:
+        self._cfg, self._bootstrap = cfg, bootstrap
         self._partitioner = CachedKeyPartitioner()
         self._producer = make_producer(cfg, bootstrap, partitioner=self._partitioner)
         self._timeout_s = cfg.request_timeout_s
+        self._abandoned = False
+
+    @property
+    def abandoned(self) -> bool:
+        """True from :meth:`abandon` until a :meth:`reconnect` succeeded."""
+        return self._abandoned
+
+    def abandon(self, reason: str) -> None:
+        """Fail every record handed over and not yet confirmed, now, and stop using this
+        connection: each delivery future fails (mapped: :class:`BrokerUnavailable`), so the
+        caller re-sends those records through :meth:`reconnect`'s fresh connection.
+
+        Left alone, aiokafka retries its queued batches against whatever answers at the old
+        address, with the old metadata, before the caller could check its topics. A broker
+        that came back empty (tansu keeps topics in memory only) confirms such a write to a
+        topic it no longer has and loses it when the topic is created (measured: acked by the
+        new broker, absent from its topic list, gone after CreateTopics; issue 9 finding 10).
+        A record failed here may still have reached Kafka: it is re-sent, a duplicate at
+        worst, which the store keys away.
+        """
+        if self._abandoned:
+            return
+        self._abandoned = True
+        _fail_queued(self._producer, KafkaConnectionError(reason))
+
+    async def reconnect(self) -> None:
+        """After :meth:`abandon`: close the old connection and connect a new producer (fresh
+        metadata, nothing queued). Call it once the topics are known to exist.
+
+        Raises:
+            BrokerUnavailable: the cluster cannot be reached; still abandoned, call again.
+            FatalError: the cluster refused us.
+        """
+        await self.stop(timeout_s=self._timeout_s)
+        self._producer = make_producer(self._cfg, self._bootstrap, partitioner=self._partitioner)
+        await self.start()
+        self._abandoned = False
 
     async def start(self) -> None:
         """Connect and fetch cluster metadata.

@@ -720,6 +720,10 @@ class Gateway:
                     waiter.set_exception(_Stopping())
             return
         self.metrics.produce_errors.inc()
+        if self._producer is not None:
+            # as the bridge: what the producer still holds fails now and is re-sent through a
+            # fresh connection once the topics are checked (RecordProducer.abandon says why)
+            self._producer.abandon("kafka unavailable; re-sent after the topics are checked")
         if self._log_limit.allow("kafka", "produce"):
             log.warning("kafka produce failed; retrying, loggers stay unanswered",
                         error=str(error))  # fmt: skip
@@ -730,14 +734,16 @@ class Gateway:
         """The one task re-sending failed deliveries, all together, after a growing backoff."""
         while True:
             await self._retry_ready.wait()
-            await self._topics_again()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_backoff_s(self._retry_attempt)):
                     await self._stop.wait()
             self._retry_attempt += 1
+            stopping = self._fatal is not None or self._stop.is_set()
+            if not stopping and not await self._topics_again():
+                continue  # still unreachable: the records wait for the next round
             again, self._retry = self._retry, []
             self._retry_ready.clear()
-            if self._fatal is not None or self._stop.is_set():
+            if stopping:
                 for _record, waiter in again:
                     if not waiter.done():
                         waiter.set_exception(_Stopping())
@@ -752,14 +758,22 @@ class Gateway:
         self._outbox.clear()
         self._retry.clear()
 
-    async def _topics_again(self) -> None:
-        # As the bridge does: a broker that came back empty gets its topics before a produce.
-        with contextlib.suppress(BrokerUnavailable):
+    async def _topics_again(self) -> bool:
+        """As the bridge does: a broker that came back empty gets its topics before anything
+        is produced again, then the abandoned producer connects afresh. True when done."""
+        producer = self._producer
+        assert producer is not None
+        try:
             await ensure_topics(
                 self._settings.kafka,
                 self._settings.kafka_bootstrap(),
                 [self._readings_topic, self._deadletter_topic],
             )
+            if producer.abandoned:
+                await producer.reconnect()
+        except BrokerUnavailable:
+            return False
+        return True
 
     def _fail(self, exc: GhgwatchError) -> None:
         if self._fatal is None:

@@ -705,20 +705,26 @@ class Bridge:
             await self._produce(batch)
 
     async def _recheck_topics(self) -> bool:
-        """After a failed produce, make sure our topics exist before producing again.
+        """After a failed produce, make sure our topics exist before producing again, then
+        produce through a fresh connection.
 
-        A broker that came back empty (tansu keeps topics in memory; a rebuilt cluster) may
-        auto-create a topic on the first produce to it: tansu then confirmed records that a
-        CreateTopics racing that produce wiped (issue 9 finding 10: all acked, the retried
-        window gone). Creating the topics first, as at start, closes that window.
+        A broker that came back empty (tansu keeps topics in memory; a rebuilt cluster)
+        confirms a write to a topic it no longer has and loses it when the topic is created
+        (issue 9 finding 10: all 300 acked, some of the retried window gone). So at the first
+        failure the producer gave up what it still held (:meth:`_produce_failed`), and
+        nothing is produced again until the topics exist, as at start.
 
         Returns:
-            True when the topics are known to exist.
+            True when the topics are known to exist and the producer is connected.
         """
+        producer = self._producer
+        assert producer is not None
         try:
             await ensure_topics(
                 self._settings.kafka, self._settings.kafka_bootstrap(), self._topics
             )
+            if producer.abandoned:
+                await producer.reconnect()
         except BrokerUnavailable:
             return False
         self._topics_unsure = False
@@ -726,6 +732,9 @@ class Bridge:
 
     def _produce_failed(self, exc: GhgwatchError, topic: str) -> None:
         self._topics_unsure = True
+        if self._producer is not None:
+            # every batch still queued fails now and comes back through the retry queue
+            self._producer.abandon("kafka unavailable; re-sent after the topics are checked")
         self.metrics.produce_errors += 1
         if self._log_limit.allow("kafka", topic):
             log.warning(

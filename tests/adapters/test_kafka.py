@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,6 +32,7 @@ from adapters import (
 from adapters.ports import free_port
 from core.errors import BrokerUnavailable, ConfigurationError, FatalError, GhgwatchError
 from core.settings import KafkaSettings, Settings
+from ghgwatch.embedded import start_tansu
 
 
 @pytest.mark.parametrize(
@@ -170,3 +172,75 @@ async def test_delivery_error_reads_a_finished_produce_future() -> None:
     assert delivery_error(ok) is None
     assert isinstance(delivery_error(cancelled), BrokerUnavailable)
     assert isinstance(delivery_error(failed), BrokerUnavailable)
+
+
+async def test_an_abandoned_producer_lets_nothing_reach_a_broker_that_came_back_without_its_topic(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A record queued while the cluster is down fails at once on abandon, is not retried
+    behind the caller's back against the broker that comes back empty (tansu confirms such a
+    write to a topic it no longer has), and the reconnected producer delivers again."""
+    kafka = await start_tansu(tmp_path / "tansu-1", port=0)
+    bootstrap = f"127.0.0.1:{kafka.port}"
+    cfg = settings.kafka.model_copy(update={"request_timeout_s": 30.0})
+    topic = "abandon-check"
+    await ensure_topics(cfg, bootstrap, [topic])
+    producer = RecordProducer(cfg, bootstrap)
+    await producer.start()
+    try:
+        (before, _), *_ = (await producer.send_grouped([(topic, b"k", b"before")]))[0]
+        await asyncio.wait_for(before, 30)
+        await kafka.stop()
+        handed, error = await producer.send_grouped([(topic, b"k", b"queued")])
+        assert error is None  # metadata is cached: it is queued, not refused
+        producer.abandon("cluster unreachable")
+        queued = handed[0][0]
+        await asyncio.wait([queued], timeout=5)
+        assert isinstance(delivery_error(queued), BrokerUnavailable)
+        _, refused = await producer.send_grouped([(topic, b"k", b"in between")])
+        assert isinstance(refused, BrokerUnavailable)
+
+        kafka = await start_tansu(tmp_path / "tansu-2", port=kafka.port)
+        await asyncio.sleep(1.0)  # time for an old retry to reach it, were one left
+        await ensure_topics(cfg, bootstrap, [topic])
+        await producer.reconnect()
+        assert not producer.abandoned
+        await _deliver(producer, (topic, b"k", b"after"))
+        values = await _values(bootstrap, topic)
+    finally:
+        await producer.stop(timeout_s=10)
+        await kafka.stop()
+    assert values == [b"after"]
+
+
+async def _values(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = sorted(await consumer._client._wait_on_metadata(topic))
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        got: list[bytes] = []
+        for _ in range(5):
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                got.extend(r.value for r in records if r.value is not None)
+        return got
+    finally:
+        await consumer.stop()
+
+
+async def _deliver(producer: RecordProducer, record: tuple[str, bytes, bytes]) -> None:
+    """Send until Kafka confirms, retrying what the adapter calls transient, as its callers
+    do (tansu answers UnknownError to the first produce right after a CreateTopics)."""
+    for _ in range(20):
+        handed, error = await producer.send_grouped([record])
+        if error is None:
+            await asyncio.wait([handed[0][0]], timeout=30)
+            error = delivery_error(handed[0][0])
+            if error is None:
+                return
+        assert isinstance(error, BrokerUnavailable), error
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not delivered: {error}")
