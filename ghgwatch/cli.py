@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import signal
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from alerts import AlertApi, AlertConsole, AlertService
 from core.errors import ConfigurationError, GhgwatchError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
+from core.stopping import STOP_GRACE_S, run_until_stopped
 from dashboards import export_dashboards
 from ghgwatch.cli_certs import certs
 from ghgwatch.cli_errors import exit_on_error
@@ -31,7 +31,7 @@ from ghgwatch.grafana_push import push_to_grafana
 from ghgwatch.replay_db import readings_to_replay_csv
 from ghgwatch.stack import Service, resolve, resolve_settings, set_current_settings
 from ghgwatch.status import collect_status, render_status
-from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UpOptions, run_up
+from ghgwatch.up import DEFAULT_EVENTS_EVERY_S, UP_STOP_GRACE_S, UpOptions, run_up
 from ingest import Bridge
 from processors import Processor
 from processors.detector import DetectorService
@@ -105,25 +105,14 @@ def _live(*uses: Service) -> Settings:
 register_report_cli(app, lambda: _live("db", "kafka"))
 
 
-def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]]) -> T:
-    """Run a service coroutine; SIGINT/SIGTERM only set its stop event.
+def _run(main_fn: Callable[[asyncio.Event], Awaitable[T]], grace_s: float = STOP_GRACE_S) -> T:
+    """Run a service coroutine; SIGINT/SIGTERM set its stop event (a stop overrunning its
+    grace, or a second signal, exits 3: core.stopping).
 
     Exits with status 2 on a :class:`FatalError` and 1 on any other ghgwatch error.
     """
-
-    async def runner() -> T:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            return await main_fn(stop)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
     with exit_on_error():
-        return asyncio.run(runner())
+        return run_until_stopped(main_fn, grace_s=grace_s)
 
 
 @db_app.command("migrate")
@@ -268,7 +257,9 @@ def up(
     async def main_fn(stop: asyncio.Event) -> None:
         await run_up(settings, opts, stop=stop)
 
-    _run(main_fn)
+    # up stops its services one after another, each bounded (SERVICE_STOP_TIMEOUT_S), then
+    # its stand-ins: its own stop takes longer than one service's.
+    _run(main_fn, grace_s=UP_STOP_GRACE_S)
 
 
 @app.command()

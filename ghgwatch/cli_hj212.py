@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import signal
 from typing import Annotated
 
 import asyncpg
@@ -12,6 +11,7 @@ import typer
 
 from adapters.pg import wait_for_database
 from core.settings import Settings
+from core.stopping import run_until_stopped
 from gateway.directory import hash_password
 from gateway.registry_directory import RegistryDirectory
 from gateway.server import Gateway
@@ -35,11 +35,7 @@ def serve(ctx: typer.Context) -> None:
         return
     settings = Settings()  # the root callback loaded them and remembered --config
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         if settings.gateway.loggers:  # loggers listed in the settings: no registry needed
             await Gateway(settings).run(stop=stop)
             return
@@ -53,7 +49,7 @@ def serve(ctx: typer.Context) -> None:
             await pool.close()
 
     with exit_on_error():
-        asyncio.run(main())
+        run_until_stopped(main)
 
 
 @hj212_app.command("hash-password")

@@ -75,6 +75,7 @@ __all__ = [
     "DEV_TOKEN_NAME",
     "ENDPOINTS_FILE",
     "PORTS_FILE",
+    "UP_STOP_GRACE_S",
     "Endpoints",
     "MqttBroker",
     "UpOptions",
@@ -101,6 +102,9 @@ LEFTOVER_STOP_TIMEOUT_S = 10.0
 _LEFTOVER_POLL_S = 0.1
 # Each service gets this long to finish its last batch and commit after its stop event.
 SERVICE_STOP_TIMEOUT_S = 30.0
+# The whole of up's stop (every service in turn, then the stand-ins) before the process gives
+# up on itself and exits with the stuck tasks' stacks (core.stopping).
+UP_STOP_GRACE_S = 600.0
 MIGRATE_TIMEOUT_S = 120.0
 # How long the simulator waits for the bridge's first subscription before publishing anyway.
 BRIDGE_CONNECT_TIMEOUT_S = 30.0
