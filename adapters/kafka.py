@@ -388,14 +388,18 @@ class RecordProducer:
         self._abandoned = True
         _fail_queued(self._producer, KafkaConnectionError(reason))
 
-    async def reconnect(self) -> None:
-        """After :meth:`abandon`: close the old connection and connect a new producer (fresh
-        metadata, nothing queued). Call it once the topics are known to exist.
+    async def reconnect(self, topics: Iterable[str]) -> None:
+        """After :meth:`abandon`: create ``topics`` where missing, then close the old
+        connection and connect a new producer (fresh metadata, nothing queued), so nothing is
+        produced before the topics exist. Does nothing when not abandoned.
 
         Raises:
             BrokerUnavailable: the cluster cannot be reached; still abandoned, call again.
             FatalError: the cluster refused us.
         """
+        if not self._abandoned:
+            return
+        await ensure_topics(self._cfg, self._bootstrap, topics)
         await self.stop(timeout_s=self._timeout_s)
         self._producer = make_producer(self._cfg, self._bootstrap, partitioner=self._partitioner)
         await self.start()

@@ -42,7 +42,6 @@ class _Watchdog:
     def __init__(self, grace_s: float) -> None:
         self._grace_s = grace_s
         self._timer: threading.Timer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def requested(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event, sig: int) -> None:
         """The signal handler (on the loop): first signal stops cleanly, a second exits."""
@@ -52,26 +51,23 @@ class _Watchdog:
             _dump_and_exit(loop)
         log.info("stop requested", signal=name, grace_s=self._grace_s)
         stop.set()
-        self._loop = loop
-        timer = threading.Timer(self._grace_s, self._overdue)
+        timer = threading.Timer(self._grace_s, self._overdue, args=(loop,))
         timer.daemon = True
         self._timer = timer
         timer.start()
 
-    def _overdue(self) -> None:
+    def _overdue(self, loop: asyncio.AbstractEventLoop) -> None:
         log.error("stop overdue; exiting with the stuck tasks' stacks", grace_s=self._grace_s)
-        _dump_and_exit(self._loop)
+        _dump_and_exit(loop)
 
     def disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
 
 
-def _task_stacks(loop: asyncio.AbstractEventLoop | None) -> list[str]:
+def _task_stacks(loop: asyncio.AbstractEventLoop) -> list[str]:
     """Name and innermost frames of each task of ``loop`` (read from another thread: best
     effort, retried when the set changes underneath)."""
-    if loop is None:
-        return []
     for _attempt in range(3):
         try:
             tasks = list(asyncio.all_tasks(loop))
@@ -88,7 +84,7 @@ def _task_stacks(loop: asyncio.AbstractEventLoop | None) -> list[str]:
     return []
 
 
-def _dump_and_exit(loop: asyncio.AbstractEventLoop | None) -> None:
+def _dump_and_exit(loop: asyncio.AbstractEventLoop) -> None:
     for line in _task_stacks(loop):
         log.error("stuck task", task=line)
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)

@@ -764,13 +764,7 @@ class Gateway:
         producer = self._producer
         assert producer is not None
         try:
-            await ensure_topics(
-                self._settings.kafka,
-                self._settings.kafka_bootstrap(),
-                [self._readings_topic, self._deadletter_topic],
-            )
-            if producer.abandoned:
-                await producer.reconnect()
+            await producer.reconnect([self._readings_topic, self._deadletter_topic])
         except BrokerUnavailable:
             return False
         return True

@@ -314,7 +314,6 @@ class Bridge:
         self._retry_queue: deque[_Outgoing] = deque()
         self._retry_ready = asyncio.Event()
         self._retry_attempt = 0
-        self._topics_unsure = False
         self._started = asyncio.Event()
         self._max_in_flight = settings.mqtt.receive_maximum
         self._status = _StatusBoard()
@@ -645,7 +644,7 @@ class Bridge:
         """
         producer = self._producer
         assert producer is not None
-        if self._topics_unsure and not await self._recheck_topics():
+        if producer.abandoned and not await self._reconnect_producer():
             self._requeue(outgoing)
             return
         sent, error = await producer.send_grouped([o.record for o in outgoing])
@@ -704,7 +703,7 @@ class Bridge:
             self._retry_ready.clear()
             await self._produce(batch)
 
-    async def _recheck_topics(self) -> bool:
+    async def _reconnect_producer(self) -> bool:
         """After a failed produce, make sure our topics exist before producing again, then
         produce through a fresh connection.
 
@@ -720,18 +719,12 @@ class Bridge:
         producer = self._producer
         assert producer is not None
         try:
-            await ensure_topics(
-                self._settings.kafka, self._settings.kafka_bootstrap(), self._topics
-            )
-            if producer.abandoned:
-                await producer.reconnect()
+            await producer.reconnect(self._topics)
         except BrokerUnavailable:
             return False
-        self._topics_unsure = False
         return True
 
     def _produce_failed(self, exc: GhgwatchError, topic: str) -> None:
-        self._topics_unsure = True
         if self._producer is not None:
             # every batch still queued fails now and comes back through the retry queue
             self._producer.abandon("kafka unavailable; re-sent after the topics are checked")

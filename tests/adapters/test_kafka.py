@@ -202,8 +202,7 @@ async def test_an_abandoned_producer_lets_nothing_reach_a_broker_that_came_back_
 
         kafka = await start_tansu(tmp_path / "tansu-2", port=kafka.port)
         await asyncio.sleep(1.0)  # time for an old retry to reach it, were one left
-        await ensure_topics(cfg, bootstrap, [topic])
-        await producer.reconnect()
+        await producer.reconnect([topic])
         assert not producer.abandoned
         await _deliver(producer, (topic, b"k", b"after"))
         values = await _values(bootstrap, topic)
