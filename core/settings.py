@@ -768,20 +768,19 @@ class DetectionSettings(ConsumerSettings):
         " if sooner than warmup_s",
     )
     multivariate: bool = Field(
-        default=False,
-        description="Opt-in: a device with two or more co-sampled generic metrics is also scored"
-        " as one vector (Hotelling T2); its per-metric anomaly events then give way to it. Off"
-        " by default: its gain on SKAB did not hold on the held-out experiments, and an event"
-        " open across a detector restart is not reconciled yet",
+        default=True,
+        description="A device with two or more co-sampled generic metrics is also scored as one"
+        " vector (Hotelling T2 of its smoothed level); its per-metric anomaly events then give"
+        " way to it. false: per-metric anomaly events only",
     )
     multivariate_alpha: float = Field(
-        default=1e-4,
+        default=1e-3,
         gt=0,
         lt=1,
         description="T2 opens beyond the chi-square upper quantile of this tail probability",
     )
     multivariate_close_alpha: float = Field(
-        default=1e-2, gt=0, lt=1, description="... and may clear below this one's quantile"
+        default=0.1, gt=0, lt=1, description="... and may clear below this one's quantile"
     )
     multivariate_close_samples: int = Field(
         default=20, ge=1, description="Consecutive vectors below the clear quantile to clear"
@@ -794,6 +793,13 @@ class DetectionSettings(ConsumerSettings):
     )
     multivariate_shrinkage: float = Field(
         default=0.1, ge=0, le=1, description="Covariance shrinkage towards its diagonal"
+    )
+    multivariate_smoothing: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Weight of the newest vector in the smoothed level the T2 scores (EWMA;"
+        " 1 = no smoothing); the mean and covariance are those of the smoothed level",
     )
     huber_c: float = Field(default=2.5, gt=0, description="Residual clip (sigmas) for updates")
     z_open: float = Field(
