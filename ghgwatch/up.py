@@ -468,17 +468,6 @@ def _api_port(settings: Settings, opts: UpOptions) -> tuple[Settings, str | None
     return resolved, f"http://{cfg.api_host}:{port}/docs"
 
 
-def _service_names(opts: UpOptions, settings: Settings) -> list[str]:
-    names = [
-        "processor",
-        "alert-service" if opts.alerts else "",
-        "report-schedule" if opts.alerts and settings.reports.schedule_enabled else "",
-        "alerts-api" if opts.alerts else "",
-        "detector" if opts.detect else "",
-    ]
-    return [n for n in [*names, "bridge", "simulator" if opts.simulate else ""] if n]
-
-
 def _token_row(endpoints: Endpoints, settings: Settings) -> list[tuple[str, str]]:
     if endpoints.api_token_file is None:
         return []
@@ -487,7 +476,11 @@ def _token_row(endpoints: Endpoints, settings: Settings) -> list[tuple[str, str]
 
 
 def _print_summary(
-    console: Console, endpoints: Endpoints, opts: UpOptions, settings: Settings
+    console: Console,
+    endpoints: Endpoints,
+    opts: UpOptions,
+    settings: Settings,
+    services: list[_Service],
 ) -> None:
     # Plain aligned lines, not a table: URLs must survive copy and paste unbroken.
     console_url = (
@@ -510,7 +503,7 @@ def _print_summary(
         *_token_row(endpoints, settings),
         ("data dir", endpoints.data_dir),
         *((f"embedded {name}", where) for name, where in endpoints.embedded.items()),
-        ("services", ", ".join(_service_names(opts, settings))),
+        ("services", ", ".join(s.name for s in services)),
         ("simulator", _simulator_row(opts)),
         *(
             (("alerts", "a line here per alert change; ghgwatch alerts list"),)
@@ -735,7 +728,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
         endpoints_path.chmod(0o600)  # a configured database URL may carry a password
         stack.callback(endpoints_path.unlink, missing_ok=True)
         services = await _run_services(resolved, opts, console)
-        _print_summary(console, endpoints, opts, resolved)
+        _print_summary(console, endpoints, opts, resolved, services)
         try:
             ended = await _wait_first(services, stop, opts.timeout_s)
         finally:
