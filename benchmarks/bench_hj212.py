@@ -36,9 +36,9 @@ import aiomqtt
 import asyncpg
 
 from adapters.ports import free_port
-from gateway.directory import hash_password
 from gateway.logger_sim import SimulatedLogger
 from ghgwatch.embedded import start_mosquitto, start_tansu
+from registry.credentials import hash_password
 
 TZ = ZoneInfo("Asia/Shanghai")
 PG = os.environ.get("GHGWATCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

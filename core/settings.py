@@ -13,6 +13,7 @@ address (see :meth:`Settings.resolved`).
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -1227,6 +1228,9 @@ class ReportSettings(_Section):
     )
 
 
+_PASSWORD_HASH = re.compile(r"\$7\$[0-9]{1,8}\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*")
+
+
 class Hj212Logger(_Section):
     """One HJ 212 data logger known to the gateway without the registry (``gateway.loggers``)."""
 
@@ -1239,6 +1243,20 @@ class Hj212Logger(_Section):
     )
     location: MineLocation | None = Field(default=None, description="mine sensor class")
     enabled: bool = True
+
+    @field_validator("password_hash")
+    @classmethod
+    def _is_a_hash(cls, v: SecretStr) -> SecretStr:
+        # the registry's form ($7$iterations$salt$digest); a PW pasted here by mistake, or a
+        # hash of the gateway's earlier pbkdf2_sha256$ form, would otherwise refuse the
+        # logger at its first frame as a bad password
+        if not _PASSWORD_HASH.fullmatch(v.get_secret_value()):
+            raise ValueError(
+                "not a password hash: expected `$7$<iterations>$<salt>$<digest>` as"
+                " `ghgwatch hj212 hash-password` prints it (hashes of the older"
+                " `pbkdf2_sha256$...` form are no longer read: hash the PW again)"
+            )
+        return v
 
 
 class Hj212Code(_Section):

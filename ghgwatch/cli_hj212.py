@@ -12,11 +12,11 @@ import typer
 from adapters.pg import wait_for_database
 from core.settings import Settings
 from core.stopping import run_until_stopped
-from gateway.directory import hash_password
 from gateway.registry_directory import RegistryDirectory
 from gateway.server import Gateway
 from ghgwatch.cli_errors import exit_on_error
 from registry import RegistryStore, verify_password
+from registry.credentials import hash_password
 
 __all__ = ["hj212_app"]
 

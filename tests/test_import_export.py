@@ -110,7 +110,7 @@ async def test_hj212_dump_imported_like_the_gateway_takes_it(
 ) -> None:
     from zoneinfo import ZoneInfo
 
-    from gateway.directory import hash_password
+    from registry.credentials import hash_password
     from wire.hj212 import build_frame, build_segment, format_time
 
     tz = ZoneInfo("Asia/Shanghai")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,3 +86,20 @@ def test_the_cli_reports_bad_settings_in_one_line_without_secrets(env: dict[str,
     assert PASSWORD not in out
     assert "Traceback" not in out
     assert "configuration" in out.lower()
+
+
+@pytest.mark.parametrize("given", [PASSWORD, "pbkdf2_sha256$200000$c2FsdA==$ZGlnZXN0"])
+def test_a_logger_pw_or_an_old_hash_as_password_hash_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """A PW pasted where its hash belongs, or a hash of the gateway's earlier form, is refused
+    at load with the command that makes a good one; the value is never shown (before, the
+    logger was refused at its first frame as a bad password)."""
+    logger = {"kind": "cems", "network": "n", "site": "s", "device": "d", "password_hash": given}
+    monkeypatch.setenv("GHGWATCH_GATEWAY__LOGGERS", json.dumps({"010000A89": logger}))
+    with pytest.raises(ConfigurationError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "password_hash" in text
+    assert "ghgwatch hj212 hash-password" in text
+    assert given not in text

@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from core.settings import Settings
-from gateway.directory import hash_password
 from gateway.server import Gateway
 from processors import Processor
 from processors.storage import migrate
+from registry.credentials import hash_password
 
 TZ = ZoneInfo("Asia/Shanghai")
 DEADLINE_S = 60.0
