@@ -26,7 +26,7 @@ PUBLISH_WINDOW = 500
 def bridge_env(
     settings: Settings, mqtt_url: str, *, share_group: str | None = None, **extra: str
 ) -> dict[str, str]:
-    """The environment that makes a ``python -m ingest`` bridge process use these settings.
+    """The environment that makes a ``ghgwatch bridge`` bridge process use these settings.
 
     Args:
         settings: the test's settings (topic root, client id, Kafka topics).

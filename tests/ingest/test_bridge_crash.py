@@ -51,7 +51,10 @@ def _env(settings: Settings, mqtt_port: int, protocol: str) -> dict[str, str]:
 def _bridge_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+            [str(Path(sys.executable).with_name("ghgwatch")), "bridge"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
             yield proc

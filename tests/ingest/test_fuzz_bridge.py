@@ -2,7 +2,7 @@
 
 ``GHGWATCH_FUZZ_MESSAGES`` sets the count (20,000 by default, so CI runs it; the issue's
 1,000,000 is ``GHGWATCH_FUZZ_MESSAGES=1000000``). The bridge runs as its own process
-(``python -m ingest``) so its memory can be watched; the processor stores what it produces.
+(``ghgwatch bridge``) so its memory can be watched; the processor stores what it produces.
 Every message is accounted for by its index: readings of its device, or a dead letter on its
 topic with a reason. Nothing may be missing, the bridge may not die, and its resident memory
 stays bounded.
@@ -122,7 +122,7 @@ async def test_generated_hostile_messages_are_each_stored_or_dead_lettered(
     await migrate(settings.db_url(), settings.db)
     log = (tmp_path / "bridge.log").open("wb")
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "ingest"],
+        [str(Path(sys.executable).with_name("ghgwatch")), "bridge"],
         env=bridge_env(
             settings, settings.mqtt_url(), share_group="", GHGWATCH_LOG__LEVEL="WARNING"
         ),
