@@ -86,6 +86,29 @@ _REL_FLOOR = 1e-3
 _ABS_FLOOR = 1e-18
 NEVER_COVER = int(np.iinfo(np.int64).max)
 
+# Per generic device: attribute, channel axes (0 scalar, 1 per channel, 2 channel x channel),
+# initial value, dtype. A reset restores these; the channels given out (``_nchan``) stay,
+# as the streams keep their slots.
+_DEVICE_STATE: tuple[tuple[str, int, float | int | bool, type], ...] = (
+    ("_last", 1, np.nan, np.float64),
+    ("_z", 1, np.nan, np.float64),
+    ("_e2", 1, 0.0, np.float64),
+    ("_out", 1, False, bool),
+    ("_mu", 1, 0.0, np.float64),
+    ("_cov", 2, 0.0, np.float64),
+    ("_n", 0, 0, np.int64),
+    ("_chan", 1, False, bool),  # channels scored (frozen at arming)
+    ("_thr", 0, np.inf, np.float64),
+    ("_thr_close", 0, np.inf, np.float64),
+    ("_active", 0, False, bool),
+    ("_onset", 0, NEVER_NS, np.int64),
+    ("_open_n", 0, 0, np.int64),
+    ("_n_hi", 0, 0, np.int64),
+    ("_n_lo", 0, 0, np.int64),
+    ("_last_ts", 0, NEVER_NS, np.int64),
+    ("_arm_ts", 0, NEVER_COVER, np.int64),
+)
+
 
 def _chi2_sf(k: int, x: float) -> float:
     """Chi-square survival function for integer degrees of freedom (closed form)."""
@@ -185,23 +208,8 @@ class MultivariateScore:
             setattr(self, name, new)
 
         grow("_nchan", (), 0, np.int64)
-        grow("_last", (p,), np.nan, np.float64)
-        grow("_z", (p,), np.nan, np.float64)
-        grow("_e2", (p,), 0.0, np.float64)
-        grow("_out", (p,), False, bool)
-        grow("_mu", (p,), 0.0, np.float64)
-        grow("_cov", (p, p), 0.0, np.float64)
-        grow("_n", (), 0, np.int64)
-        grow("_chan", (p,), False, bool)  # channels scored (frozen at arming)
-        grow("_thr", (), np.inf, np.float64)
-        grow("_thr_close", (), np.inf, np.float64)
-        grow("_active", (), False, bool)
-        grow("_onset", (), NEVER_NS, np.int64)
-        grow("_open_n", (), 0, np.int64)
-        grow("_n_hi", (), 0, np.int64)
-        grow("_n_lo", (), 0, np.int64)
-        grow("_last_ts", (), NEVER_NS, np.int64)
-        grow("_arm_ts", (), NEVER_COVER, np.int64)
+        for name, axes, fill, dt in _DEVICE_STATE:
+            grow(name, (p,) * axes, fill, dt)
         self._cap = cap
 
     def _ensure(self) -> None:
@@ -234,23 +242,8 @@ class MultivariateScore:
         self._ensure()
         rows = self._mv_of[np.unique(self.streams.device[ids])]
         dev = rows[rows >= 0]
-        self._last[dev] = np.nan
-        self._z[dev] = np.nan
-        self._e2[dev] = 0.0
-        self._out[dev] = False
-        self._mu[dev] = 0.0
-        self._cov[dev] = 0.0
-        self._n[dev] = 0
-        self._chan[dev] = False
-        self._thr[dev] = np.inf
-        self._thr_close[dev] = np.inf
-        self._active[dev] = False
-        self._onset[dev] = NEVER_NS
-        self._open_n[dev] = 0
-        self._n_hi[dev] = 0
-        self._n_lo[dev] = 0
-        self._last_ts[dev] = NEVER_NS
-        self._arm_ts[dev] = NEVER_COVER
+        for name, _axes, fill, _dt in _DEVICE_STATE:
+            getattr(self, name)[dev] = fill
 
     # -- the batch -------------------------------------------------------------------------
 
