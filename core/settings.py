@@ -1015,16 +1015,45 @@ class TargetsSettings(_Section):
         le=1,
         description="Completeness below this fraction of the requirement: at least orange",
     )
+    # HJ 75-2017 §12.2, missing data during maintenance and other abnormal periods: an invalid
+    # or missing hour's emission is the maximum of a number of valid hours before its run,
+    # by the quarter's valid-data capture rate and the run's length (reports.accounting).
     substitution_short_gap_h: int = Field(
         default=24,
         ge=1,
-        description="HJ 75-2017 missing-data rule: a run of invalid or missing hours up to"
-        " this long is filled with the mean of the valid hours either side of it",
+        description="HJ 75-2017 substitution: the longest run of invalid or missing hours of"
+        " the short case",
+    )
+    substitution_short_lookback_h: int = Field(
+        default=180,
+        ge=1,
+        description="... capture >= substitution_full_capture, short run: the maximum of"
+        " this many valid hours before it",
     )
     substitution_lookback_h: int = Field(
         default=720,
         ge=1,
-        description="... a longer run with the mean of this many valid hours before it",
+        description="... capture >= substitution_full_capture, longer run: the maximum of"
+        " this many valid hours before it",
+    )
+    substitution_low_capture_lookback_h: int = Field(
+        default=2160,
+        ge=1,
+        description="... capture below substitution_full_capture: the maximum of this many"
+        " valid hours before the run",
+    )
+    substitution_full_capture: float = Field(
+        default=0.90,
+        gt=0,
+        le=1,
+        description="... the quarterly capture rate from which the 180/720-hour look-backs apply",
+    )
+    substitution_low_capture: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="... the capture rate where the standard's table ends (below it the"
+        " 2,160-hour maximum is used and the hours are marked capture_below_75)",
     )
 
     @model_validator(mode="after")
@@ -1034,6 +1063,8 @@ class TargetsSettings(_Section):
             raise ValueError("projection ratios must rise: yellow <= orange <= red")
         if self.intensity_yellow_ratio > self.intensity_orange_ratio:
             raise ValueError("intensity ratios must rise: yellow <= orange")
+        if self.substitution_low_capture > self.substitution_full_capture:
+            raise ValueError("substitution_low_capture must not exceed substitution_full_capture")
         bad = {k: v for k, v in self.completeness_required.items() if not 0 <= v <= 1}
         if bad:
             raise ValueError(f"completeness_required must be fractions 0-1: {sorted(bad)}")

@@ -19,6 +19,7 @@ units share weather, dispatch and coal, so this is the cautious choice).
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import weakref
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from core.settings import Settings
 from reports.accounting import (
-    RULE_LONG,
+    RULE_NAMES,
     Projection,
     account_hours,
     month_is_valid,
@@ -53,7 +54,14 @@ from reports.model import (
     SourceWarning,
     Table,
 )
-from reports.targets import Judgement, benchmark_g_co2_kwh, judge, plant_of, region_of
+from reports.targets import (
+    Judgement,
+    benchmark_g_co2_kwh,
+    judge,
+    plant_of,
+    region_of,
+    substitution_limits,
+)
 
 __all__ = [
     "CemsAnalysis",
@@ -230,7 +238,8 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
     offset_h = int(
         (ZoneInfo(tz).utcoffset(q_start.replace(tzinfo=None)) or timedelta()) / timedelta(hours=1)
     )
-    read_start = y_start - timedelta(hours=t.substitution_lookback_h)
+    limits = substitution_limits(t)
+    read_start = y_start - timedelta(hours=limits.max_lookback_h)
     ctx.progress("CEMS: reading unit-hours")
     rows = await read_hours(ctx.conn, read_start, q_end, detail_start=q_start)
 
@@ -252,6 +261,7 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
     local = (grid_h + offset_h).astype("datetime64[h]")
     day_of = ((grid_h + offset_h) // _H_PER_DAY).astype(np.int64)
     month_of = local.astype("datetime64[M]")
+    quarter_of = month_of.astype(np.int64) // 3  # months since 1970-01: quarters align
     q_mask = grid_h >= q0
     y_mask = grid_h >= y0
     q_days = np.unique(day_of[q_mask])
@@ -286,12 +296,7 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
             rate[pos] = rows.rate_t_h[sel]
             load[pos] = rows.load_mw[sel]
             site_p[pos] = np.nan_to_num(rows.site_pressure_minutes[sel])
-        acc = account_hours(
-            valid,
-            rate,
-            short_gap_h=t.substitution_short_gap_h,
-            lookback_h=t.substitution_lookback_h,
-        )
+        acc = account_hours(valid, rate, quarter_of, limits)
         # no hour of the quarter stored for any unit: nothing is computed (not even zeros)
         known = bool(acc.valid.any()) and data_end_h is not None
         em = acc.emission_t
@@ -346,13 +351,17 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
             projection = Projection(None, None, None, "no valid hour stored this year")
         runs: list[SubstitutedRun] = []
         if sub_q.any():
-            edges = np.diff(np.concatenate([[0], sub_q.astype(np.int8), [0]]))
-            for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            # a run is split where its rule changes (a quarter boundary with another capture)
+            code = np.where(sub_q, acc.rule, 0).astype(np.int16)
+            change = np.flatnonzero(np.diff(np.concatenate([[0], code, [0]])) != 0)
+            for s, e in itertools.pairwise(change):
+                if code[s] == 0:
+                    continue
                 runs.append(
                     SubstitutedRun(
                         datetime.fromtimestamp(int(grid_h[s]) * 3600, ZoneInfo(tz)),
                         int(e - s),
-                        "long" if acc.rule[s] == RULE_LONG else "short",
+                        RULE_NAMES[int(code[s])],
                         float(em[s]),
                     )
                 )
@@ -763,14 +772,19 @@ def _region_figure(a: CemsAnalysis) -> Figure | None:
 def _method_notes() -> tuple[str, str]:
     return (
         "排放量按HJ 75-2017计算：有效小时≥45分钟有效数据，有效日≥20个有效小时，"
-        "有效月≥25个有效日（2月≥23）；"
-        "无效和缺失小时补值（连续≤24小时取前后有效小时均值，依HJ/T 75-2007；"
-        "更长取此前720个有效小时均值，为本系统的选择，未经HJ 75-2017原文核对），并逐小时标记。",
+        "有效月≥25个有效日（2月≥23）；无效和缺失小时按HJ 75-2017 12.2维护期间和其他异常"
+        "导致的数据缺失处理方法修约：季度有效数据捕集率≥90%时，连续缺失≤24小时取缺失前180个"
+        "有效小时排放量最大值，>24小时取前720个有效小时最大值；75%~90%取前2160个有效小时"
+        "最大值；<75%时标准未给出方法，本系统仍取前2160个有效小时最大值并单独标记。"
+        "修约小时逐小时标记。",
         "Totals follow HJ 75-2017: a valid hour has >= 45 valid minutes, a valid day >= 20 valid"
-        " hours, a valid month >= 25 valid days (>= 23 in February); invalid and missing hours are"
-        " substituted (runs up to 24 h: mean of the valid hours either side, as HJ/T 75-2007 gives;"
-        " longer: mean of the 720 valid hours before, this system's choice; neither checked"
-        " against the text of HJ 75-2017) and every substituted hour is marked. Projection: year"
+        " hours, a valid month >= 25 valid days (>= 23 in February). Invalid and missing hours"
+        " are substituted as HJ 75-2017 12.2 gives for data missing during maintenance and other"
+        " abnormal periods: with a quarterly capture rate >= 90 %, a run of <= 24 h takes the"
+        " maximum of the 180 valid hours before it, a longer run the maximum of the 720 before;"
+        " at 75-90 % the maximum of the 2,160 before; below 75 % the standard gives no value and"
+        " this system uses the 2,160-hour maximum too, marked capture_below_75. Every"
+        " substituted hour is marked. Projection: year"
         " to date plus the rest of the year from last year's monthly shape scaled to this year,"
         " else the quarter's mean daily emission; 90 % interval from"
         " the quarter's daily series (autocorrelation-adjusted standard error).",
@@ -855,9 +869,13 @@ async def plants_section(ctx: SectionContext) -> Section:
                 Column(key="t_per_h", title_zh="修约值", title_en="Substituted value", unit="t/h"),
             ],
             rows=runs_rows,
-            note_en="short: mean of the valid hours either side (run <= 24 h);"
-            " long: mean of the 720 valid hours before",
-            note_zh="short：前后有效小时均值（≤24小时）；long：此前720个有效小时均值",
+            note_en="HJ 75-2017 12.2. short: capture >= 90 %, run <= 24 h, maximum of the 180"
+            " valid hours before; long: capture >= 90 %, longer run, maximum of the 720 before;"
+            " capture_75_90: maximum of the 2,160 before; capture_below_75: no value in the"
+            " standard, the 2,160-hour maximum used",
+            note_zh="HJ 75-2017 12.2。short：捕集率≥90%、连续≤24小时，前180个有效小时最大值；"
+            "long：捕集率≥90%、>24小时，前720个有效小时最大值；capture_75_90：前2160个有效小时"
+            "最大值；capture_below_75：标准未给出方法，取前2160个有效小时最大值",
         ),
     ]
     figures = [f for f in [_intensity_figure(a)] if f is not None]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.settings import Settings
+from core.settings import Settings, TargetsSettings
+from reports.accounting import SubstitutionLimits
 from reports.model import Level, worst_level
 
 __all__ = [
@@ -30,7 +31,20 @@ __all__ = [
     "judge",
     "plant_of",
     "region_of",
+    "substitution_limits",
 ]
+
+
+def substitution_limits(t: TargetsSettings) -> SubstitutionLimits:
+    """The HJ 75-2017 substitution table's limits as configured."""
+    return SubstitutionLimits(
+        short_run_h=t.substitution_short_gap_h,
+        short_lookback_h=t.substitution_short_lookback_h,
+        long_lookback_h=t.substitution_lookback_h,
+        low_capture_lookback_h=t.substitution_low_capture_lookback_h,
+        full_capture=t.substitution_full_capture,
+        low_capture=t.substitution_low_capture,
+    )
 
 
 def plant_of(device_id: str) -> str:

@@ -11,8 +11,12 @@ import pytest
 
 from core.settings import Settings, TargetsSettings, load_settings
 from reports.accounting import (
+    RULE_BELOW_TABLE,
     RULE_LONG,
+    RULE_LOW_CAPTURE,
     RULE_SHORT,
+    SubstitutionLimits,
+    _range_max,
     account_hours,
     month_is_valid,
     project_year,
@@ -30,39 +34,96 @@ def _hours(pattern: str, values: list[float] | None = None) -> tuple[np.ndarray,
     return valid, rate
 
 
-def test_a_short_run_gets_the_mean_of_the_valid_hours_either_side() -> None:
-    """Hours 2-3 missing between 20 and 50 t/h: each is substituted with 35, marked short."""
-    valid, rate = _hours("vv..vv")
-    out = account_hours(valid, rate)
-    assert out.emission_t.tolist() == [10.0, 20.0, 35.0, 35.0, 50.0, 60.0]
-    assert out.substituted.tolist() == [False, False, True, True, False, False]
-    assert out.rule.tolist() == [0, 0, RULE_SHORT, RULE_SHORT, 0, 0]
+def test_a_short_run_at_full_capture_gets_the_maximum_of_the_180_valid_hours_before() -> None:
+    """HJ 75-2017 12.2, capture >= 90 %, run <= 24 h: the maximum of the 180 valid hours before
+    the run, not the mean of its neighbours (HJ/T 75-2007's older rule)."""
+    values = [50.0, 10.0] + [20.0] * 200 + [0.0, 0.0] + [30.0] * 20
+    valid = np.ones(len(values), bool)
+    valid[202:204] = False  # two hours missing: capture 222/224 > 90 %
+    out = account_hours(valid, np.asarray(values))
+    # the 180 valid hours before are the 20s (the 50 lies 202 valid hours back)
+    assert out.emission_t[202:204].tolist() == [20.0, 20.0]
+    assert out.rule[202:204].tolist() == [RULE_SHORT, RULE_SHORT]
+    assert out.substituted.tolist() == (~valid).tolist()
+    values[150] = 45.0  # within the 180: it is the maximum now
+    out = account_hours(valid, np.asarray(values))
+    assert out.emission_t[202:204].tolist() == [45.0, 45.0]
 
 
-def test_a_run_at_the_edge_uses_the_one_side_there_is() -> None:
-    """Missing first and last hours take the nearest valid hour."""
-    valid, rate = _hours(".vv.")
-    out = account_hours(valid, rate)
-    assert out.emission_t.tolist() == [20.0, 20.0, 30.0, 30.0]
-
-
-def test_a_long_run_gets_the_mean_of_the_lookback_valid_hours_before() -> None:
-    """A run longer than 24 h: the mean of the last 720 (here 3) valid hours before it."""
-    valid, rate = _hours("vvvvv" + "." * 25 + "v")
-    out = account_hours(valid, rate, lookback_h=3)
-    assert out.emission_t[5:30].tolist() == [40.0] * 25  # mean of 30, 40, 50
-    assert set(out.rule[5:30].tolist()) == {RULE_LONG}
-    # with none before, the first valid hours after it
-    valid, rate = _hours("." * 30 + "vvv")
-    out = account_hours(valid, rate, lookback_h=720)
-    assert out.emission_t[:30].tolist() == [320.0] * 30  # mean of 310, 320, 330
+def test_a_long_run_at_full_capture_gets_the_maximum_of_the_720_valid_hours_before() -> None:
+    """Capture >= 90 %, a run longer than 24 h: the maximum of the 720 valid hours before."""
+    values = np.full(1000, 10.0)
+    values[100] = 99.0  # 869 valid hours before the run: outside the 720
+    values[300] = 60.0  # inside the 720 but outside the 180
+    valid = np.ones(1000, bool)
+    valid[970:995] = False  # 25 h: the long case; capture 975/1000
+    out = account_hours(valid, values)
+    assert set(out.emission_t[970:995].tolist()) == {60.0}
+    assert set(out.rule[970:995].tolist()) == {RULE_LONG}
 
 
 def test_a_run_of_exactly_the_short_limit_is_short_and_one_more_is_long() -> None:
-    """24 h is filled from its neighbours, 25 h from the lookback mean (HJ 75-2017)."""
+    """24 h is the short case, 25 h the long one (HJ 75-2017: N <= 24 h)."""
     for gap, rule in ((24, RULE_SHORT), (25, RULE_LONG)):
-        valid, rate = _hours("vv" + "." * gap + "v")
-        assert account_hours(valid, rate).rule[2] == rule
+        valid = np.ones(600, bool)
+        valid[500 : 500 + gap] = False
+        assert account_hours(valid, np.full(600, 5.0)).rule[500] == rule
+
+
+def test_capture_between_75_and_90_percent_takes_the_2160_hour_maximum() -> None:
+    """75 % <= capture < 90 %: the maximum of the 2,160 valid hours before, any run length."""
+    values = np.full(3000, 10.0)
+    values[200] = 70.0
+    values[600] = 40.0
+    valid = np.ones(3000, bool)
+    valid[2900:2990] = False  # 90 h
+    valid[2995] = False  # 1 h: capture 2909/3000 = 97 %
+    out = account_hours(valid, values)
+    assert out.rule[2950] == RULE_LONG
+    assert out.rule[2995] == RULE_SHORT
+    assert out.emission_t[2950] == 10.0  # the 70 and the 40 lie beyond the 720
+    valid[1000:1300] = False  # capture 2609/3000 = 87 %
+    out = account_hours(valid, values)
+    assert abs(out.capture[0] - 2609 / 3000) < 1e-12
+    assert set(out.rule[~valid].tolist()) == {RULE_LOW_CAPTURE}
+    assert out.emission_t[1100] == 70.0  # all 1,000 valid hours before it
+    # 2,600 valid hours before the 90 h run: the 2,160 reach back to hour 440, past the 70
+    assert out.emission_t[2950] == 40.0
+
+
+def test_below_75_percent_capture_the_hours_are_marked_outside_the_table() -> None:
+    """Below 75 % the standard gives no value: the 2,160-hour maximum, marked as such."""
+    valid, rate = _hours("vv..vv")  # 4 of 6
+    out = account_hours(valid, rate)
+    assert out.rule.tolist() == [0, 0, RULE_BELOW_TABLE, RULE_BELOW_TABLE, 0, 0]
+    assert out.emission_t.tolist() == [10.0, 20.0, 20.0, 20.0, 50.0, 60.0]
+
+
+def test_the_capture_rate_is_each_hours_own_quarter() -> None:
+    """A run in a quarter with poor capture takes the 2,160 rule; one in a full quarter the
+    180/720 rules, though both units' series are one array."""
+    values = np.arange(1.0, 401.0)
+    valid = np.ones(400, bool)
+    valid[100] = False  # quarter 0 (hours 0-199): 199/200
+    valid[250:300] = False  # quarter 1 (200-399): 150/200 = 75 %: the 2,160 rule
+    quarter = np.repeat(np.asarray([7, 8]), 200)
+    out = account_hours(valid, values, quarter, SubstitutionLimits())
+    assert out.rule[100] == RULE_SHORT
+    assert out.emission_t[100] == 100.0  # the maximum of the valid hours before: hour 99
+    assert set(out.rule[250:300].tolist()) == {RULE_LOW_CAPTURE}
+    assert out.capture[0] == 199 / 200
+    assert out.capture[399] == 150 / 200
+
+
+def test_a_run_at_the_start_of_the_data_looks_forward_instead() -> None:
+    """With no valid hour before it, the same number of valid hours after it."""
+    valid = np.ones(300, bool)
+    valid[:10] = False
+    values = np.full(300, 3.0)
+    values[150] = 8.0  # within the 180 after
+    values[250] = 9.0  # outside them
+    out = account_hours(valid, values)
+    assert out.emission_t[:10].tolist() == [8.0] * 10
 
 
 def test_a_unit_without_any_valid_hour_gets_nothing_substituted() -> None:
@@ -76,7 +137,17 @@ def test_a_unit_without_any_valid_hour_gets_nothing_substituted() -> None:
 def test_invalid_hours_ignore_their_stored_value() -> None:
     """An invalid hour's own value (fewer than 45 minutes) is not used."""
     valid, rate = _hours("v.v", [10.0, 999.0, 30.0])
-    assert account_hours(valid, rate).emission_t.tolist() == [10.0, 20.0, 30.0]
+    assert account_hours(valid, rate).emission_t.tolist() == [10.0, 10.0, 30.0]
+
+
+def test_the_range_maximum_matches_a_loop() -> None:
+    """The sparse-table maximum over many windows equals max() over each slice."""
+    rng = np.random.default_rng(7)
+    vals = rng.normal(size=5000)
+    lo = rng.integers(0, 5000, 400)
+    hi = np.minimum(lo + rng.integers(1, 3000, 400), 5000)
+    got = _range_max(vals, lo, hi)
+    assert got.tolist() == [float(vals[a:b].max()) for a, b in zip(lo, hi, strict=True)]
 
 
 def test_valid_day_needs_20_valid_hours_and_valid_month_25_days_23_in_february() -> None:

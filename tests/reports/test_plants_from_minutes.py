@@ -88,8 +88,9 @@ def _expected(ch: dict[str, np.ndarray], wet: bool, silent: bool, aux: float) ->
             rate[h] = g[sel].mean()
             load[h] = ch["load_mw"][sel].mean()
     emitted = rate.copy()
-    for h in np.flatnonzero(~valid):  # isolated invalid hours: mean of the neighbours
-        emitted[h] = (rate[h - 1] + rate[h + 1]) / 2
+    assert valid.mean() >= 0.90  # full capture: the 180/720-hour rules of HJ 75-2017 12.2
+    for h in np.flatnonzero(~valid):  # isolated invalid hours: max of the 180 valid before
+        emitted[h] = rate[:h][valid[:h]][-180:].max()
     gross = 1000 * rate[valid].sum() / load[valid].sum()
     return {
         "quarter_t": float(emitted.sum()),
