@@ -7,9 +7,11 @@ Alongside, N MQTT devices publish the same readings (the real-time ones every 10
 history as batch messages) through ``ghgwatch bridge``. ``ghgwatch processor`` stores both.
 Gateway, bridge and processor run as their own processes; loggers and publishers here.
 
-Reported per path: readings stored, readings/s over the run, p50/p99 of stored_at minus
-received_at (frame or message received -> row committed, the database's clocks), and the
-gateway's CPU seconds per frame (from /proc, user + system).
+The benchmark waits (``--wait-s``, 1 h) until both paths have stored every reading and every
+logger's history request is answered, printing progress on stderr; if that does not happen
+it says INCOMPLETE and exits 1. Reported per path: readings stored, readings/s over the run,
+p50/p99 of stored_at minus received_at (frame or message received -> row committed, the
+database's clocks), and the gateway's CPU seconds per frame (from /proc, user + system).
 
     python benchmarks/bench_hj212.py                      # 300 loggers, 1 day backfill, 120 s
     python benchmarks/bench_hj212.py --short              # 300 loggers, 1 h backfill, 40 s
@@ -61,7 +63,9 @@ def _mqtt_batch(ts: datetime, values: dict[str, float]) -> bytes:
     ]}).encode()  # fmt: skip
 
 
-async def main(loggers: int, backfill_h: float, duration_s: float, history_window: int) -> None:
+async def main(
+    loggers: int, backfill_h: float, duration_s: float, history_window: int, wait_s: float
+) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-hj212-"))
     run = uuid.uuid4().hex[:8]
     db = f"bench_hj212_{run}"
@@ -142,7 +146,7 @@ async def main(loggers: int, backfill_h: float, duration_s: float, history_windo
                 for mn in mns]  # fmt: skip
         for k in range(0, loggers, 50):
             await asyncio.gather(*(s.connect() for s in sims[k : k + 50]))
-        sent = {"live": 0}
+        sent = {"live": 0, "mqtt": 0}
         root = env["GHGWATCH_MQTT__TOPIC_ROOT"]
 
         async def logger_loop(i: int, sim: SimulatedLogger) -> None:
@@ -162,6 +166,7 @@ async def main(loggers: int, backfill_h: float, duration_s: float, history_windo
                     await asyncio.gather(
                         *(c.publish(topic, _mqtt_batch(t, VALUES), qos=1) for t in minutes)
                     )
+                    sent["mqtt"] += len(minutes)
                 t = datetime.now(UTC).replace(microsecond=0)
                 end = time.monotonic() + duration_s
                 while time.monotonic() < end:
@@ -170,20 +175,39 @@ async def main(loggers: int, backfill_h: float, duration_s: float, history_windo
                         c.publish(f"{root}/cems/mqtt/plant/u{i}/data", batch, qos=1)
                         for i in range(loggers)
                     ))  # fmt: skip
+                    sent["mqtt"] += loggers
                     await asyncio.sleep(INTERVAL_S)
                     t += timedelta(seconds=INTERVAL_S)
 
         await asyncio.gather(mqtt_path(), *(logger_loop(i, s) for i, s in enumerate(sims)))
-        expected_each = loggers * len(VALUES) * (len(minutes) + 1) + sent["live"] * len(VALUES)
+        # the gateway: each logger's packet before the outage, its history and its live packets;
+        # the MQTT path: the batches it published (history and live), 6 readings each
+        expected = {
+            "hj212": loggers * len(VALUES) * (len(minutes) + 1) + sent["live"] * len(VALUES),
+            "mqtt": sent["mqtt"] * len(VALUES),
+        }
         conn = await asyncpg.connect(db_url)
-        deadline = time.monotonic() + 300
+        wanted_history = loggers * len(minutes)
+        deadline = time.monotonic() + wait_s
+        counts = {"hj212": 0, "mqtt": 0}
+        last_note = 0.0
+        complete = False
         while time.monotonic() < deadline:
-            got = await conn.fetchval(
-                "select count(*) from readings where device_id like 'hj212/%'"
-            )
-            if got >= expected_each and sum(s.backfilled for s in sims) >= loggers * len(minutes):
+            for path in counts:
+                counts[path] = await conn.fetchval(
+                    "select count(*) from readings where device_id like $1", f"{path}/%"
+                )
+            backfilled = sum(s.backfilled for s in sims)
+            if all(counts[p] >= expected[p] for p in counts) and backfilled >= wanted_history:
+                complete = True
                 break
-            await asyncio.sleep(1.0)
+            if time.monotonic() - last_note >= 30:  # progress, on stderr
+                last_note = time.monotonic()
+                print(f"[{time.monotonic() - frames_t0:5.0f} s] stored: gateway"
+                      f" {counts['hj212']:,} / {expected['hj212']:,}, MQTT {counts['mqtt']:,} /"
+                      f" {expected['mqtt']:,}; history answered {backfilled:,} /"
+                      f" {wanted_history:,}", file=sys.stderr, flush=True)  # fmt: skip
+            await asyncio.sleep(2.0)
         elapsed = time.monotonic() - frames_t0
         cpu = _cpu_s(gateway_pid) - cpu0
         frames = sent["live"] + sum(s.backfilled for s in sims) + 2 * sum(
@@ -210,13 +234,21 @@ async def main(loggers: int, backfill_h: float, duration_s: float, history_windo
         print(f"gateway / MQTT: readings/s x{rates[0] / rates[1]:.2f}, "
               f"p99 x{p99s[0] / p99s[1]:.2f}")  # fmt: skip
         backfilled = sum(s.backfilled for s in sims)
-        print(f"backfill: {backfilled:,} of {loggers * len(minutes):,} history packets answered")
+        print(f"backfill: {backfilled:,} of {wanted_history:,} history packets answered;"
+              f" every reading stored ({expected['hj212']:,} gateway, {expected['mqtt']:,} MQTT)"
+              f" {elapsed:.0f} s after the first live frame"
+              if complete else
+              f"INCOMPLETE after waiting {wait_s:.0f} s: {backfilled:,} of {wanted_history:,}"
+              f" history packets answered, gateway {counts['hj212']:,} of {expected['hj212']:,}"
+              f" and MQTT {counts['mqtt']:,} of {expected['mqtt']:,} readings stored")  # fmt: skip
         print(f"gateway: {frames:,} data frames in {elapsed:.0f} s, CPU {cpu:.1f} s = "
               f"{cpu / max(frames, 1) * 1e6:.0f} us per frame; "
               f"{sum(len(s.requests) for s in sims)} history requests")  # fmt: skip
         await conn.close()
         for sim in sims:
             await sim.close()
+        if not complete:
+            raise SystemExit(1)
     finally:
         for proc in procs:
             proc.terminate()
@@ -236,8 +268,13 @@ if __name__ == "__main__":
     parser.add_argument("--duration-s", type=float, default=120.0)
     parser.add_argument("--history-window", type=int, default=1,
                         help="history packets a logger sends ahead of their answers")  # fmt: skip
+    parser.add_argument("--wait-s", type=float, default=3600.0,
+                        help="longest wait after the real-time phase for every reading"
+                        " and history answer (not all by then: INCOMPLETE, exit 1)")  # fmt: skip
     parser.add_argument("--short", action="store_true", help="1 h backfill, 40 s real-time")
     args = parser.parse_args()
     if args.short:
         args.backfill_hours, args.duration_s = 1.0, 40.0
-    asyncio.run(main(args.loggers, args.backfill_hours, args.duration_s, args.history_window))
+    asyncio.run(
+        main(args.loggers, args.backfill_hours, args.duration_s, args.history_window, args.wait_s)
+    )
