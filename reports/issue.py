@@ -33,6 +33,7 @@ from reports.store import (
     active_alerts,
     latest_report,
     latest_warnings,
+    level_since,
     mark_cleared,
     mark_published,
     store_report,
@@ -82,9 +83,10 @@ async def sync_alerts(
         ``(opened, cleared)`` record counts.
     """
     warnings = await latest_warnings(conn, issued.report_id)
+    since = await level_since(conn, issued.report_id)
     active = await active_alerts(conn, str(quarter))
     opens, clears = plan_alerts(
-        quarter, settings.reports.timezone, warnings, active, datetime.now(UTC)
+        quarter, settings.reports.timezone, warnings, since, active, datetime.now(UTC)
     )
     if not opens and not clears:
         return 0, 0

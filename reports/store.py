@@ -21,6 +21,7 @@ __all__ = [
     "get_report",
     "latest_report",
     "latest_warnings",
+    "level_since",
     "list_reports",
     "mark_cleared",
     "mark_published",
@@ -165,6 +166,31 @@ async def latest_warnings(conn: asyncpg.Connection, report_id: int) -> list[Sour
     ]  # fmt: skip
 
 
+async def level_since(conn: asyncpg.Connection, report_id: int) -> dict[tuple[str, str], int]:
+    """For each source of a report, the revision its level has held since.
+
+    That is the first revision of the run of revisions, ending with this report, in which the
+    source had the level it has here; a revision without the source breaks the run. So the
+    key ``(source type, source id) -> revision`` names the revision that changed the level,
+    and stays the same for every later revision that keeps it.
+    """
+    rows = await conn.fetch(
+        """SELECT cur.source_type, cur.source_id,
+                  (SELECT min(r.revision) FROM quarterly_reports r
+                    WHERE r.quarter = cur.quarter AND r.revision <= cur.revision
+                      AND r.revision > coalesce((
+                          SELECT max(p.revision) FROM quarterly_reports p
+                          LEFT JOIN quarterly_warnings pw ON pw.report_id = p.report_id
+                               AND pw.source_type = cur.source_type
+                               AND pw.source_id = cur.source_id
+                          WHERE p.quarter = cur.quarter AND p.revision < cur.revision
+                            AND pw.level IS DISTINCT FROM cur.level), 0)) AS since
+           FROM quarterly_warnings cur WHERE cur.report_id = $1""",
+        report_id,
+    )
+    return {(r["source_type"], r["source_id"]): int(r["since"]) for r in rows}
+
+
 async def list_reports(
     conn: asyncpg.Connection, quarter: str | None = None
 ) -> list[dict[str, Any]]:
@@ -213,11 +239,16 @@ async def active_alerts(conn: asyncpg.Connection, quarter: str) -> list[Publishe
 async def mark_published(
     conn: asyncpg.Connection, quarter: str, report_id: int, alerts: list[PublishedAlert]
 ) -> None:
-    """Record warnings published to the alert service (idempotent)."""
+    """Record warnings published to the alert service as active (idempotent).
+
+    A detection id already recorded is active again: it was just published, so it must not be
+    published again at the next sync (a cleared row left as it was would be, at every one).
+    """
     await conn.executemany(
         """INSERT INTO quarterly_warning_alerts
                (detection_id, quarter, source_type, source_id, level, report_id)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (detection_id) DO NOTHING""",
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (detection_id) DO UPDATE SET cleared_at = NULL""",
         [(a.detection_id, quarter, a.source_type, a.source_id, a.level, report_id)
          for a in alerts],
     )  # fmt: skip

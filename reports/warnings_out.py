@@ -6,29 +6,36 @@ whose default rule pages (one alert per source, quarter and level: group by devi
 the record's ``device_id`` is ``quarterly/<quarter>/<source type>/<source id>/<level>``,
 its metric ``warning_level_orange`` or ``warning_level_red``).
 
-- The detection id is stable per source, quarter and level, so issuing the same level
-  again publishes nothing new (and a redelivery is ignored by the alert service).
+- The detection id is stable per source, quarter, level and the revision that changed the
+  source to that level (:func:`reports.store.level_since`), so issuing the same level again
+  publishes nothing new (and a redelivery is ignored by the alert service), while a return
+  to an earlier level (orange -> red -> orange) is a new warning with a new id: the alert
+  service drops ids it has seen, so reusing the first orange's id would raise nothing.
 - A revision that changes the level publishes the new level's OPEN record (a new alert if
-  it is orange or red) and the old level's CLEARED record (its alert resolves).
+  it is orange or red) and the old level's CLEARED record, with the id it was published
+  under (its alert resolves).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from datetime import datetime
 
 from adapters.kafka import ensure_topics, kafka_errors, make_producer, started_client
 from core.settings import Settings
 from reports.model import LEVEL_ORDER, Quarter, SourceWarning
 from reports.store import PublishedAlert
-from wire.events import DetectionRecord, DetectionState, Severity, detection_id
+from wire.events import DetectionRecord, DetectionState, Severity
+from wire.events import detection_id as stable_id
 
 __all__ = [
     "ALERT_LEVELS",
     "QUARTERLY_DETECTOR",
     "plan_alerts",
     "publish_records",
+    "warning_id",
     "warning_record",
 ]
 
@@ -41,27 +48,44 @@ _KIND = {
 }  # fmt: skip
 
 
+def _device(quarter: Quarter, source_type: str, source_id: str, level: str) -> str:
+    return f"quarterly/{quarter}/{source_type}/{source_id}/{level}"
+
+
+def warning_id(
+    quarter: Quarter, tz: str, source_type: str, source_id: str, level: str, since: int
+) -> str:
+    """The detection id of one source's warning: its quarter, level and ``since``, the
+    revision that changed the source to this level (a later return to it is a new id)."""
+    device = _device(quarter, source_type, source_id, level)
+    return stable_id(
+        f"{device}@r{since}", f"warning_level_{level}", QUARTERLY_DETECTOR, quarter.end(tz)
+    )
+
+
 def warning_record(
     quarter: Quarter,
     tz: str,
     source_type: str,
     source_id: str,
     level: str,
+    detection_id: str,
     *,
     state: DetectionState = DetectionState.OPEN,
     figures: dict[str, float | None] | None = None,
     cleared_at: datetime | None = None,
 ) -> DetectionRecord:
-    """The detection record of one source's warning level in one quarter."""
+    """The detection record of one source's warning level in one quarter, under
+    ``detection_id`` (:func:`warning_id` when it is opened, the published id when cleared)."""
     network, _, site = source_id.partition("/")
-    device = f"quarterly/{quarter}/{source_type}/{source_id}/{level}"
+    device = _device(quarter, source_type, source_id, level)
     started = quarter.end(tz)
     metric = f"warning_level_{level}"  # a rule can tell red (e.g. critical) from orange
     evidence = {
         k: float(v) for k, v in (figures or {}).items() if v is not None and math.isfinite(v)
     }
     return DetectionRecord(
-        detection_id=detection_id(device, metric, QUARTERLY_DETECTOR, started),
+        detection_id=detection_id,
         state=state,
         device_id=device,
         kind=_KIND.get(source_type, "generic"),
@@ -82,14 +106,25 @@ def plan_alerts(
     quarter: Quarter,
     tz: str,
     warnings: list[SourceWarning],
+    since: Mapping[tuple[str, str], int],
     active: list[PublishedAlert],
     now: datetime,
 ) -> tuple[list[tuple[PublishedAlert, DetectionRecord]], list[tuple[str, DetectionRecord]]]:
     """What to publish for a report's warnings given the alerts already raised.
 
+    Args:
+        quarter: the report's quarter.
+        tz: the report's time zone.
+        warnings: the newest revision's warnings.
+        since: ``(source type, source id) -> revision`` the source's level has held since
+            (:func:`reports.store.level_since`); it goes into the detection id.
+        active: the published warnings not cleared yet.
+        now: when clearing.
+
     Returns:
         ``(opens, clears)``: new OPEN records for orange and red levels not raised yet, and
-        CLEARED records for raised levels the report no longer has.
+        CLEARED records (under their published ids) for raised levels the report no longer
+        has. A level still held is raised already, whichever revision raised it.
     """
     current: dict[tuple[str, str], SourceWarning] = {
         (w.source_type, w.source_id): w for w in warnings
@@ -98,14 +133,15 @@ def plan_alerts(
     opens = []
     for (st, sid), w in sorted(current.items()):
         if w.level in ALERT_LEVELS and (st, sid, w.level) not in raised:
-            rec = warning_record(quarter, tz, st, sid, w.level, figures=w.figures)
-            opens.append((PublishedAlert(rec.detection_id, st, sid, w.level), rec))
+            det_id = warning_id(quarter, tz, st, sid, w.level, since[(st, sid)])
+            rec = warning_record(quarter, tz, st, sid, w.level, det_id, figures=w.figures)
+            opens.append((PublishedAlert(det_id, st, sid, w.level), rec))
     clears = []
     for a in active:
         now_w = current.get((a.source_type, a.source_id))
         if now_w is None or now_w.level != a.level:
             rec = warning_record(
-                quarter, tz, a.source_type, a.source_id, a.level,
+                quarter, tz, a.source_type, a.source_id, a.level, a.detection_id,
                 state=DetectionState.CLEARED, cleared_at=now,
             )  # fmt: skip
             clears.append((a.detection_id, rec))

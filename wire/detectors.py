@@ -265,7 +265,7 @@ DETECTORS: tuple[DetectorSpec, ...] = (
         regulatory=False,
         meaning="The quarterly carbon early warning put a source (CEMS unit, plant, region, "
         "city, mine or gas site) at orange or red for a quarter; published by the quarterly "
-        "report, not the engine, once per source, quarter and level.",
+        "report, not the engine, once per source, quarter and level while the level holds.",
         label_zh="季度碳排放预警",
         label_en="quarterly carbon warning",
     ),
