@@ -132,7 +132,7 @@ def quarterly_dashboard() -> dash_b.Dashboard:
                100 * {_num("projection_t")} / nullif({_num("budget_t")}, 0)
                  AS projection_of_budget_pct
         FROM quarterly_warnings w JOIN latest USING (report_id)
-        WHERE w.figures ? 'budget_t'
+        WHERE w.figures ->> 'budget_t' IS NOT NULL
         ORDER BY projection_of_budget_pct DESC NULLS LAST
         """,
     )

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure as MplFigure
 from core.settings import Settings
 from reports.accounting import (
     RULE_NAMES,
+    Z90,
     Projection,
     account_hours,
     month_is_valid,
@@ -791,21 +792,35 @@ def _method_notes() -> tuple[str, str]:
     )
 
 
+def _warning_figures(src: UnitFigures | PlantFigures) -> dict[str, float | None]:
+    """The figures stored with a unit's, plant's or region's warning (the quarterly dashboard
+    and the alert read these keys): the budget (a region's target), emitted so far, its use,
+    the projection with its 90 % range, the intensity against benchmark, valid-hour share."""
+    p = src.projection
+    half = Z90 * p.sigma_t if p.total_t is not None and p.sigma_t is not None else None
+    budget, ytd = src.budget_t, src.ytd_t
+    return {
+        "budget_t": budget,
+        "ytd_t": ytd,
+        "budget_use_pct": 100 * ytd / budget if budget and ytd is not None else None,
+        "projection_t": p.total_t,
+        "projection_low_t": p.total_t - half if p.total_t is not None and half else p.total_t,
+        "projection_high_t": p.total_t + half if p.total_t is not None and half else p.total_t,
+        "intensity_ratio": src.intensity_ratio,
+        "valid_share": src.completeness,
+    }
+
+
 def _warning(source_type: str, source_id: str, src: UnitFigures | PlantFigures) -> SourceWarning:
-    """A unit's or plant's warning: its level, reasons and the figures behind them."""
+    """A unit's, plant's or region's warning: its level, reasons and the figures behind them."""
     return SourceWarning(
         source_type=source_type,
         source_id=source_id,
-        region=src.region,
+        region=src.region if source_type != "region" else source_id,
         level=src.level,
         reasons_zh=src.judgement.reasons_zh,
         reasons_en=src.judgement.reasons_en,
-        figures={
-            "projected_t": src.projection.total_t,
-            "budget_t": src.budget_t,
-            "intensity_ratio": src.intensity_ratio,
-            "completeness": src.completeness,
-        },
+        figures=_warning_figures(src),
     )
 
 
@@ -942,22 +957,7 @@ async def regions_section(ctx: SectionContext) -> Section:
             ),
         ],
         figures=figures,
-        warnings=[
-            SourceWarning(
-                source_type="region",
-                source_id=r.key,
-                region=r.key,
-                level=r.level,
-                reasons_zh=r.judgement.reasons_zh,
-                reasons_en=r.judgement.reasons_en,
-                figures={
-                    "projected_t": r.projection.total_t,
-                    "target_t": r.budget_t,
-                    "completeness": r.completeness,
-                },
-            )
-            for r in a.regions
-        ],
+        warnings=[_warning("region", r.key, r) for r in a.regions],
         notes_zh=zh,
         notes_en=en,
         data={"regions": [_group_row(r) | {"units_list": r.units} for r in a.regions]},

@@ -10,50 +10,39 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 
 from core.settings import DbSettings, Settings
 from processors.storage import migrate
-from reports import SECTION_BUILDERS, Section, SectionContext, SourceWarning, issue_quarterly
+from reports import issue_quarterly
 from tests.dashboards.test_dashboard_queries import _panels, _queries, expand
+from tests.reports import cems_sim
 from tests.reports import report_sim as simdata
 
 UID = "ghgwatch-quarterly"
 
 
-async def _budget_section(ctx: SectionContext) -> Section:
-    """Stands in for the CEMS side's plant and region sections (merged later): a plant and a
-    region with the budget figures those sections give."""
-    plant = {"budget_t": 1.0e6, "ytd_t": 8.1e5, "budget_use_pct": 81.0, "projection_t": 1.08e6,
-             "projection_low_t": 1.02e6, "projection_high_t": 1.14e6}  # fmt: skip
-    region = {"budget_t": 5.0e7, "ytd_t": 3.0e7, "budget_use_pct": 60.0, "projection_t": 4.1e7}
-    return Section(
-        key="plants", title_zh="电厂", title_en="Plants",
-        warnings=[
-            SourceWarning(source_type="plant", source_id="beifang/dalate", region="ordos",
-                          level="orange", reasons_en=["over budget"], figures=plant),
-            SourceWarning(source_type="region", source_id="ordos", region="ordos",
-                          level="green", figures=region),
-        ],
-        data={"has_data": True},
-    )  # fmt: skip
-
-
 @pytest.fixture
 async def issued_db(pg_url: str, settings_factory: Callable[..., Settings], tmp_path: Path) -> str:
+    """Two revisions of 2026Q3 issued by the real sections over the report simulation and
+    seven quarters of CEMS unit-hours (a plant over budget, a region lagging its target)."""
     await migrate(pg_url, DbSettings(), timescale=False)
     conn = await asyncpg.connect(pg_url)
     try:
         await simdata.write(conn, simdata.build())
     finally:
         await conn.close()
-    allowed = {"ordos-coal/buertai": 2.0}
+    units = cems_sim.simulate(np.random.default_rng(11))
+    await cems_sim.store(pg_url, units)
+    cems = cems_sim.settings_for(units)
     s = settings_factory(
         reports={"out_dir": str(tmp_path), "pdf": False},
-        targets={"mine_allowed_exceedance_h": allowed},
+        targets={"mine_allowed_exceedance_h": {"ordos-coal/buertai": 2.0}, **cems["targets"]},
+        detection=cems["detection"],
     )
     for _ in range(2):  # two revisions
-        await issue_quarterly(s, simdata.Q, builders=[_budget_section, *SECTION_BUILDERS])
+        await issue_quarterly(s, simdata.Q)
     return pg_url
 
 
@@ -98,17 +87,49 @@ async def test_every_quarterly_panel_and_variable_returns_rows(
 async def test_panels_show_the_newest_revisions_levels_budget_and_projection(
     issued_db: str, repo_root: Path
 ) -> None:
-    """Mines: buertai orange with 5.5 h against 2 h allowed; budget: the plant's projection
-    108 % of its budget; revisions: both listed, newest first."""
+    """Mines: buertai orange with 5.5 h against 2 h allowed. Budgets, from the real plants and
+    regions sections: the figures are the report's own (its stored JSON), the over-budget
+    unit and plant rank first, the lagging region shows its use and projection, a region
+    without a plant shows its target and no invented projection. Revisions newest first."""
     board = _board(repo_root)
     mines = {r["source"]: r for r in await _rows(issued_db, board, "Mines and gas sites")}
     assert mines["ordos-coal/buertai"]["level"] == "orange"
     assert mines["ordos-coal/buertai"]["exceedance_h"] == pytest.approx(5.5)
     assert mines["ordos-coal/buertai"]["allowed_h"] == 2.0
     assert mines["baotou-coal/hadamen"]["level"] == "red"
-    budget = await _rows(issued_db, board, "Budget use and projection")
-    assert [r["source"] for r in budget] == ["beifang/dalate", "ordos"]
-    assert budget[0]["projection_of_budget_pct"] == pytest.approx(108.0)
+    conn = await asyncpg.connect(issued_db)
+    try:
+        doc = json.loads(await conn.fetchval(
+            "SELECT report FROM quarterly_reports ORDER BY revision DESC LIMIT 1"))  # fmt: skip
+    finally:
+        await conn.close()
+    sections = {sec["key"]: sec for sec in doc["sections"]}
+    report_units = {u["unit"]: u for u in sections["plants"]["data"]["units"]}
+    report_regions = {r["name"]: r for r in sections["regions"]["data"]["regions"]}
+    budget = {r["source"]: r for r in await _rows(issued_db, board, "Budget use and projection")}
+    over = budget[cems_sim.OVER]
+    assert over["budget_t"] == pytest.approx(report_units[cems_sim.OVER]["budget_t"], rel=1e-3)
+    assert over["ytd_t"] == pytest.approx(report_units[cems_sim.OVER]["ytd_t"], rel=1e-3)
+    assert over["projection_t"] == pytest.approx(
+        report_units[cems_sim.OVER]["projected_t"], rel=1e-3
+    )
+    assert over["budget_use_pct"] == pytest.approx(100 * over["ytd_t"] / over["budget_t"])
+    assert over["projection_of_budget_pct"] == pytest.approx(121, abs=3)
+    ranked = list(budget)
+    assert set(ranked[:2]) == {cems_sim.OVER, "beifang-power/baotou-plant"}
+    assert cems_sim.BARE not in budget  # no budget: not in the budget panel
+    regions = {r["source"]: r for r in await _rows(issued_db, board, "Regions and cities")}
+    ordos = regions["Ordos"]
+    assert ordos["level"] == "red"
+    assert ordos["projection_t"] == pytest.approx(report_regions["Ordos"]["projected_t"], rel=1e-3)
+    assert ordos["budget_use_pct"] == pytest.approx(
+        100 * report_regions["Ordos"]["ytd_t"] / report_regions["Ordos"]["budget_t"], rel=1e-3
+    )
+    assert regions["Wuhai"]["projection_t"] is None  # a target, no plant: nothing invented
+    units = {r["source"]: r for r in await _rows(issued_db, board, "Plants and CEMS units")}
+    o = units[cems_sim.OVER]
+    assert o["projection_low_t"] < o["projection_t"] < o["projection_high_t"]
+    assert o["valid_pct"] == pytest.approx(report_units[cems_sim.OVER]["completeness"], abs=0.06)
     revisions = await _rows(issued_db, board, "Revisions issued")
     assert [r["revision"] for r in revisions] == [2, 1]
     levels = {r["metric"]: r["value"] for r in await _rows(
