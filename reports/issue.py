@@ -65,12 +65,26 @@ class IssueResult:
         return self.issued is None
 
 
+# The detection settings the CEMS figures depend on: unit classes and benchmarks, the
+# emission factor behind them, the sites (pressure, altitude, analyser basis, aux power rate)
+# and the HJ 76 valid-hour rule the hourly series were derived with.
+_DETECTION_USED = (
+    "cems_sites",
+    "cems_unit_class",
+    "cems_benchmarks_g_sce_kwh",
+    "co2_t_per_t_sce",
+    "cems_default_aux_power_frac",
+    "min_valid_minutes",
+)
+
+
 def settings_used(settings: Settings) -> dict[str, Any]:
     """The settings a report depends on, as stored with it."""
     out: dict[str, Any] = {"reports": settings.reports.model_dump(mode="json")}
     targets = getattr(settings, "targets", None)
     if targets is not None:
         out["targets"] = targets.model_dump(mode="json")
+    out["detection"] = settings.detection.model_dump(mode="json", include=set(_DETECTION_USED))
     return out
 
 

@@ -177,6 +177,7 @@ class SectionContext:
     quarter: Quarter
     tz: str = _DEFAULT_TZ
     progress: Callable[[str], None] = field(default=lambda _msg: None)
+    now: datetime | None = None  # whether the quarter has closed; None: the clock
 
 
 SectionBuilder = Callable[[SectionContext], Awaitable[Section]]

@@ -8,9 +8,10 @@ Two section builders (:data:`reports.model.SectionBuilder`):
   warning level (:mod:`reports.targets`);
 - :func:`regions_section`: the same summed per region (league/city) against its target.
 
-Both read the stored unit-hours once per report (:mod:`reports.cems_store`). The data end is
-the latest stored unit-hour of the quarter (a quarter still running is analysed up to it);
-hours after it are neither expected nor substituted. Days and months are local calendar
+Both read the stored unit-hours once per report (:mod:`reports.cems_store`). The data end of
+a closed quarter is its end, so hours every unit left silent at its end are missing data like
+any other; a quarter still running is analysed up to its latest stored unit-hour, and hours
+after it are neither expected nor substituted. Days and months are local calendar
 days of the report's time zone, taken at its UTC offset at the quarter start (China does not
 change clocks). Plant and region uncertainties add their units' (full correlation: the
 units share weather, dispatch and coal, so this is the cautious choice).
@@ -24,7 +25,7 @@ import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,6 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from core.settings import Settings
+from registry.store import RegistryStore
 from reports.accounting import (
     RULE_NAMES,
     Z90,
@@ -63,6 +65,7 @@ from reports.targets import (
     region_of,
     substitution_limits,
 )
+from wire import SourceKind
 
 __all__ = [
     "CemsAnalysis",
@@ -255,7 +258,10 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
         epoch_h(read_start),
     )
     in_q = (rows.epoch_h >= q0) & (rows.epoch_h < q1)
-    data_end_h = int(rows.epoch_h[in_q].max()) + 1 if in_q.any() else None
+    # a closed quarter is analysed to its end: a tail every unit left silent is missing data
+    # (expected and substituted); a running one up to its latest stored unit-hour
+    closed = (ctx.now or datetime.now(UTC)) >= q_end
+    data_end_h = (q1 if closed else int(rows.epoch_h[in_q].max()) + 1) if in_q.any() else None
     end_h = data_end_h if data_end_h is not None else q0
     n = end_h - g0
     grid_h = np.arange(g0, end_h, dtype=np.int64)
@@ -280,7 +286,14 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
     split_h = end_h - y0
     remaining_days = (y1 - end_h) / _H_PER_DAY
 
-    devices = sorted(set(rows.devices) | _configured_units(settings))
+    # the device registry's CEMS units: listed even without data, and their benchmark class
+    # is the registry's where it names one (as the detection service takes it)
+    registered = {
+        r.device_id: r.cems_class
+        for r in await RegistryStore(ctx.conn).list_devices(enabled_only=True)
+        if r.kind is SourceKind.CEMS
+    }
+    devices = sorted(set(rows.devices) | _configured_units(settings) | set(registered))
     index = {d: i for i, d in enumerate(rows.devices)}
     units: list[UnitFigures] = []
     ctx.progress(f"CEMS: accounting {len(devices)} units")
@@ -367,13 +380,14 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
                     )
                 )
         plant = plant_of(dev)
-        bench = benchmark_g_co2_kwh(settings, site.unit_class)
+        unit_class = registered.get(dev) or site.unit_class
+        bench = benchmark_g_co2_kwh(settings, unit_class)
         units.append(
             UnitFigures(
                 device_id=dev,
                 plant=plant,
                 region=region_of(settings, plant),
-                unit_class=site.unit_class,
+                unit_class=unit_class,
                 benchmark_g_kwh=bench,
                 aux_power_frac=site.aux_power_frac,
                 aux_configured=site.aux_configured,

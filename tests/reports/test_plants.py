@@ -16,8 +16,11 @@ import pytest
 
 from core.settings import Settings
 from processors.storage.migrate import migrate
+from registry.models import DeviceRecord
+from registry.store import RegistryStore
 from reports.model import Quarter, SectionContext
 from reports.plants import plants_section, regions_section
+from reports.targets import benchmark_g_co2_kwh
 from tests.reports.cems_sim import (
     AUX,
     BARE,
@@ -34,6 +37,7 @@ from tests.reports.cems_sim import (
     store,
 )
 from tests.reports.cems_sim import local_hours as _local
+from wire import SourceKind
 
 
 def _substitute(
@@ -141,6 +145,9 @@ def _expected(sim: dict[str, dict[str, np.ndarray]], dev: str, q: Quarter) -> di
     }
 
 
+NOW = datetime(2026, 12, 4, tzinfo=UTC)  # 2026Q3 closed, 2026Q4 running, whenever this runs
+
+
 @pytest.fixture
 async def stored(pg_url: str) -> tuple[str, Settings, dict[str, dict[str, np.ndarray]]]:
     sim = simulate(np.random.default_rng(11))
@@ -153,7 +160,7 @@ async def stored(pg_url: str) -> tuple[str, Settings, dict[str, dict[str, np.nda
 async def _sections(url: str, cfg: Settings, q: Quarter):  # type: ignore[no-untyped-def]
     conn = await asyncpg.connect(url)
     try:
-        ctx = SectionContext(conn, cfg, q)
+        ctx = SectionContext(conn, cfg, q, now=NOW)
         return await plants_section(ctx), await regions_section(ctx)
     finally:
         await conn.close()
@@ -272,3 +279,48 @@ async def test_too_few_days_gives_no_projection_in_words(stored) -> None:  # typ
     # the other units sent nothing in 2026Q4: all 120 hours substituted, marked, no projection
     assert units[OVER]["substituted_h"] == 120
     assert units[OVER]["projected_t"] is None
+
+
+async def test_a_units_class_in_the_device_registry_is_used(stored) -> None:  # type: ignore[no-untyped-def]
+    """BARE has no class in the settings; registered with one, it is benchmarked with it (as
+    the detection service takes it), and a registered unit without data is listed, not
+    skipped."""
+    url, cfg, _ = stored
+    conn = await asyncpg.connect(url)
+    try:
+        reg = RegistryStore(conn)
+        await reg.add(
+            DeviceRecord(device_id=BARE, kind=SourceKind.CEMS, cems_class="300mw_sc"), None
+        )
+        silent = "yimeng-power/ordos-plant/unit-9"
+        await reg.add(DeviceRecord(device_id=silent, kind=SourceKind.CEMS), None)
+    finally:
+        await conn.close()
+    plants, _ = await _sections(url, cfg, Quarter(2026, 3))
+    units = {r["unit"]: r for r in plants.tables[0].rows}
+    assert units[BARE]["class"] == "300mw_sc"
+    assert units[BARE]["benchmark_g_kwh"] == pytest.approx(
+        benchmark_g_co2_kwh(cfg, "300mw_sc"), abs=0.06
+    )
+    assert units[silent]["class"] == "not benchmarked"
+    assert units[silent]["quarter_t"] is None
+
+
+async def test_a_closed_quarters_silent_tail_is_missing_data(stored) -> None:  # type: ignore[no-untyped-def]
+    """Every unit silent for the last 30 hours of a closed quarter: those hours are expected
+    and substituted (HJ 75), not cut off by taking the data end as the quarter's end."""
+    url, cfg, sim = stored
+    before, _ = await _sections(url, cfg, Quarter(2026, 3))
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DELETE FROM derived WHERE ts >= $1", END - timedelta(hours=30))
+    finally:
+        await conn.close()
+    after, _ = await _sections(url, cfg, Quarter(2026, 3))
+    b = {u["unit"]: u for u in before.data["units"]}
+    a = {u["unit"]: u for u in after.data["units"]}
+    for dev in UNITS:
+        lost = int(sim[dev]["valid"][-30:].sum())  # valid hours among those deleted
+        assert a[dev]["expected_hours"] == 92 * 24, dev
+        assert a[dev]["valid_hours"] == b[dev]["valid_hours"] - lost, dev
+        assert a[dev]["substituted_h"] == b[dev]["substituted_h"] + lost, dev

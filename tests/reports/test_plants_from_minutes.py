@@ -165,7 +165,9 @@ async def test_quarter_totals_of_an_altitude_unit_and_a_wet_basis_unit_match_hj7
 
     conn = await asyncpg.connect(pg_url)
     try:
-        section = await plants_section(SectionContext(conn, cfg, Quarter(2026, 4)))
+        section = await plants_section(
+            SectionContext(conn, cfg, Quarter(2026, 4), now=datetime(2026, 12, 4, tzinfo=UTC))
+        )
     finally:
         await conn.close()
     rows = {r["unit"]: r for r in section.tables[0].rows}

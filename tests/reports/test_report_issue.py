@@ -90,7 +90,13 @@ async def test_cli_issues_revisions_lists_and_shows_them(sim_url: str, tmp_path:
     finally:
         await conn.close()
     assert stored["data_from"] == Q.start("Asia/Shanghai")
-    assert json.loads(stored["settings"])["targets"]["city_baseline_ppm"] == {"baotou": 9.0}
+    used = json.loads(stored["settings"])
+    assert used["targets"]["city_baseline_ppm"] == {"baotou": 9.0}
+    # the CEMS figures' settings too: classes, benchmarks, emission factor, sites, aux rate
+    assert used["detection"]["co2_t_per_t_sce"] == 2.66
+    assert used["detection"]["cems_default_aux_power_frac"] == 0.06
+    assert "600mw_sc" in used["detection"]["cems_benchmarks_g_sce_kwh"]
+    assert set(used["detection"]) >= {"cems_sites", "cems_unit_class", "min_valid_minutes"}
     code, _, stderr = await _cli(env, "report", "quarterly", "2026Q5")
     assert code == 2
     assert "expected YYYYQn" in stderr
