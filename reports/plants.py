@@ -78,6 +78,7 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+BOOL = npt.NDArray[np.bool_]
 
 _H_PER_DAY = 24
 _KG_PER_T = 1_000.0  # t/MWh -> g/kWh: 10^6 g/t / 10^3 kWh/MWh
@@ -122,6 +123,10 @@ class UnitFigures:
     projection: Projection
     budget_t: float | None
     runs: list[SubstitutedRun] = field(default_factory=list)
+    # per calendar month 1-12 of the year: t (with substitutions; None after the data end or
+    # unknown), and last year's from its monthly mean rate (None without it)
+    monthly_t: list[float | None] = field(default_factory=lambda: [None] * 12)
+    last_year_monthly_t: list[float | None] = field(default_factory=lambda: [None] * 12)
     level: Level = "green"
     judgement: Judgement = field(default_factory=Judgement)
 
@@ -200,6 +205,22 @@ def _rows_on_grid(rows: HourRows, unit: int, grid0_h: int, n: int) -> I64:
     sel = np.arange(lo, hi, dtype=np.int64)
     pos = rows.epoch_h[sel] - grid0_h
     return np.asarray(sel[(pos >= 0) & (pos < n)], np.int64)
+
+
+def _monthly(em: F64, month_no: I64, y_mask: BOOL) -> list[float | None]:
+    """Per calendar month 1-12 of the year: the summed hourly emissions, None for a month with
+    no hour on the grid (after the data end) or an unknown one."""
+    sel = y_mask & np.isfinite(em)
+    sums = np.bincount(month_no[sel], weights=em[sel], minlength=13)[1:]
+    hours = np.bincount(month_no[y_mask], minlength=13)[1:]
+    unknown = np.bincount(month_no[y_mask & ~np.isfinite(em)], minlength=13)[1:]
+    return [float(v) if n and not u else None for v, n, u in zip(sums, hours, unknown, strict=True)]
+
+
+def _last_year_monthly(months: MonthRates, device: str, hours: I64) -> list[float | None]:
+    """Last year's emission per month 1-12: its mean valid-hour rate times the month's hours."""
+    rates = [months.rate_t_h.get((device, m)) for m in range(1, 13)]
+    return [None if r is None else r * float(h) for r, h in zip(rates, hours.tolist(), strict=True)]
 
 
 def _last_year_split(
@@ -283,6 +304,8 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
     ly_h0, ly_h1 = epoch_h(ly_start), y0
     ly_local = (np.arange(ly_h0, ly_h1, dtype=np.int64) + offset_h).astype("datetime64[h]")
     ly_month_of_hour = (ly_local.astype("datetime64[M]").astype(np.int64) % 12 + 1).astype(np.int64)
+    ly_hours_per_month = np.bincount(ly_month_of_hour, minlength=13)[1:]
+    month_no = (month_of.astype(np.int64) % 12 + 1).astype(np.int64)
     split_h = end_h - y0
     remaining_days = (y1 - end_h) / _H_PER_DAY
 
@@ -408,6 +431,8 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
                 projection=projection,
                 budget_t=t.unit_budget_t.get(dev),
                 runs=runs,
+                monthly_t=_monthly(em, month_no, y_mask) if known else [None] * 12,
+                last_year_monthly_t=_last_year_monthly(ly_months, dev, ly_hours_per_month),
             )
         )
     for u in units:
@@ -695,6 +720,8 @@ def _unit_json(u: UnitFigures) -> dict[str, Any]:
             "aux_configured": u.aux_configured,
             "valid_hours": u.valid_h,
             "expected_hours": u.expected_h,
+            "monthly_t": u.monthly_t,
+            "last_year_monthly_t": u.last_year_monthly_t,
             "reasons_en": u.judgement.reasons_en,
             "substituted_hours": [
                 {
@@ -780,6 +807,51 @@ def _region_figure(a: CemsAnalysis) -> Figure | None:
         key="regions_projection",
         title_zh="盟市全年排放预测与目标",
         title_en="Regional projection of the year against target",
+        png=_png(fig),
+    )
+
+
+def _trend_figure(a: CemsAnalysis) -> Figure | None:
+    """Monthly CO2 per region this year (solid, with substitutions) and last year (dashed,
+    from each unit's monthly mean rate), the trend the warning comes from."""
+    by_region: dict[str, list[UnitFigures]] = {}
+    for u in a.units:
+        by_region.setdefault(u.region or "unassigned", []).append(u)
+
+    def total(units: list[UnitFigures], attr: str, m: int) -> float | None:
+        vals = [getattr(u, attr)[m] for u in units]
+        known = [v for v in vals if v is not None]
+        return float(sum(known)) if known and len(known) == len(vals) else None
+
+    series = {
+        region: (
+            [total(us, "monthly_t", m) for m in range(12)],
+            [total(us, "last_year_monthly_t", m) for m in range(12)],
+        )
+        for region, us in sorted(by_region.items())
+    }
+    if not any(v is not None for this, _ in series.values() for v in this):
+        return None
+    fig = MplFigure(figsize=(7.0, 4.0), dpi=_FIG_DPI)
+    ax = fig.subplots()
+    months = np.arange(1, 13)
+    for i, (region, (this, last)) in enumerate(series.items()):
+        color = f"C{i % 10}"
+        y = np.asarray([np.nan if v is None else v for v in this])
+        ax.plot(months, y, "-o", color=color, label=f"{region} {a.quarter.year}")
+        if any(v is not None for v in last):
+            y0 = np.asarray([np.nan if v is None else v for v in last])
+            ax.plot(months, y0, "--", color=color, label=f"{region} {a.quarter.year - 1}")
+    ax.set_xticks(months)
+    ax.set_xlabel("month")
+    ax.set_ylabel("t CO2")
+    ax.set_title(f"Monthly CO2 per region, {a.quarter.year} against {a.quarter.year - 1}")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return Figure(
+        key="regions_trend",
+        title_zh="盟市月度排放趋势（与上年比较）",
+        title_en="Monthly emissions per region against last year",
         png=_png(fig),
     )
 
@@ -956,7 +1028,7 @@ async def regions_section(ctx: SectionContext) -> Section:
     if lagging:
         zh.append(f"预计未完成目标的地区：{', '.join(lagging)}")
         en.append(f"Regions lagging behind their target: {', '.join(lagging)}")
-    figures = [f for f in [_region_figure(a)] if f is not None]
+    figures = [f for f in [_trend_figure(a), _region_figure(a)] if f is not None]
     return Section(
         key="regions",
         title_zh="盟市排放与目标",

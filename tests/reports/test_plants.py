@@ -235,7 +235,7 @@ async def test_levels_follow_the_rules_and_say_why(stored) -> None:  # type: ign
     for fig in [*plants.figures, *regions.figures]:
         assert fig.png.startswith(b"\x89PNG\r\n\x1a\n")
     assert {f.key for f in plants.figures} == {"plants_intensity"}
-    assert {f.key for f in regions.figures} == {"regions_projection"}
+    assert {f.key for f in regions.figures} == {"regions_trend", "regions_projection"}
 
 
 async def test_a_quarter_without_data_says_so_and_invents_nothing(stored) -> None:  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from core.settings import DbSettings, Settings
 from processors.storage import migrate
 from reports import Quarter, Report, build_report
 from reports.render import render_html, render_json
+from tests.reports import cems_sim
 from tests.reports import report_sim as simdata
 from tests.reports.report_sim import BUERTAI, CEMS, HADAMEN, LEAK, STATIONS, Q
 
@@ -183,6 +184,41 @@ async def test_html_is_self_contained_with_plots_and_bilingual_headings(
     data = json.loads(render_json(report))
     assert data["quarter"] == "2026Q3"
     assert "png" not in json.dumps(data["sections"][0]["figures"])
+
+
+async def test_the_full_report_with_cems_units_shows_their_plots_and_warnings(
+    sim_db: tuple[str, simdata.Sim], settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """With seven quarters of CEMS unit-hours beside the other sources, the whole report
+    carries the plants ranked by intensity, the regions' projection against target and the
+    monthly trend against last year; the plant over budget and the lagging region are in the
+    warning list with their reasons, in the HTML and the JSON."""
+    url, _sim = sim_db
+    units = cems_sim.simulate(np.random.default_rng(11))
+    await cems_sim.store(url, units)
+    cems = cems_sim.settings_for(units)
+    s = settings_factory(
+        reports={"out_dir": str(tmp_path / "out")},
+        targets=REPORT_SETTINGS | cems["targets"],
+        detection=cems["detection"],
+    )
+    report = await _report(url, s)
+    figures = {f.key: f for sec in report.sections for f in sec.figures}
+    assert set(figures) >= {"plants_intensity", "regions_projection", "regions_trend"}
+    assert all(f.png.startswith(b"\x89PNG") and len(f.png) > 5000 for f in figures.values())
+    levels = report.levels()
+    assert levels["plant:beifang-power/baotou-plant"] == "red"
+    assert levels["region:Ordos"] == "red"
+    html = render_html(report)
+    assert html.count('src="data:image/png;base64,') == len(figures)
+    for text in ("盟市月度排放趋势", "Regions lagging behind their target: Ordos",
+                 "beifang-power/baotou-plant", "capture_75_90"):  # fmt: skip
+        assert text in html, text
+    # the trend's months are the units' own: July-September add up to the quarter's total
+    plants = _section(report, "plants")
+    for u in plants.data["units"]:
+        if u["quarter_t"] is not None:
+            assert sum(u["monthly_t"][6:9]) == pytest.approx(u["quarter_t"], rel=1e-6)
 
 
 async def test_a_quarter_with_no_data_says_so_and_invents_nothing(
