@@ -1141,7 +1141,8 @@ class RegistrySettings(_Section):
         default="dynsec",
         description='"dynsec": through the broker\'s dynamic-security plugin (at once,'
         ' others stay connected); "files": write password_file/acl_file for brokers without'
-        ' it (reload the broker: SIGHUP); "none": registry only',
+        ' it (the broker reloads them: reload_pid_file or reload_command); "none":'
+        " registry only",
     )
     broker_url: str | None = Field(
         default=None, description="mqtt(s)://host:port of the broker to manage; None: mqtt.url"
@@ -1154,6 +1155,18 @@ class RegistrySettings(_Section):
         default=Path("deploy/mosquitto/mosquitto.passwd"), description='apply = "files"'
     )
     acl_file: Path = Field(default=Path("deploy/mosquitto/acl"), description='apply = "files"')
+    reload_pid_file: Path | None = Field(
+        default=None,
+        description='apply = "files": after writing the files, send SIGHUP to the process whose'
+        " id is in this file (mosquitto.conf pid_file, systemd PIDFile=); Mosquitto rereads"
+        " them and drops connected clients whose credentials went",
+    )
+    reload_command: str | None = Field(
+        default=None,
+        description='apply = "files": after writing the files, run this (split like a shell'
+        ' line, no shell), e.g. "docker compose kill -s HUP mosquitto" or "systemctl reload'
+        ' mosquitto"; it must exit 0',
+    )
     bridge_users: tuple[str, ...] = Field(
         default=("ghgwatch-bridge",), description="One MQTT user per bridge process"
     )
@@ -1161,6 +1174,14 @@ class RegistrySettings(_Section):
         default="ghgwatch-notifier", description="The alert service's MQTT siren notifier"
     )
     timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_reload(self) -> RegistrySettings:
+        if self.reload_pid_file is not None and self.reload_command is not None:
+            raise ValueError("set registry.reload_pid_file or registry.reload_command, not both")
+        if self.reload_command is not None and not self.reload_command.strip():
+            raise ValueError("registry.reload_command is empty")
+        return self
 
 
 class LevelThresholds(_Section):

@@ -240,6 +240,14 @@ def up(
     tls: Annotated[
         bool, typer.Option("--tls", help="Embedded Mosquitto: TLS listener too.")
     ] = False,
+    require_client_cert: Annotated[
+        bool,
+        typer.Option(
+            "--require-client-cert",
+            help="With --tls: the TLS listener admits only clients with a certificate from"
+            " the development CA (one is made in the data dir's tls/clients).",
+        ),
+    ] = False,
 ) -> None:
     """Bring the whole pipeline up; embedded stand-ins for services with no URL configured."""
 
@@ -252,6 +260,7 @@ def up(
         mqtt_broker=mqtt_broker,
         events_every_s=None if no_events else events_every_s,
         tls=tls,
+        require_client_cert=require_client_cert,
     )
 
     async def main_fn(stop: asyncio.Event) -> None:

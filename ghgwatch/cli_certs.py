@@ -28,6 +28,8 @@ def certs(
 
     Then: ``ghgwatch up --tls``, or a listener 8883 with cafile ca.crt, certfile server.crt,
     keyfile server.key; clients trust ca.crt (``mosquitto_pub --cafile``, ``SSL_CERT_FILE``).
+    With ``require_certificate true`` (``up --tls --require-client-cert``) a client also
+    presents its clients/NAME.crt and .key (``mosquitto_pub --cert --key``).
     """
     ca = CertFiles(out / "ca.crt", out / "ca.key")
     if ca.cert.exists() and ca.key.exists():

@@ -2,7 +2,8 @@
 
 Every command works on the registry (``db.url``) and, by ``registry.apply``, on the broker:
 ``dynsec`` changes a running Mosquitto through its dynamic-security API (admin password in
-``GHGWATCH_REGISTRY__ADMIN_PASSWORD``), ``files`` rewrites its password and ACL files.
+``GHGWATCH_REGISTRY__ADMIN_PASSWORD``), ``files`` rewrites its password and ACL files and
+makes it reread them (``registry.reload_pid_file`` or ``registry.reload_command``).
 Passwords are printed once and stored only as hashes.
 """
 
@@ -20,7 +21,7 @@ import typer
 from pydantic import ValidationError
 
 from core.errors import ConfigurationError
-from core.settings import Settings, load_settings
+from core.settings import RegistrySettings, Settings, load_settings
 from ghgwatch.cli_errors import exit_on_error
 from ghgwatch.stack import resolve_settings
 from processors.storage import migrate
@@ -37,6 +38,7 @@ from registry import (
     Onboarding,
     acl_file_text,
     auth_lines,
+    broker_reloader,
     generate_password,
     initial_config,
     mosquitto_password_line,
@@ -66,6 +68,24 @@ def _run(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(fn())
 
 
+def _files_reload(reg: RegistrySettings) -> Callable[[], Awaitable[None]]:
+    """How the broker rereads its files; with no way set, the operator is told to reload it."""
+    reload = broker_reloader(reg.reload_pid_file, reg.reload_command)
+    if reload is not None:
+        return reload
+
+    async def remind() -> None:
+        typer.secho(
+            f"warning: {reg.password_file} and {reg.acl_file} written, but the broker keeps"
+            " its old credentials until it rereads them (SIGHUP); set"
+            " registry.reload_pid_file or registry.reload_command to have it done",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+    return remind
+
+
 def _broker(settings: Settings) -> BrokerApplier:
     reg = settings.registry
     if reg.apply == "none":
@@ -78,6 +98,7 @@ def _broker(settings: Settings) -> BrokerApplier:
             alerts_root=settings.alerts.mqtt_topic_root,
             bridge_users=reg.bridge_users,
             notifier_user=reg.notifier_user,
+            reload=_files_reload(reg),
         )
     if reg.admin_password is None:
         raise ConfigurationError(

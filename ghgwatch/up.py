@@ -65,7 +65,14 @@ from ingest import Bridge
 from processors import Processor
 from processors.detector import DetectorService
 from processors.storage import migrate
-from registry import CertFiles, TlsFiles, make_dev_ca, make_server_cert, tls_listener_lines
+from registry import (
+    CertFiles,
+    TlsFiles,
+    make_client_cert,
+    make_dev_ca,
+    make_server_cert,
+    tls_listener_lines,
+)
 from reports import ReportScheduler
 from sensors_sim import SimulationConfig, run_simulation
 
@@ -135,6 +142,9 @@ class UpOptions:
     tls: bool = False
     """Give the embedded Mosquitto a TLS listener (8883 or a free port) with development
     certificates from ``data_dir/tls`` (made by :mod:`registry.certs` when missing)."""
+    require_client_cert: bool = False
+    """With ``tls``: the TLS listener admits only clients with a certificate from the
+    development CA (``up`` makes one, ``data_dir/tls/clients/device.crt``)."""
 
 
 class Endpoints(BaseModel):
@@ -242,19 +252,37 @@ def _record_pids(data_dir: Path, services: dict[str, ManagedProcess]) -> None:
     (data_dir / PIDS_FILE).write_text(json.dumps(record))
 
 
-def _tls_conf(data_dir: Path, notes: list[str]) -> str:
-    """A TLS listener for the embedded Mosquitto, with development certificates."""
+def _tls_conf(data_dir: Path, notes: list[str], require_client_cert: bool = False) -> str:
+    """A TLS listener for the embedded Mosquitto, with development certificates.
+
+    With ``require_client_cert`` only clients with a certificate from the development CA get
+    in; a client certificate (``tls/clients/device.crt``) is made when missing.
+    """
     tls_dir = data_dir.parent / "tls"
     ca = CertFiles(tls_dir / "ca.crt", tls_dir / "ca.key")
     if not (ca.cert.exists() and ca.key.exists()):
         ca = make_dev_ca(tls_dir)
     server = make_server_cert(ca, tls_dir, ["localhost", "127.0.0.1"])
     port = free_port(8883)
-    notes.append(
+    note = (
         f"MQTT over TLS: mqtts://localhost:{port} (trust {ca.cert}: mosquitto_pub --cafile,"
-        " or SSL_CERT_FILE for ghgwatch clients)."
+        " or SSL_CERT_FILE for ghgwatch clients)"
     )
-    return tls_listener_lines(port, TlsFiles(ca.cert, server.cert, server.key))
+    if require_client_cert:
+        client = CertFiles(tls_dir / "clients" / "device.crt", tls_dir / "clients" / "device.key")
+        if not (client.cert.exists() and client.key.exists()):
+            client = make_client_cert(ca, tls_dir / "clients", "device")
+        note += (
+            f"; client certificate required: {client.cert} (key {client.key}; mosquitto_pub"
+            f" --cert --key), more with `ghgwatch certs --out {tls_dir} --client NAME`"
+        )
+    notes.append(note + ".")
+    # up's listeners admit anonymous devices: no use_username_as_clientid (it refuses them)
+    return tls_listener_lines(
+        port,
+        TlsFiles(ca.cert, server.cert, server.key, require_client_cert=require_client_cert),
+        username_as_clientid=False,
+    )
 
 
 def _load_ports(data_dir: Path) -> dict[str, int]:
@@ -348,7 +376,11 @@ def _on_mqtt_311(settings: Settings) -> Settings:
 
 
 async def _start_embedded(
-    settings: Settings, stack: AsyncExitStack, mqtt_broker: MqttBroker = "auto", tls: bool = False
+    settings: Settings,
+    stack: AsyncExitStack,
+    mqtt_broker: MqttBroker = "auto",
+    tls: bool = False,
+    require_client_cert: bool = False,
 ) -> tuple[Settings, dict[str, str], list[str]]:
     """Start stand-ins for unset URLs; each is stopped when ``stack`` closes (reverse order).
 
@@ -370,7 +402,9 @@ async def _start_embedded(
         raise ConfigurationError(
             "--tls configures the embedded broker, but GHGWATCH_MQTT__URL is set"
         )
-    tls_conf = _tls_conf(data_dir / "mqtt", notes) if tls else ""
+    if require_client_cert and not tls:
+        raise ConfigurationError("--require-client-cert is for the TLS listener: add --tls")
+    tls_conf = _tls_conf(data_dir / "mqtt", notes, require_client_cert) if tls else ""
     kept = _load_ports(data_dir)
     mqtt_starter, on_amqtt = _mqtt_starter(
         data_dir / "mqtt", mqtt_broker, kept.get("mqtt"), tls_conf
@@ -693,7 +727,7 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
     await _stop_leftovers(settings.data_dir)
     async with AsyncExitStack() as stack:
         resolved, embedded, notes = await _start_embedded(
-            settings, stack, opts.mqtt_broker, opts.tls
+            settings, stack, opts.mqtt_broker, opts.tls, opts.require_client_cert
         )
         async with asyncio.timeout(MIGRATE_TIMEOUT_S):
             report = await migrate(resolved.db_url(), resolved.db)

@@ -19,7 +19,7 @@ from registry.credentials import (
     verify_password,
 )
 from registry.dynsec import DynsecClient, DynsecError, initial_config
-from registry.files import acl_file_text, write_private
+from registry.files import BrokerReloadError, acl_file_text, broker_reloader, write_private
 from registry.importer import ImportRow, parse_csv, parse_units
 from registry.models import DeviceRecord, mqtt_username
 from registry.onboard import (
@@ -39,6 +39,7 @@ __all__ = [
     "BRIDGE_ROLE",
     "NOTIFIER_ROLE",
     "BrokerApplier",
+    "BrokerReloadError",
     "CertFiles",
     "DeviceExists",
     "DeviceRecord",
@@ -57,6 +58,7 @@ __all__ = [
     "UnknownDevice",
     "acl_file_text",
     "auth_lines",
+    "broker_reloader",
     "find_dynsec_plugin",
     "generate_password",
     "hash_password",

@@ -2,8 +2,9 @@
 
 The lines here are appended to a listener configuration (``ghgwatch stations init-broker``
 writes them, tests and ``up --tls`` use them). Client ids stay bound to usernames
-(``use_username_as_clientid``, see deploy/mosquitto/mosquitto.conf), so no credential can
-take over another client's persistent session.
+(``use_username_as_clientid``, a per-listener option: on the listener the auth lines follow,
+and on every TLS listener written here; see deploy/mosquitto/mosquitto.conf), so no
+credential can take over another client's persistent session.
 """
 
 from __future__ import annotations
@@ -69,8 +70,16 @@ def auth_lines(
     return "\n".join(lines) + "\n"
 
 
-def tls_listener_lines(port: int, tls: TlsFiles, bind: str = "127.0.0.1") -> str:
-    """A TLS listener (MQTT over TLS 1.2+, usually 8883); client certificates optional."""
+def tls_listener_lines(
+    port: int, tls: TlsFiles, bind: str = "127.0.0.1", *, username_as_clientid: bool = True
+) -> str:
+    """A TLS listener (MQTT over TLS 1.2+, usually 8883); client certificates optional.
+
+    ``use_username_as_clientid`` is a listener option in Mosquitto 2.0 (the one in
+    :func:`auth_lines` binds only the listener it follows), so the TLS listener gets its own.
+    ``username_as_clientid=False`` leaves it out, for a listener that admits anonymous
+    clients (Mosquitto refuses a client with no username there).
+    """
     lines = [
         f"listener {port} {bind}",
         f"cafile {tls.cafile}",
@@ -79,4 +88,6 @@ def tls_listener_lines(port: int, tls: TlsFiles, bind: str = "127.0.0.1") -> str
         "tls_version tlsv1.2",
         f"require_certificate {'true' if tls.require_client_cert else 'false'}",
     ]
+    if username_as_clientid:
+        lines.append("use_username_as_clientid true")
     return "\n".join(lines) + "\n"

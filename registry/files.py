@@ -5,20 +5,109 @@ that are not registered devices (the bridges, the notifier, the exporter) are ke
 are, device lines are written from the registry's hashes (enabled devices only, so a
 disabled device cannot log in after the broker reloads). The ACL file is written whole from
 :mod:`registry.acl`. Both are replaced atomically, mode 0600. Mosquitto reads them again on
-SIGHUP (``kill -HUP``, or ``docker compose kill -s HUP mosquitto``).
+SIGHUP and then drops every connected client whose credentials are gone (a disabled device,
+a rotated password): :func:`broker_reloader` sends it (``registry.reload_pid_file``) or runs
+the operator's command (``registry.reload_command``, e.g. ``docker compose kill -s HUP
+mosquitto``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shlex
+import signal
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
+from core.errors import GhgwatchError
 from registry.acl import acl_file_block, bridge_acls, device_acls, notifier_acls
 from registry.models import DeviceRecord
 
-__all__ = ["acl_file_text", "password_file_text", "write_private"]
+__all__ = [
+    "BrokerReloadError",
+    "acl_file_text",
+    "broker_reloader",
+    "password_file_text",
+    "write_private",
+]
+
+_RELOAD_TIMEOUT_S = 30.0
+
+
+class BrokerReloadError(GhgwatchError):
+    """The broker could not be told to reread its password and ACL files."""
+
+
+def broker_reloader(
+    pid_file: Path | None = None,
+    command: str | None = None,
+    *,
+    timeout_s: float = _RELOAD_TIMEOUT_S,
+) -> Callable[[], Awaitable[None]] | None:
+    """What makes the broker reread its files: SIGHUP to the pid in ``pid_file``, or
+    ``command`` (split like a shell line, run without a shell, must exit 0); None for neither.
+
+    The returned coroutine raises :class:`BrokerReloadError` when the broker was not reached.
+    """
+    if pid_file is not None and command is not None:
+        raise ValueError("give pid_file or command, not both")
+    if pid_file is not None:
+        path = pid_file
+
+        async def hup() -> None:
+            try:
+                text = path.read_text().strip()
+            except OSError as exc:
+                raise BrokerReloadError(f"broker pid file {path}: {exc.strerror}") from exc
+            try:
+                pid = int(text)
+            except ValueError:
+                raise BrokerReloadError(f"broker pid file {path}: no process id") from None
+            if pid <= 1:
+                raise BrokerReloadError(f"broker pid file {path}: bad process id {pid}")
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except OSError as exc:
+                raise BrokerReloadError(
+                    f"SIGHUP to broker pid {pid} (from {path}): {exc.strerror}"
+                ) from exc
+
+        return hup
+    if command is not None:
+        argv = shlex.split(command)
+        if not argv:
+            raise ValueError("empty reload command")
+
+        async def run() -> None:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+            except OSError as exc:
+                raise BrokerReloadError(f"reload command {command!r}: {exc.strerror}") from exc
+            try:
+                async with asyncio.timeout(timeout_s):
+                    out, _ = await proc.communicate()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise BrokerReloadError(
+                    f"reload command {command!r}: no exit within {timeout_s:g} s"
+                ) from None
+            if proc.returncode != 0:
+                said = out.decode(errors="replace").strip()[-500:]
+                raise BrokerReloadError(
+                    f"reload command {command!r} exited {proc.returncode}"
+                    + (f": {said}" if said else "")
+                )
+
+        return run
+    return None
 
 
 def write_private(path: Path, text: str) -> None:

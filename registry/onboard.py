@@ -94,15 +94,28 @@ class DynsecApplier:
             await dynsec.rotate(device, password)
 
 
+def _restore(path: Path, text: str | None) -> None:
+    """Put ``path`` back as it was (``None``: it did not exist)."""
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_private(path, text)
+
+
 class FilesApplier:
-    """Rewrites the broker's password and ACL files from the registry (reload: SIGHUP).
+    """Rewrites the broker's password and ACL files from the registry, then reloads it.
+
+    Mosquitto rereads the files on SIGHUP and drops connected clients whose credentials are
+    gone. When ``reload`` fails, the files are put back as they were and the error raised,
+    so the registry change rolls back and the broker keeps what it had.
 
     Args:
         password_file: the broker's ``password_file``.
         acl_file: the broker's ``acl_file``.
         root, alerts_root: topic roots the ACLs are written for.
         bridge_users, notifier_user: the services' users (their passwords are kept).
-        reload: called after writing (e.g. send SIGHUP to a local broker), or None.
+        reload: called after writing (:func:`registry.files.broker_reloader`), or None (the
+            operator reloads the broker).
     """
 
     def __init__(
@@ -124,7 +137,9 @@ class FilesApplier:
     async def _write(self, store: RegistryStore) -> None:
         devices = await store.list_devices()
         hashes = await store.password_hashes()
-        existing = self._passwd.read_text() if self._passwd.exists() else ""
+        old_passwd = self._passwd.read_text() if self._passwd.exists() else None
+        old_acl = self._acl.read_text() if self._acl.exists() else None
+        existing = old_passwd or ""
         write_private(
             self._passwd,
             password_file_text(existing, [d.mqtt_username for d in devices], hashes),
@@ -139,8 +154,15 @@ class FilesApplier:
                 notifier_user=self._notifier,
             ),
         )
-        if self._reload is not None:
+        if self._reload is None:
+            return
+        try:
             await self._reload()
+        except BaseException:
+            # The registry change rolls back: so do the files, and the broker keeps its own.
+            _restore(self._passwd, old_passwd)
+            _restore(self._acl, old_acl)
+            raise
 
     async def add(self, store: RegistryStore, device: DeviceRecord, password: str) -> None:
         """Rewrite both files."""

@@ -47,12 +47,12 @@ async def dynsec_broker(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
         (d / "dynamic-security.json").write_text(json.dumps(config))
         port = free_port(0)
         tls_port = free_port(0) if tls is not None else None
-        extra = tls_listener_lines(tls_port, tls) if tls is not None and tls_port else ""
-        proc = await start_broker(
-            d,
-            broker_conf(port, d, auth_lines(dynsec_config=d / "dynamic-security.json"), extra),
-            port,
-        )
+        # the TLS listener after the auth lines, as `up --tls` and an operator appending one
+        # write it: the listener's own options are in its lines
+        auth = auth_lines(dynsec_config=d / "dynamic-security.json")
+        if tls is not None and tls_port:
+            auth += tls_listener_lines(tls_port, tls)
+        proc = await start_broker(d, broker_conf(port, d, auth, ""), port)
         started.append(proc)
         return Broker(proc, port, passwords, tls_port)
 

@@ -19,7 +19,7 @@ from core.settings import Settings
 from ghgwatch.embedded import mosquitto_binary
 from processors.storage import migrate
 from registry.brokerconf import TlsFiles
-from registry.certs import make_client_cert, make_dev_ca, make_server_cert
+from registry.certs import CertFiles, make_client_cert, make_dev_ca, make_server_cert
 from registry.credentials import mosquitto_password_line
 from registry.models import DeviceRecord
 from registry.onboard import FilesApplier, Onboarding
@@ -155,3 +155,73 @@ async def test_tls_listener_with_generated_certificates(
             broker.tls_port, B.mqtt_username, "pw-b", tls=ssl.create_default_context()
         ):
             pass
+
+
+def _tls(ca: Path, client: CertFiles | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(str(client.cert), str(client.key))
+    return context
+
+
+@needs_dynsec
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_tls_listener_requires_client_certificate(
+    dynsec_broker: Callable[..., Awaitable[Broker]], tmp_path: Path
+) -> None:
+    """``require_client_cert``: a device with a certificate from ``ghgwatch certs`` (and its
+    password) connects; the same device without one is refused."""
+    out = tmp_path / "tls"
+    ca = make_dev_ca(out)
+    server = make_server_cert(ca, out, ["localhost", "127.0.0.1"])
+    client_cert = make_client_cert(ca, out / "clients", B.mqtt_username)
+    broker = await dynsec_broker(
+        TlsFiles(ca.cert, server.cert, server.key, require_client_cert=True)
+    )
+    assert broker.tls_port is not None
+    async with broker.dynsec() as dynsec:
+        await dynsec.add_device(B, "pw-b")
+    tls_port = broker.tls_port
+    async with _client(tls_port, B.mqtt_username, "pw-b", tls=_tls(ca.cert, client_cert)) as dev:
+        await dev.publish(B.data_topic(ROOT), b"with a certificate", qos=1)
+    with pytest.raises(aiomqtt.MqttError):
+        async with _client(tls_port, B.mqtt_username, "pw-b", tls=_tls(ca.cert)):
+            pass
+    # a certificate from another CA is refused too
+    other = make_dev_ca(tmp_path / "other")
+    stranger = make_client_cert(other, tmp_path / "other", B.mqtt_username)
+    with pytest.raises(aiomqtt.MqttError):
+        async with _client(tls_port, B.mqtt_username, "pw-b", tls=_tls(ca.cert, stranger)):
+            pass
+
+
+@needs_dynsec
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_tls_device_cannot_take_another_client_id(
+    dynsec_broker: Callable[..., Awaitable[Broker]], tmp_path: Path
+) -> None:
+    """On the TLS listener too the client id is the username: a device that asks for
+    another client's id does not take over (and disconnect) that client's session."""
+    out = tmp_path / "tls"
+    ca = make_dev_ca(out)
+    server = make_server_cert(ca, out, ["localhost", "127.0.0.1"])
+    broker = await dynsec_broker(TlsFiles(ca.cert, server.cert, server.key))
+    assert broker.tls_port is not None
+    async with broker.dynsec() as dynsec:
+        await dynsec.add_device(A, "pw-a")
+        await dynsec.add_device(B, "pw-b")
+    thief = aiomqtt.Client(
+        "localhost", broker.tls_port, username=B.mqtt_username, password="pw-b",
+        identifier=A.mqtt_username, protocol=aiomqtt.ProtocolVersion.V5, timeout=WAIT_S,
+        tls_context=_tls(ca.cert),
+    )  # fmt: skip
+    async with (
+        _client(broker.tls_port, A.mqtt_username, "pw-a", tls=_tls(ca.cert)) as victim,
+        thief,
+    ):
+        await thief.publish(B.data_topic(ROOT), b"thief", qos=1)
+        # the victim is still connected: its QoS 1 publish is acknowledged
+        await asyncio.sleep(0.5)
+        await victim.publish(A.data_topic(ROOT), b"still here", qos=1, timeout=WAIT_S)
