@@ -3,9 +3,10 @@ the year's projection, from the newest revision of the selected quarter's report
 
 It reads what ``reports`` stores (``quarterly_reports``, ``quarterly_warnings``); the figures
 of a source are its ``figures`` JSON: the CEMS side's plant and region sections give
-``budget_t``, ``ytd_t``, ``projection_t``, ``projection_low_t``, ``projection_high_t`` and
-``budget_use_pct``; the mines section ``exceedance_h``, ``allowed_h``, ``releases``,
-``ack_median_min``, ``silent_h``; the completeness section ``valid_share``.
+``budget_t``, ``ytd_t``, ``projection_t``, ``projection_low_t``, ``projection_high_t``,
+``budget_use_pct``, ``valid_share`` and ``substituted_h``; the mines section
+``exceedance_h``, ``allowed_h``, ``releases``, ``ack_median_min``, ``silent_h``; the
+completeness section ``valid_share``.
 """
 
 # ruff: noqa: S608  # the SQL here is Grafana query text built from constants, not executed
@@ -99,14 +100,16 @@ def quarterly_dashboard() -> dash_b.Dashboard:
     b.table(
         "Plants and CEMS units",
         "Each plant's and unit's level, its budget use so far and the projected year's total"
-        " (with its range), and the share of valid hours.",
+        " (with its range), the share of valid hours and the hours substituted (HJ 75-2017"
+        " 12.2) in the quarter.",
         _warnings(
             "'plant', 'unit'",
             f"{_num('budget_t')} AS budget_t, {_num('ytd_t')} AS ytd_t,"
             f" {_num('budget_use_pct')} AS budget_use_pct, {_num('projection_t')} AS"
             f" projection_t, {_num('projection_low_t')} AS projection_low_t,"
             f" {_num('projection_high_t')} AS projection_high_t,"
-            f" 100 * {_num('valid_share')} AS valid_pct",
+            f" 100 * {_num('valid_share')} AS valid_pct, {_num('substituted_h')} AS"
+            " substituted_h",
         ),
     )
     b.table(

@@ -881,7 +881,8 @@ def _method_notes() -> tuple[str, str]:
 def _warning_figures(src: UnitFigures | PlantFigures) -> dict[str, float | None]:
     """The figures stored with a unit's, plant's or region's warning (the quarterly dashboard
     and the alert read these keys): the budget (a region's target), emitted so far, its use,
-    the projection with its 90 % range, the intensity against benchmark, valid-hour share."""
+    the projection with its 90 % range, the intensity against benchmark, valid-hour share and
+    the quarter's substituted hours."""
     p = src.projection
     half = Z90 * p.sigma_t if p.total_t is not None and p.sigma_t is not None else None
     budget, ytd = src.budget_t, src.ytd_t
@@ -894,6 +895,7 @@ def _warning_figures(src: UnitFigures | PlantFigures) -> dict[str, float | None]
         "projection_high_t": p.total_t + half if p.total_t is not None and half else p.total_t,
         "intensity_ratio": src.intensity_ratio,
         "valid_share": src.completeness,
+        "substituted_h": float(src.substituted_h),
     }
 
 

@@ -130,6 +130,7 @@ async def test_panels_show_the_newest_revisions_levels_budget_and_projection(
     o = units[cems_sim.OVER]
     assert o["projection_low_t"] < o["projection_t"] < o["projection_high_t"]
     assert o["valid_pct"] == pytest.approx(report_units[cems_sim.OVER]["completeness"], abs=0.06)
+    assert o["substituted_h"] == report_units[cems_sim.OVER]["substituted_h"] > 0
     revisions = await _rows(issued_db, board, "Revisions issued")
     assert [r["revision"] for r in revisions] == [2, 1]
     levels = {r["metric"]: r["value"] for r in await _rows(
