@@ -55,9 +55,10 @@ class LoggerIdentity:
 
 @dataclass(frozen=True, slots=True)
 class LoggerRefusal:
-    """A refused MN/PW pair and why."""
+    """A refused MN/PW pair and why (``detail``: more, for the log and the dead letter)."""
 
     reason: RefusalReason
+    detail: str = ""
 
 
 class LoggerDirectory(Protocol):

@@ -7,7 +7,10 @@ connection in arrival order; a slow or stuck logger holds only its own connectio
    :data:`~wire.hj212.MAX_FRAME_BYTES`; a partial one must be whole within
    ``gateway.frame_timeout_s``, and a connection silent for ``gateway.read_timeout_s`` is
    closed). :func:`wire.hj212.parse_frame` checks header, length, CRC and fields.
-2. The MN and PW are resolved by the :class:`~gateway.directory.LoggerDirectory`.
+2. The MN and PW are resolved by the :class:`~gateway.directory.LoggerDirectory` (in memory:
+   the ``gateway.loggers`` settings or a cached view of the device registry, see
+   :mod:`gateway.registry_directory`); a directory that fails refuses the frame (dead letter
+   ``unknown_mn`` with the error), it never ends the connection.
 3. A data packet that is stored (``gateway.live_cns``, or history the gateway asked for) is
    mapped to a wire-contract payload (:mod:`gateway.mapping`) and validated by
    :func:`wire.validate.validate_messages`, exactly as an MQTT message on the device's data
@@ -62,7 +65,13 @@ from core.errors import BrokerUnavailable, FatalError, GhgwatchError
 from core.logs import RepeatLimiter
 from core.settings import Settings
 from gateway.backfill import BackfillState, Gap
-from gateway.directory import LoggerDirectory, LoggerIdentity, LoggerRefusal, StaticDirectory
+from gateway.directory import (
+    LoggerDirectory,
+    LoggerIdentity,
+    LoggerRefusal,
+    RefusalReason,
+    StaticDirectory,
+)
 from gateway.mapping import AVERAGE_CNS, REALTIME_CN, CodeTable, Unmappable, frame_payload
 from gateway.metrics import GatewayMetrics
 from wire.hj212 import (
@@ -398,13 +407,14 @@ class Gateway:
             self._stage(conn, [waiter], None, None)
             return
         self.metrics.frames.labels(frame.cn).inc()
-        who = await self._directory.resolve(frame.mn, frame.pw)
+        who = await self._resolve(frame)
         if conn.ended is not None:
             return
         if isinstance(who, LoggerRefusal):
+            detail = f"MN {frame.mn[:40]!r}: {who.reason.value}"
             waiter = self._dead_letter(
                 conn, frame.mn, None, RejectReason(who.reason.value),
-                f"MN {frame.mn[:40]!r}: {who.reason.value}", frame.raw, received_at,
+                f"{detail}; {who.detail}" if who.detail else detail, frame.raw, received_at,
             )  # fmt: skip
             self._stage(conn, [waiter], None, None)
             return
@@ -436,6 +446,17 @@ class Gateway:
             self.metrics.not_stored.labels(cn).inc()
         answer = build_frame(answer_segment(frame, "9014")) if frame.wants_answer else None
         self._stage(conn, waits, functools.partial(self._confirmed, conn, then, answer), started)
+
+    async def _resolve(self, frame: Frame) -> LoggerIdentity | LoggerRefusal:
+        """The directory's answer; a directory that fails refuses the frame (never raises)."""
+        try:
+            return await self._directory.resolve(frame.mn, frame.pw)
+        except Exception as exc:  # a failing directory must not end the connection or more
+            if self._log_limit.allow("directory", type(exc).__name__):
+                log.warning("logger directory failed", mn=frame.mn[:40], error=repr(exc)[:200])
+            return LoggerRefusal(
+                RefusalReason.UNKNOWN_MN, f"logger directory failed: {str(exc)[:200]}"
+            )
 
     def _confirmed(
         self, conn: _Conn, then: Callable[[], None] | None, answer: bytes | None

@@ -6,16 +6,14 @@ import asyncio
 import getpass
 from typing import Annotated
 
-import asyncpg
 import typer
 
 from adapters.pg import wait_for_database
 from core.settings import Settings
 from core.stopping import run_until_stopped
-from gateway.registry_directory import RegistryDirectory
+from gateway.registry_directory import open_directory, uses_registry
 from gateway.server import Gateway
 from ghgwatch.cli_errors import exit_on_error
-from registry import RegistryStore, verify_password
 from registry.credentials import hash_password
 
 __all__ = ["hj212_app"]
@@ -30,23 +28,20 @@ def serve(ctx: typer.Context) -> None:
     """Run the gateway until Ctrl-C (SIGINT/SIGTERM stop it cleanly).
 
     Loggers are looked up in ``gateway.loggers`` when that lists any, else in the device
-    registry (``ghgwatch stations add ... --hj212-mn MN --hj212-password``)."""
+    registry (``ghgwatch stations add ... --hj212-mn MN --hj212-password``), held in memory
+    and reloaded on change (see :mod:`gateway.registry_directory`)."""
     if ctx.invoked_subcommand is not None:
         return
     settings = Settings()  # the root callback loaded them and remembered --config
 
     async def main(stop: asyncio.Event) -> None:
-        if settings.gateway.loggers:  # loggers listed in the settings: no registry needed
-            await Gateway(settings).run(stop=stop)
-            return
-        # else the device registry: MN -> device, PW against its stored hash
-        await wait_for_database(settings.db_url(), settings.db.start_timeout_s)
-        pool = await asyncpg.create_pool(settings.db_url(), min_size=1, max_size=2)
-        try:
-            directory = RegistryDirectory(RegistryStore(pool), verify_password)
+        if uses_registry(settings):  # MN -> device in the registry, PW against its hash
+            await wait_for_database(settings.db_url(), settings.db.start_timeout_s)
+        # a cached registry view (reloaded on NOTIFY): a frame costs no database query
+        async with open_directory(
+            settings, start_timeout_s=settings.ingest.registry_start_timeout_s
+        ) as directory:
             await Gateway(settings, directory).run(stop=stop)
-        finally:
-            await pool.close()
 
     with exit_on_error():
         run_until_stopped(main)

@@ -7,6 +7,12 @@ topic keyed by device id, produced with ``acks=all``. Storage is keyed by (devic
 time), so importing a file twice stores it once. Rows that fail are reported with their line
 number and reason and not produced.
 
+With ``ingest.require_registration`` a row of a device that is not registered and enabled as
+that kind is refused as ``unregistered``, as the bridge refuses it, checked against the same
+cached :class:`registry.RegistryView`. HJ 212 dumps are resolved (MN -> device, PW checked)
+by the directory ``ghgwatch hj212`` uses (:func:`gateway.registry_directory.open_directory`):
+``gateway.loggers`` when it lists any logger, else the device registry.
+
 CSV columns: ``ts`` (or ``time``; RFC 3339 with offset, or epoch seconds), ``device_id``
 (``network/site/device``), ``metric``, ``value``, and optionally ``kind`` (else ``--kind``),
 ``flag`` and ``location``.
@@ -18,6 +24,7 @@ readings never sits in memory.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -34,11 +41,13 @@ import pyarrow.parquet as pq
 from adapters.kafka import OutgoingRecord, RecordProducer, ensure_topics, map_kafka_error
 from core.errors import ConfigurationError
 from core.settings import Settings
-from gateway.directory import LoggerRefusal, StaticDirectory
+from gateway.directory import LoggerDirectory, LoggerRefusal
 from gateway.mapping import CodeTable, Unmappable, frame_payload
+from gateway.registry_directory import open_directory, open_registry_view, uses_registry
+from registry import RegistryView
 from wire.hj212 import Frame, parse_frame
-from wire.schemas import SourceKind
-from wire.topics import DeviceRef
+from wire.schemas import RejectReason, SourceKind
+from wire.topics import DeviceRef, parse_data_topic
 from wire.validate import AcceptedMessage, RejectedMessage, validate_messages
 
 __all__ = [
@@ -128,9 +137,8 @@ def _csv_rows(path: Path, kind: SourceKind | None, root: str) -> Iterator[_Row |
 
 
 async def _hj212_rows(
-    path: Path, settings: Settings, cns: Sequence[str]
+    path: Path, settings: Settings, cns: Sequence[str], directory: LoggerDirectory
 ) -> list[_Row | RowProblem]:
-    directory = StaticDirectory(settings.gateway)
     codes = CodeTable(settings.gateway.codes)
     tz = ZoneInfo(settings.gateway.timezone)
     out: list[_Row | RowProblem] = []
@@ -147,7 +155,8 @@ async def _hj212_rows(
                 continue
             who = await directory.resolve(frame.mn, frame.pw)
             if isinstance(who, LoggerRefusal):
-                out.append(RowProblem(line, who.reason.value, f"MN {frame.mn[:40]!r}"))
+                detail = f"MN {frame.mn[:40]!r}" + (f": {who.detail}" if who.detail else "")
+                out.append(RowProblem(line, who.reason.value, detail))
                 continue
             mapped = frame_payload(frame, who.kind, who.location, codes, tz)
             if isinstance(mapped, Unmappable):
@@ -163,6 +172,22 @@ def _is_hj212(path: Path) -> bool:
         return fh.read(2) == b"##"
 
 
+def _unregistered(view: RegistryView, topic: str, root: str) -> str | None:
+    """Why the bridge would refuse this data topic's device as ``unregistered``, or None."""
+    device = parse_data_topic(topic, root)
+    if device is None or view.admits(device.device_id, device.kind):
+        return None
+    known = view.record(device.device_id)
+    why = (
+        "device not registered"
+        if known is None
+        else "device disabled in the registry"
+        if not known.enabled
+        else f"device registered as {known.kind.value}, not {device.kind.value}"
+    )
+    return f"{why}; ask the operator to register it (ghgwatch stations add)"
+
+
 async def import_file(
     path: Path,
     settings: Settings,
@@ -175,15 +200,39 @@ async def import_file(
 
     Raises:
         ConfigurationError: the CSV lacks required columns.
+        FatalError: the device registry is needed and could not be read.
         BrokerUnavailable: Kafka did not take the readings (importing again is safe).
     """
+    hj212 = _is_hj212(path)
+    async with contextlib.AsyncExitStack() as stack:
+        view: RegistryView | None = None
+        if settings.ingest.require_registration or (hj212 and uses_registry(settings)):
+            # the registry read once, as the bridge and the gateway hold it
+            view = await stack.enter_async_context(
+                open_registry_view(settings, settings.ingest.registry_start_timeout_s)
+            )
+        rows: Iterator[_Row | RowProblem]
+        if hj212:
+            directory = await stack.enter_async_context(
+                open_directory(
+                    settings, start_timeout_s=settings.ingest.registry_start_timeout_s, view=view
+                )
+            )
+            wanted = cns or (*settings.gateway.live_cns, settings.gateway.backfill_cn)
+            rows = iter(await _hj212_rows(path, settings, wanted, directory))
+        else:
+            rows = _csv_rows(path, kind, settings.mqtt.topic_root)
+        registered = view if settings.ingest.require_registration else None
+        return await _import_rows(rows, settings, registered, progress)
+
+
+async def _import_rows(
+    rows: Iterator[_Row | RowProblem],
+    settings: Settings,
+    registered: RegistryView | None,
+    progress: Callable[[int], None] | None,
+) -> ImportReport:
     root = settings.mqtt.topic_root
-    rows: Iterator[_Row | RowProblem]
-    if _is_hj212(path):
-        wanted = cns or (*settings.gateway.live_cns, settings.gateway.backfill_cn)
-        rows = iter(await _hj212_rows(path, settings, wanted))
-    else:
-        rows = _csv_rows(path, kind, root)
     report = ImportReport()
     kafka, bootstrap = settings.kafka, settings.kafka_bootstrap()
     topic = kafka.readings_topic
@@ -199,6 +248,12 @@ async def import_file(
             records: list[OutgoingRecord] = []
             for row, verdict in zip(chunk, verdicts, strict=True):
                 if isinstance(verdict, AcceptedMessage):
+                    why = None if registered is None else _unregistered(registered, row.topic, root)
+                    if why is not None:
+                        report.problems.append(
+                            RowProblem(row.line, RejectReason.UNREGISTERED.value, why)
+                        )
+                        continue
                     records.append((topic, verdict.device_id.encode(), verdict.value))
                 elif isinstance(verdict, RejectedMessage):
                     rec = verdict.record

@@ -3,10 +3,10 @@
 Below the services (the bridge, the HJ 212 gateway and the detection service read it) and
 above the adapters.
 
-The gateway and other services look devices up through :class:`registry.store.RegistryStore`
-(``get``, ``by_mn``) and check HJ 212 passwords with
-:func:`registry.credentials.verify_password`; the bridge and the detector read the cached
-:class:`registry.view.RegistryView`.
+The bridge, the detector and the HJ 212 gateway read the cached
+:class:`registry.view.RegistryView` (the gateway checks logger PWs with
+:func:`registry.credentials.verify_password`); commands and the reports use
+:class:`registry.store.RegistryStore` directly.
 """
 
 from registry.acl import ADMIN_ROLE, BRIDGE_ROLE, NOTIFIER_ROLE

@@ -6,9 +6,11 @@ a change, on PostgreSQL ``NOTIFY ghgwatch_registry`` (a trigger on ``registry_de
 sends it), so a device disabled with ``ghgwatch stations disable`` is refused by the bridge
 too, not only by the broker.
 
-When the database is down: before the first load :meth:`start` waits up to its timeout and
-then raises (a service must not guess who is registered); after it, the last view is kept
-and used, a warning is logged once per outage and the view is retried with backoff, and
+A lost connection (the database restarted or went away) is noticed at once and the view
+reloaded, reconnecting with backoff. When the database is down: before the first load
+:meth:`start` waits up to its timeout and then raises (a service must not guess who is
+registered); after it, the last view is kept and used, a warning is logged once per outage
+and the view is retried with backoff, and
 :attr:`stale_since` says since when it may be out of date.
 """
 
@@ -123,6 +125,9 @@ class RegistryView:
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT_S)
             await self._conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            # A lost connection hears no NOTIFY: reload (reconnecting) at once, not at the
+            # next periodic refresh, so a change is not missed and stale_since is set.
+            self._conn.add_termination_listener(self._notified)
         records = await RegistryStore(self._conn).list_devices()
         self._records = {r.device_id: r for r in records}
         self._kinds = {r.device_id: r.kind.value for r in records if r.enabled}
