@@ -27,7 +27,7 @@ UID = "ghgwatch-quarterly"
 async def issued_db(pg_url: str, settings_factory: Callable[..., Settings], tmp_path: Path) -> str:
     """Two revisions of 2026Q3 issued by the real sections over the report simulation and
     seven quarters of CEMS unit-hours (a plant over budget, a region lagging its target)."""
-    await migrate(pg_url, DbSettings(), timescale=False)
+    await migrate(pg_url, DbSettings())  # TimescaleDB where the server has it
     conn = await asyncpg.connect(pg_url)
     try:
         await simdata.write(conn, simdata.build())

@@ -152,7 +152,7 @@ NOW = datetime(2026, 12, 4, tzinfo=UTC)  # 2026Q3 closed, 2026Q4 running, whenev
 async def stored(pg_url: str) -> tuple[str, Settings, dict[str, dict[str, np.ndarray]]]:
     sim = simulate(np.random.default_rng(11))
     cfg = Settings(db={"url": pg_url}, **settings_for(sim))
-    await migrate(pg_url, cfg.db, timescale=False)
+    await migrate(pg_url, cfg.db)  # TimescaleDB where the server has it
     await store(pg_url, sim)
     return pg_url, cfg, sim
 

@@ -158,7 +158,7 @@ async def test_quarter_totals_of_an_altitude_unit_and_a_wet_basis_unit_match_hj7
         },
         targets={"plant_region": {"yimeng-power/ordos-plant": "Ordos"}},
     )
-    await migrate(pg_url, cfg.db, timescale=False)
+    await migrate(pg_url, cfg.db)  # TimescaleDB where the server has it
     rng = np.random.default_rng(7)
     raw = {ALT: _channels(rng, wet=False), WET: _channels(rng, wet=True)}
     await _store_engine_output(pg_url, cfg, raw)

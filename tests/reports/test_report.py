@@ -28,7 +28,7 @@ REPORT_SETTINGS = {"city_baseline_ppm": {"baotou": 9.0}, "mine_allowed_exceedanc
 @pytest.fixture
 async def sim_db(pg_url: str) -> tuple[str, simdata.Sim]:
     """A migrated database holding the five simulated quarters."""
-    await migrate(pg_url, DbSettings(), timescale=False)
+    await migrate(pg_url, DbSettings())  # TimescaleDB where the server has it
     sim = simdata.build()
     conn = await asyncpg.connect(pg_url)
     try:
