@@ -104,15 +104,22 @@ class BackfillState:
         entry = self._loggers.get(mn)
         return [] if entry is None else list(entry.gaps)
 
-    def confirmed(self, mn: str, data_time: datetime, now: datetime) -> Gap | None:
-        """A live packet of ``mn`` at ``data_time`` is in Kafka; returns the gap it opened."""
+    def confirmed(
+        self, mn: str, data_time: datetime, now: datetime, period: timedelta = timedelta(0)
+    ) -> Gap | None:
+        """A live packet of ``mn`` at ``data_time`` is in Kafka; returns the gap it opened.
+
+        ``period``: how far apart the packets of its CN lie by nature (a minute for 2051, an
+        hour for 2061, a day for 2031; 0 for real-time data, whose interval the logger sets):
+        only a step beyond ``period`` plus the minimum gap is an outage.
+        """
         entry = self._loggers.setdefault(mn, _Logger())
         previous = entry.last
         if previous is not None and data_time <= previous:
             return None
         entry.last = data_time
         self.dirty = True
-        if previous is None or data_time - previous <= self._min_gap:
+        if previous is None or data_time - previous <= self._min_gap + period:
             return None
         begin = max(previous, now - self._max_age)
         if begin >= data_time:

@@ -32,9 +32,10 @@ connection in arrival order; a slow or stuck logger holds only its own connectio
    Unanswered, the logger keeps the packet and re-sends it: nothing confirmed is lost, and a
    re-sent reading is stored once (readings are keyed by device, metric and time).
 5. A live packet more than ``gateway.backfill_min_gap_s`` after the previous confirmed one
-   opens a gap (:mod:`gateway.backfill`); the gateway asks the logger for its history over the
-   gap (``gateway.backfill_cn``, BeginTime/EndTime) on this and every later connection until
-   the logger reports the request executed (9012, ExeRtn=1).
+   (plus its CN's period: a minute, an hour or a day for 2051/2061/2031 uploads) opens a gap
+   (:mod:`gateway.backfill`); the gateway asks the logger for its history over the gap
+   (``gateway.backfill_cn``, BeginTime/EndTime) on this and every later connection until the
+   logger reports the request executed (9012, ExeRtn=1).
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ _ANSWER_CNS = frozenset({"9011", "9012", "9013", "9014"})
 _TIME_CALIBRATION_REQUEST = "1013"
 _SET_TIME = "1012"
 _STORED_CNS = AVERAGE_CNS | {REALTIME_CN}
+# How far apart a CN's uploads lie by nature: a live minute, hourly or daily upload that
+# follows the previous one by its period is no outage (real-time: the logger's interval).
+_CN_PERIOD = {"2051": timedelta(minutes=1), "2061": timedelta(hours=1), "2031": timedelta(days=1)}
 
 
 class _Stopping(Exception):
@@ -635,7 +639,8 @@ class Gateway:
         if data_time is None:
             self.metrics.backfill_readings.inc(readings)
             return
-        gap = self._state.confirmed(frame.mn, data_time, datetime.now(UTC))
+        period = _CN_PERIOD.get(frame.cn, timedelta(0))
+        gap = self._state.confirmed(frame.mn, data_time, datetime.now(UTC), period)
         if gap is not None:
             self._request_history(conn, frame, gap)
 
