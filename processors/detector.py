@@ -338,7 +338,9 @@ class DetectorService(ConsumerService):
 
     def _detect(self, decoded: _Decoded) -> EngineOutput:
         usable = self.engine.usable(decoded.flags, decoded.value)
-        return self.engine.process(decoded.stream, decoded.ts_ns, decoded.value, usable)
+        return self.engine.process(
+            decoded.stream, decoded.ts_ns, decoded.value, usable, flags=decoded.flags
+        )
 
     def _decode(self, recs: Sequence[Any], *, seed: bool) -> _Decoded:
         batches: list[ReadingBatch] = []

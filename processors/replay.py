@@ -439,7 +439,7 @@ def replay_csv(
         except ValueError as exc:
             raise ReplayError(f"{path}: non-numeric value: {exc}") from exc
         flags = flag_codes(block.flag) if block.flag is not None else np.full(n, ord("N"), np.uint8)
-        output = engine.process(stream, ts, value, engine.usable(flags, value))
+        output = engine.process(stream, ts, value, engine.usable(flags, value), flags=flags)
         result.records.extend(to_records(output.events, engine.streams))
         result.readings += n
         result.late += output.late

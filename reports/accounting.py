@@ -44,6 +44,12 @@ Rules implemented, in order:
    A unit with no valid hour at all gets nothing substituted: its totals are unknown, not
    zero. Each substituted hour is marked (:attr:`UnitHours.substituted`) and reported with
    the rule that filled it.
+
+   **Stopped hours** (停运): an hour that is not valid and in which the unit reported itself
+   stopped (at least ``min_valid_minutes`` minutes with readings flagged F, HJ 212) emitted
+   nothing: 0 t, not substituted, and left out of the capture rate's hours, as the standard
+   leaves stopped periods out of the capture rate. A unit that sends nothing while stopped
+   cannot be told from a missing one: its hours are substituted.
 3. **Projection of the year's total** (:func:`project_year`): the year to date (with
    substitutions) plus the rest of the year. With last year's monthly shape (every month of
    last year with valid hours), the rest is last year's rest scaled by this year's
@@ -137,7 +143,9 @@ class UnitHours:
             NaN where neither.
         substituted: the hour's value was substituted.
         rule: per hour, 0 measured or unfilled, else one of the ``RULE_*`` codes.
-        capture: per hour, the capture rate of its quarter (valid hours / hours on the grid).
+        capture: per hour, the capture rate of its quarter (valid hours / the quarter's
+            hours on the grid that the unit was not stopped).
+        stopped: the unit was stopped (and the hour not valid): emission 0, not substituted.
     """
 
     valid: BOOL
@@ -145,6 +153,7 @@ class UnitHours:
     substituted: BOOL
     rule: npt.NDArray[np.int8]
     capture: F64
+    stopped: BOOL
 
 
 def _range_max(vals: F64, lo: I64, hi: I64) -> F64:
@@ -176,6 +185,7 @@ def account_hours(
     rate_t_h: F64,
     quarter_of_hour: I64 | None = None,
     limits: SubstitutionLimits | None = None,
+    stopped: BOOL | None = None,
 ) -> UnitHours:
     """Apply the HJ 75-2017 substitution to one unit's hourly series.
 
@@ -184,6 +194,9 @@ def account_hours(
         rate_t_h: per grid hour, the hour's mean mass rate (ignored where not valid).
         quarter_of_hour: per grid hour, any label of its calendar quarter (None: one quarter).
         limits: the table's limits (None: the standard's).
+        stopped: per grid hour, the unit was stopped (HJ 212 flag F): where such an hour is
+            not valid it emitted nothing, is not substituted and is left out of the capture
+            rate (None: never).
 
     Returns:
         The hours with their emissions, substitution marks, rules and capture rates.
@@ -191,16 +204,18 @@ def account_hours(
     lim = limits or SubstitutionLimits()
     n = valid.shape[0]
     ok = valid & np.isfinite(rate_t_h)
-    value = np.where(ok, rate_t_h, np.nan)
+    stop = (stopped if stopped is not None else np.zeros(n, bool)) & ~ok
+    value = np.where(ok, rate_t_h, np.where(stop, 0.0, np.nan))
     rule = np.zeros(n, np.int8)
     quarter = quarter_of_hour if quarter_of_hour is not None else np.zeros(n, np.int64)
     _, q_inv = np.unique(quarter, return_inverse=True)
     q_inv = q_inv.reshape(-1)
-    per_q = np.bincount(q_inv, weights=ok.astype(np.float64)) / np.maximum(np.bincount(q_inv), 1)
+    running = np.bincount(q_inv, weights=(~stop).astype(np.float64))
+    per_q = np.bincount(q_inv, weights=ok.astype(np.float64)) / np.maximum(running, 1)
     capture = np.asarray(per_q[q_inv], np.float64) if n else np.zeros(0)
     if n == 0 or not ok.any():
-        return UnitHours(ok, value, np.zeros(n, bool), rule, capture)
-    gap = ~ok
+        return UnitHours(ok, value, np.zeros(n, bool), rule, capture, stop)
+    gap = ~ok & ~stop
     edges = np.diff(np.concatenate([[0], gap.astype(np.int8), [0]]))
     starts = np.flatnonzero(edges == 1)
     lengths = np.flatnonzero(edges == -1) - starts
@@ -236,7 +251,7 @@ def account_hours(
     rule[gap_hours] = hour_rule
     substituted = gap & np.isfinite(value)
     rule[~substituted] = 0
-    return UnitHours(ok, value, substituted, rule, capture)
+    return UnitHours(ok, value, substituted, rule, capture, stop)
 
 
 def valid_days(valid: BOOL, day_of_hour: I64, n_days: int) -> tuple[I64, BOOL]:

@@ -32,6 +32,7 @@ class HourRows:
         rate_t_h: per row, mean mass rate over the valid minutes (NaN when none).
         load_mw: per row, mean load over the valid minutes (NaN when none).
         site_pressure_minutes: per row, valid minutes computed with a configured pressure.
+        stopped_minutes: per row, minutes with readings flagged F (the unit stopped).
     """
 
     devices: list[str]
@@ -41,6 +42,7 @@ class HourRows:
     rate_t_h: F64
     load_mw: F64
     site_pressure_minutes: F64
+    stopped_minutes: F64
 
 
 # PostgreSQL binary COPY: 19-byte header (signature, flags, extension length), per row a
@@ -71,6 +73,7 @@ _SERIES_SQL = (
     " WHERE d.series = $4 AND d.ts >= $1 AND d.ts < $2"
 )
 _RATE, _LOAD, _SITE_P = "co2_mass_t_h_1h", "load_mw_1h", "site_pressure_minutes_1h"
+_STOPPED = "stopped_minutes_1h"  # stored only for hours with any (processors.detection.cems)
 _KEY_SHIFT = 32
 # timestamptz in binary COPY: microseconds since 2000-01-01 00:00 UTC, i.e. this many hours
 # after the Unix epoch
@@ -125,7 +128,8 @@ async def read_hours(
 
     A unit-hour is a stored ``co2_mass_t_h_1h`` point; its load and site-pressure minutes
     are joined by (unit, hour) in numpy, and read only from ``detail_start`` on (the
-    quarter: the year to date needs the mass rates alone), NaN and 0 before it.
+    quarter: the year to date needs the mass rates alone), NaN and 0 before it; its stopped
+    minutes (sparse: only hours with any are stored) over the whole range.
 
     Args:
         conn: an open connection.
@@ -139,7 +143,8 @@ async def read_hours(
     devices = [str(r[0]) for r in await conn.fetch(_DEVICES_SQL, start, end)]
     if not devices:
         empty = np.zeros(0, np.int64)
-        return HourRows([], empty, empty, np.zeros(0, bool), np.zeros(0), np.zeros(0), np.zeros(0))
+        none = np.zeros(0)
+        return HourRows([], empty, empty, np.zeros(0, bool), none, none, none, none)
     rate = await _series(conn, start, end, devices, _RATE)
     order = np.argsort(_key(rate), kind="stable")
     rate = rate[order]
@@ -147,6 +152,7 @@ async def read_hours(
     d0 = start if detail_start is None else max(start, detail_start)
     load = _align(base, await _series(conn, d0, end, devices, _LOAD), np.nan)
     site_p = _align(base, await _series(conn, d0, end, devices, _SITE_P), 0.0)
+    stopped = _align(base, await _series(conn, start, end, devices, _STOPPED), 0.0)
     return HourRows(
         devices=devices,
         unit=rate["unit"].astype(np.int64),
@@ -155,6 +161,7 @@ async def read_hours(
         rate_t_h=rate["value"].astype(np.float64),
         load_mw=load,
         site_pressure_minutes=site_p,
+        stopped_minutes=stopped,
     )
 
 

@@ -106,7 +106,7 @@ class UnitFigures:
     benchmark_g_kwh: float | None
     aux_power_frac: float
     aux_configured: bool
-    expected_h: int
+    expected_h: int  # the quarter's hours to the data end, less the stopped ones
     valid_h: int
     substituted_h: int
     site_pressure_h: int
@@ -123,6 +123,7 @@ class UnitFigures:
     projection: Projection
     budget_t: float | None
     runs: list[SubstitutedRun] = field(default_factory=list)
+    stopped_h: int = 0  # the quarter's hours the unit reported itself stopped (HJ 212 F)
     # per calendar month 1-12 of the year: t (with substitutions; None after the data end or
     # unknown), and last year's from its monthly mean rate (None without it)
     monthly_t: list[float | None] = field(default_factory=lambda: [None] * 12)
@@ -320,12 +321,14 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
     index = {d: i for i, d in enumerate(rows.devices)}
     units: list[UnitFigures] = []
     ctx.progress(f"CEMS: accounting {len(devices)} units")
+    stop_minutes = settings.detection.min_valid_minutes  # an hour this long stopped: stopped
     for dev in devices:
         site = settings.detection.cems_site(dev)
         valid = np.zeros(n, bool)
         rate = np.full(n, np.nan)
         load = np.full(n, np.nan)
         site_p = np.zeros(n)
+        stopped = np.zeros(n, bool)
         if dev in index and n > 0:
             sel = _rows_on_grid(rows, index[dev], g0, n)
             pos = rows.epoch_h[sel] - g0
@@ -333,9 +336,11 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
             rate[pos] = rows.rate_t_h[sel]
             load[pos] = rows.load_mw[sel]
             site_p[pos] = np.nan_to_num(rows.site_pressure_minutes[sel])
-        acc = account_hours(valid, rate, quarter_of, limits)
-        # no hour of the quarter stored for any unit: nothing is computed (not even zeros)
-        known = bool(acc.valid.any()) and data_end_h is not None
+            stopped[pos] = rows.stopped_minutes[sel] >= stop_minutes
+        acc = account_hours(valid, rate, quarter_of, limits, stopped)
+        # no hour of the quarter stored for any unit: nothing is computed (not even zeros); a
+        # unit stopped all along emitted 0 t
+        known = bool(acc.valid.any() or acc.stopped.any()) and data_end_h is not None
         em = acc.emission_t
         qv = acc.valid & q_mask
         quarter_t = (
@@ -414,7 +419,8 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
                 benchmark_g_kwh=bench,
                 aux_power_frac=site.aux_power_frac,
                 aux_configured=site.aux_configured,
-                expected_h=int(q_mask.sum()),
+                expected_h=int((q_mask & ~acc.stopped).sum()),
+                stopped_h=int((q_mask & acc.stopped).sum()),
                 valid_h=int(qv.sum()),
                 substituted_h=int(sub_q.sum()),
                 site_pressure_h=int((qv & (site_p > 0)).sum()),
@@ -579,6 +585,7 @@ _UNIT_COLUMNS = [
     Column(key="quarter_t", title_zh="本季度排放", title_en="Quarter CO2", unit="t"),
     Column(key="substituted_h", title_zh="修约小时", title_en="Substituted hours", unit="h"),
     Column(key="substituted_t", title_zh="修约排放", title_en="Substituted CO2", unit="t"),
+    Column(key="stopped_h", title_zh="停运小时", title_en="Stopped hours", unit="h"),
     Column(key="completeness", title_zh="有效小时率", title_en="Valid hours", unit="%"),
     Column(key="valid_days", title_zh="有效日", title_en="Valid days"),
     Column(key="valid_months", title_zh="有效月", title_en="Valid months"),
@@ -654,6 +661,7 @@ def _unit_row(u: UnitFigures) -> dict[str, Cell]:
         "quarter_t": _r(u.quarter_t),
         "substituted_h": u.substituted_h,
         "substituted_t": _r(u.substituted_t),
+        "stopped_h": u.stopped_h,
         "completeness": _pct(u.completeness),
         "valid_days": f"{u.valid_days}/{u.days}",
         "valid_months": f"{u.valid_months}/{u.months}",
@@ -720,6 +728,7 @@ def _unit_json(u: UnitFigures) -> dict[str, Any]:
             "aux_configured": u.aux_configured,
             "valid_hours": u.valid_h,
             "expected_hours": u.expected_h,
+            "stopped_hours": u.stopped_h,
             "monthly_t": u.monthly_t,
             "last_year_monthly_t": u.last_year_monthly_t,
             "reasons_en": u.judgement.reasons_en,

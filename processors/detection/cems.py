@@ -44,7 +44,7 @@ from wire import (
     pressure_at_altitude_pa,
 )
 
-__all__ = ["CEMS_PARAMS", "HOUR_SERIES", "CemsAggregator"]
+__all__ = ["CEMS_PARAMS", "HOUR_SERIES", "STOPPED_SERIES", "CemsAggregator"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -67,6 +67,9 @@ HOUR_SERIES = (
     "load_mw_1h",  # mean load over the valid minutes, MW (= MWh generated in the hour)
     "site_pressure_minutes_1h",  # valid minutes computed with the site's configured pressure
 )
+# Minutes in the hour with a reading flagged F (HJ 212: the unit was stopped), stored only for
+# hours that have any: the report does not substitute a stopped hour (HJ 75-2017).
+STOPPED_SERIES = "stopped_minutes_1h"
 _KWH_PER_MWH = 1000.0
 _G_PER_T = 1e6
 
@@ -131,6 +134,8 @@ class CemsAggregator:
         # per unit, from the device registry: benchmark class and site barometric pressure,
         # overriding the settings' values for that unit (None: the settings' value)
         self._site: dict[str, tuple[str | None, float | None]] = {}
+        # per unit, the minutes (since the epoch) of readings flagged F not yet in a closed hour
+        self._stopped: dict[int, set[int]] = {}
 
     def set_site(self, name: str, unit_class: str | None, baro_pa: float | None) -> None:
         """A unit's benchmark class and site pressure (from the registry); None: settings'."""
@@ -211,6 +216,41 @@ class CemsAggregator:
         self.last_load[ids] = np.nan
         self.active[:, ids] = False
         self.onset[:, ids] = NEVER_NS
+        for u in ids:
+            self._stopped.pop(u, None)
+
+    def note_stopped(self, devices: list[str], local: npt.NDArray[np.intp], ts_ns: I64) -> None:
+        """Readings flagged F (the unit stopped): their minutes count as stopped minutes of
+        their hour when it closes (any order, before or with :meth:`process`).
+
+        Args:
+            devices: device id per local stream.
+            local: local stream index per flagged reading.
+            ts_ns: their times.
+        """
+        if local.shape[0] == 0:
+            return
+        unit_of = np.asarray([self._unit(d) for d in devices], np.int64)
+        key = np.unique((unit_of[local] << _UNIT_SHIFT) | (ts_ns // NS_PER_MIN))
+        for k in key.tolist():
+            self._stopped.setdefault(k >> _UNIT_SHIFT, set()).add(k & ((1 << _UNIT_SHIFT) - 1))
+
+    def _stopped_minutes(self, hu: I64, hh: I64) -> F64:
+        """Stopped minutes of each closed (unit, hour); forgets them and any older ones."""
+        out = np.zeros(hu.shape[0])
+        if not self._stopped:
+            return out
+        for j, (u, h) in enumerate(zip(hu.tolist(), hh.tolist(), strict=True)):
+            minutes = self._stopped.get(u)
+            if not minutes:
+                continue
+            end = (h + 1) * MIN_PER_HOUR
+            done = {m for m in minutes if m < end}
+            out[j] = sum(1 for m in done if m >= h * MIN_PER_HOUR)
+            minutes -= done
+            if not minutes:
+                del self._stopped[u]
+        return out
 
     def process(
         self,
@@ -407,13 +447,21 @@ class CemsAggregator:
         names = [self._names[j] for j in hu.tolist()]
         k = len(names)
         has_int = h_valid & np.isfinite(intensity)
-        derived = DerivedTable(
-            names * len(HOUR_SERIES),
-            [name for name in HOUR_SERIES for _ in range(k)],
-            np.tile(ts, len(HOUR_SERIES)),
-            np.concatenate([g_mean, intensity, n_valid, net, load_mean, a[:, 4]]),
-            np.concatenate([h_valid, has_int, h_valid, has_int, h_valid, h_valid]),
-        )
+        stopped = self._stopped_minutes(hu, hh)
+        st = np.flatnonzero(stopped > 0)
+        derived = concat_derived([
+            DerivedTable(
+                names * len(HOUR_SERIES),
+                [name for name in HOUR_SERIES for _ in range(k)],
+                np.tile(ts, len(HOUR_SERIES)),
+                np.concatenate([g_mean, intensity, n_valid, net, load_mean, a[:, 4]]),
+                np.concatenate([h_valid, has_int, h_valid, has_int, h_valid, h_valid]),
+            ),
+            DerivedTable(
+                [names[j] for j in st.tolist()], [STOPPED_SERIES] * st.size, ts[st],
+                stopped[st], np.ones(st.size, bool),
+            ),
+        ])  # fmt: skip
         bench = self.bench_g_kwh[hu]
         limit = bench * (1.0 + cfg.intensity_tolerance)
         over = has_int & np.isfinite(bench) & (net > limit)
@@ -423,7 +471,8 @@ class CemsAggregator:
             2, Detector.INTENSITY_ABOVE_BENCHMARK, hu, ts, over, net, g_mean, limit,
             mask=known,
         )  # fmt: skip
-        bad = np.flatnonzero(~h_valid)
+        # an invalid hour of a stopped unit is no data fault (HJ 212 flag F)
+        bad = np.flatnonzero(~h_valid & (stopped < cfg.min_valid_minutes))
         ev_bad = EventTable(
             [names[j] for j in bad.tolist()],
             ["co2_mass_t_h"] * bad.size,

@@ -111,6 +111,7 @@ PAUSE_ALPHA = 0.2
 SPIKE_RETURN_Z = 3.0
 
 # Stateful detector slots, in the order of the state's ``active`` rows.
+_STOPPED = ord("F")  # HJ 212 flag: the source (a CEMS unit) is stopped
 _SLOT_ALARM, _SLOT_CUT, _SLOT_TREND, _SLOT_STUCK, _SLOT_OOR, _SLOT_DRIFT = range(6)
 _N_SLOTS = 6
 # Maintenance slots whose re-openings inside one problem episode are one ticket.
@@ -371,7 +372,14 @@ class DetectionEngine:
 
     # -- the batch -------------------------------------------------------------------------
 
-    def process(self, stream: I64, ts_ns: I64, value: F64, usable: BOOL) -> EngineOutput:
+    def process(
+        self,
+        stream: I64,
+        ts_ns: I64,
+        value: F64,
+        usable: BOOL,
+        flags: npt.NDArray[np.uint8] | None = None,
+    ) -> EngineOutput:
         """Run every detector over one batch of readings.
 
         Args:
@@ -379,6 +387,8 @@ class DetectionEngine:
             ts_ns: measurement time, ns since the epoch (UTC).
             value: reading value.
             usable: False for readings flagged out of detection (see :meth:`usable`).
+            flags: the readings' flag codes (ASCII), where known: a CEMS reading flagged F
+                (the unit stopped) makes its minute a stopped minute of its hour.
 
         Returns:
             The detection transitions and derived series the batch produced.
@@ -389,6 +399,8 @@ class DetectionEngine:
             return EngineOutput(EventTable.empty(), DerivedTable.empty(), 0, 0)
         stream = np.asarray(stream, np.int64)
         ts_ns = np.asarray(ts_ns, np.int64)
+        if flags is not None:
+            self._note_stopped(stream, ts_ns, np.asarray(flags, np.uint8))
         value = np.asarray(value, np.float64)
         usable = np.asarray(usable, bool) & np.isfinite(value)
         order = np.lexsort((ts_ns, stream))
@@ -504,6 +516,17 @@ class DetectionEngine:
             s[idx], np.full(idx.size, det, np.int16), np.ones(idx.size, bool),
             ts, ts, ts, x[idx], score, thr, nan, nan,
         )  # fmt: skip
+
+    def _note_stopped(self, stream: I64, ts_ns: I64, flags: npt.NDArray[np.uint8]) -> None:
+        """Hand the CEMS aggregator the readings flagged F (stopped) of its units."""
+        idx = np.flatnonzero((flags == _STOPPED) & (self.streams.kind[stream] == Kind.CEMS))
+        if idx.size == 0:
+            return
+        uniq = np.unique(stream[idx])
+        infos = self.streams.infos
+        self.cems.note_stopped(
+            [infos[int(i)].device_id for i in uniq], np.searchsorted(uniq, stream[idx]), ts_ns[idx]
+        )
 
     def _run_cems(self, s: I64, t: I64, x: F64, u: BOOL) -> tuple[EventTable, DerivedTable]:
         is_cems = self.streams.kind[s] == Kind.CEMS

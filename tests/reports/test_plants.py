@@ -324,3 +324,38 @@ async def test_a_closed_quarters_silent_tail_is_missing_data(stored) -> None:  #
         assert a[dev]["expected_hours"] == 92 * 24, dev
         assert a[dev]["valid_hours"] == b[dev]["valid_hours"] - lost, dev
         assert a[dev]["substituted_h"] == b[dev]["substituted_h"] + lost, dev
+
+
+async def test_a_stopped_units_hours_are_not_substituted(stored) -> None:  # type: ignore[no-untyped-def]
+    """48 hours of 2026Q3 in which OVER reported itself stopped (flag F: invalid hours with
+    their stopped minutes, as the engine stores them): 0 t, not substituted, out of the
+    expected hours and the capture rate (HJ 75-2017), shown as stopped hours."""
+    url, cfg, _ = stored
+    before, _ = await _sections(url, cfg, Quarter(2026, 3))
+    t0 = END - timedelta(days=20)
+    hours = [t0 + timedelta(hours=k) for k in range(48)]
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "UPDATE derived SET valid = false, value = NULL WHERE device_id = $1"
+            " AND series = 'co2_mass_t_h_1h' AND ts = ANY($2::timestamptz[])",
+            OVER,
+            hours,
+        )
+        await conn.execute(
+            INSERT_DERIVED,
+            hours,
+            [OVER] * 48,
+            ["stopped_minutes_1h"] * 48,
+            [60.0] * 48,
+            [True] * 48,
+        )
+    finally:
+        await conn.close()
+    after, _ = await _sections(url, cfg, Quarter(2026, 3))
+    b = {u["unit"]: u for u in before.data["units"]}[OVER]
+    a = {u["unit"]: u for u in after.data["units"]}[OVER]
+    assert a["stopped_h"] == 48
+    assert a["expected_hours"] == 92 * 24 - 48
+    assert a["substituted_h"] == b["substituted_h"]  # none of the 48 is substituted
+    assert a["quarter_t"] < b["quarter_t"] - 48 * 0.8 * 400  # those hours emitted nothing

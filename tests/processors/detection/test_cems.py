@@ -191,3 +191,34 @@ def test_cems_channels_are_exactly_the_metrics_ingest_accepts_from_cems_sources(
     from_wire = {m for m, spec in METRICS.items() if SourceKind.CEMS in spec.kinds}
     assert set(CEMS_PARAMS) == from_wire
     assert len(CEMS_PARAMS) == len(from_wire)
+
+
+def test_a_stopped_units_hour_counts_its_stopped_minutes_and_is_no_data_fault() -> None:
+    """Every channel flagged F (HJ 212: the unit stopped) for 50 minutes of an hour: the hour
+    is invalid, its stopped minutes are stored (the report does not substitute it), and no
+    hour_invalid ticket is raised; a unit that merely lost 50 minutes still gets one."""
+    engine = DetectionEngine(DetectionSettings())
+    streams, ts, vals, flags = [], [], [], []
+    for name, base in CHANNELS.items():
+        sid = engine.register(UNIT, name)
+        for k in range(61 * 2 + 1):
+            streams.append(sid)
+            ts.append(k * 30 * NS)
+            vals.append(base)
+            flags.append(ord("F") if 5 <= k // 2 < 55 else ord("N"))
+    f = np.asarray(flags, np.uint8)
+    v = np.asarray(vals)
+    out = engine.process(np.asarray(streams), np.asarray(ts), v, engine.usable(f, v), flags=f)
+    _, hour_ok = _series(out, "co2_mass_t_h_1h")
+    assert hour_ok.tolist() == [False]
+    stopped, _ = _series(out, "stopped_minutes_1h")
+    assert stopped.tolist() == [50.0]
+    names = [DETECTOR_NAMES[Detector(int(d))] for d in out.events.detector]
+    assert "hour_invalid" not in names
+    # the same 50 minutes flagged D (fault): invalid, no stopped minutes, a ticket
+    engine = DetectionEngine(DetectionSettings())
+    assert [engine.register(UNIT, name) for name in CHANNELS] == sorted(set(streams))
+    f = np.where(f == ord("F"), ord("D"), f).astype(np.uint8)
+    out = engine.process(np.asarray(streams), np.asarray(ts), v, engine.usable(f, v), flags=f)
+    assert _series(out, "stopped_minutes_1h")[0].size == 0
+    assert "hour_invalid" in [DETECTOR_NAMES[Detector(int(d))] for d in out.events.detector]
