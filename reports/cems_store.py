@@ -14,7 +14,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["HourRows", "MonthRates", "read_hours", "read_month_rates"]
+__all__ = ["HourRows", "MonthRates", "read_hours", "read_month_rates", "units_stored_before"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -198,3 +198,19 @@ async def read_month_rates(
     rate = {(r["device_id"], r["m"]): float(r["rate"]) for r in rows if r["rate"] is not None}
     hours = {(r["device_id"], r["m"]): int(r["n"]) for r in rows}
     return MonthRates(rate, hours)
+
+
+async def units_stored_before(
+    conn: asyncpg.Connection, devices: list[str], before: datetime
+) -> set[str]:
+    """The units of ``devices`` with a unit-hour stored before ``before`` (one index probe
+    each on derived's primary key): their accounting does not start at their first hour read.
+    """
+    rows = await conn.fetch(
+        "SELECT d.device_id FROM unnest($1::text[]) AS d(device_id) WHERE EXISTS ("
+        " SELECT 1 FROM derived x WHERE x.device_id = d.device_id"
+        " AND x.series = 'co2_mass_t_h_1h' AND x.ts < $2)",
+        devices,
+        before,
+    )
+    return {str(r[0]) for r in rows}

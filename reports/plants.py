@@ -40,12 +40,20 @@ from reports.accounting import (
     RULE_NAMES,
     Z90,
     Projection,
+    SubstitutionLimits,
+    UnitHours,
     account_hours,
     month_is_valid,
     project_year,
     valid_days,
 )
-from reports.cems_store import HourRows, MonthRates, read_hours, read_month_rates
+from reports.cems_store import (
+    HourRows,
+    MonthRates,
+    read_hours,
+    read_month_rates,
+    units_stored_before,
+)
 from reports.model import (
     Cell,
     Column,
@@ -124,6 +132,7 @@ class UnitFigures:
     budget_t: float | None
     runs: list[SubstitutedRun] = field(default_factory=list)
     stopped_h: int = 0  # the quarter's hours the unit reported itself stopped (HJ 212 F)
+    data_from: datetime | None = None  # its first stored hour, when it lies in this year
     # per calendar month 1-12 of the year: t (with substitutions; None after the data end or
     # unknown), and last year's from its monthly mean rate (None without it)
     monthly_t: list[float | None] = field(default_factory=lambda: [None] * 12)
@@ -206,6 +215,30 @@ def _rows_on_grid(rows: HourRows, unit: int, grid0_h: int, n: int) -> I64:
     sel = np.arange(lo, hi, dtype=np.int64)
     pos = rows.epoch_h[sel] - grid0_h
     return np.asarray(sel[(pos >= 0) & (pos < n)], np.int64)
+
+
+def _from_first_hour(
+    first: int,
+    valid: BOOL,
+    rate: F64,
+    quarter_of: I64,
+    limits: SubstitutionLimits,
+    stopped: BOOL,
+) -> UnitHours:
+    """:func:`account_hours` from grid hour ``first`` on; before it nothing is valid,
+    substituted or emitted (0 t), as for a unit not yet connected."""
+    acc = account_hours(valid[first:], rate[first:], quarter_of[first:], limits, stopped[first:])
+    if first == 0:
+        return acc
+    pad = np.zeros(first, bool)
+    return UnitHours(
+        valid=np.concatenate([pad, acc.valid]),
+        emission_t=np.concatenate([np.zeros(first), acc.emission_t]),
+        substituted=np.concatenate([pad, acc.substituted]),
+        rule=np.concatenate([np.zeros(first, np.int8), acc.rule]),
+        capture=np.concatenate([np.full(first, np.nan), acc.capture]),
+        stopped=np.concatenate([pad, acc.stopped]),
+    )
 
 
 def _monthly(em: F64, month_no: I64, y_mask: BOOL) -> list[float | None]:
@@ -322,6 +355,9 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
     units: list[UnitFigures] = []
     ctx.progress(f"CEMS: accounting {len(devices)} units")
     stop_minutes = settings.detection.min_valid_minutes  # an hour this long stopped: stopped
+    # a unit's accounting starts at its first stored hour: before it the unit was not yet
+    # connected (or built), and nothing is expected, substituted or counted
+    earlier = await units_stored_before(ctx.conn, rows.devices, read_start)
     for dev in devices:
         site = settings.detection.cems_site(dev)
         valid = np.zeros(n, bool)
@@ -329,6 +365,7 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
         load = np.full(n, np.nan)
         site_p = np.zeros(n)
         stopped = np.zeros(n, bool)
+        first = 0 if dev in earlier else n
         if dev in index and n > 0:
             sel = _rows_on_grid(rows, index[dev], g0, n)
             pos = rows.epoch_h[sel] - g0
@@ -337,7 +374,10 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
             load[pos] = rows.load_mw[sel]
             site_p[pos] = np.nan_to_num(rows.site_pressure_minutes[sel])
             stopped[pos] = rows.stopped_minutes[sel] >= stop_minutes
-        acc = account_hours(valid, rate, quarter_of, limits, stopped)
+            if pos.size and dev not in earlier:
+                first = int(pos.min())
+        acc = _from_first_hour(first, valid, rate, quarter_of, limits, stopped)
+        inside = np.arange(n) >= first
         # no hour of the quarter stored for any unit: nothing is computed (not even zeros); a
         # unit stopped all along emitted 0 t
         known = bool(acc.valid.any() or acc.stopped.any()) and data_end_h is not None
@@ -419,7 +459,12 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
                 benchmark_g_kwh=bench,
                 aux_power_frac=site.aux_power_frac,
                 aux_configured=site.aux_configured,
-                expected_h=int((q_mask & ~acc.stopped).sum()),
+                expected_h=int((q_mask & inside & ~acc.stopped).sum()),
+                data_from=(
+                    datetime.fromtimestamp(int(grid_h[first]) * 3600, ZoneInfo(tz))
+                    if y0 <= g0 + first < end_h
+                    else None
+                ),
                 stopped_h=int((q_mask & acc.stopped).sum()),
                 valid_h=int(qv.sum()),
                 substituted_h=int(sub_q.sum()),
@@ -648,6 +693,11 @@ def _unit_note(u: UnitFigures) -> str:
         notes.append(f"no projection: {u.projection.reason_en}")
     if not u.aux_configured:
         notes.append(f"default aux power rate {u.aux_power_frac:.0%}")
+    if u.data_from is not None:
+        notes.append(
+            f"data from {u.data_from:%Y-%m-%d %H:%M}: the year to date and the projection"
+            " count from there"
+        )
     return "; ".join(notes)
 
 

@@ -183,6 +183,9 @@ async def test_quarter_totals_of_an_altitude_unit_and_a_wet_basis_unit_match_hj7
         assert row["gross_g_kwh"] == pytest.approx(want["gross"], abs=0.06)
         assert row["net_g_kwh"] == pytest.approx(want["net"], abs=0.06)
         assert rows[dev]["level"] in {"green", "yellow", "orange", "red"}
+        # the unit's data start on 1 October: nothing before it is invented for the year
+        assert row["ytd_t"] == pytest.approx(row["quarter_t"], abs=0.06)
+        assert "data from 2026-10-01 00:00" in (rows[dev]["note"] or "")
         marked = {(h["start"], h["hours"], h["rule"]) for h in row["substituted_hours"]}
         assert ("2026-10-01T05:00:00+08:00", 1, "short") in marked
     # every valid hour of the altitude unit used its configured (standard-atmosphere) pressure
