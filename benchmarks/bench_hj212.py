@@ -15,6 +15,7 @@ database's clocks), and the gateway's CPU seconds per frame (from /proc, user + 
 
     python benchmarks/bench_hj212.py                      # 300 loggers, 1 day backfill, 120 s
     python benchmarks/bench_hj212.py --short              # 300 loggers, 1 h backfill, 40 s
+    python benchmarks/bench_hj212.py --registry           # loggers in the device registry
     python benchmarks/bench_hj212.py --history-window 8   # loggers send 8 history packets
                                                           # ahead of their answers (default 1:
                                                           # each answered before the next)
@@ -41,6 +42,9 @@ from adapters.ports import free_port
 from gateway.logger_sim import SimulatedLogger
 from ghgwatch.embedded import start_mosquitto, start_tansu
 from registry.credentials import hash_password
+from registry.models import DeviceRecord
+from registry.store import RegistryStore
+from wire import SourceKind
 
 TZ = ZoneInfo("Asia/Shanghai")
 PG = os.environ.get("GHGWATCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -64,7 +68,12 @@ def _mqtt_batch(ts: datetime, values: dict[str, float]) -> bytes:
 
 
 async def main(
-    loggers: int, backfill_h: float, duration_s: float, history_window: int, wait_s: float
+    loggers: int,
+    backfill_h: float,
+    duration_s: float,
+    history_window: int,
+    wait_s: float,
+    registry: bool = False,
 ) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-hj212-"))
     run = uuid.uuid4().hex[:8]
@@ -94,7 +103,9 @@ async def main(
         "GHGWATCH_GATEWAY__HOST": "127.0.0.1",
         "GHGWATCH_GATEWAY__PORT": str(port),
         "GHGWATCH_GATEWAY__MAX_CONNECTIONS": str(loggers + 10),
-        "GHGWATCH_GATEWAY__LOGGERS": json.dumps(
+        "GHGWATCH_GATEWAY__LOGGERS": "{}"
+        if registry
+        else json.dumps(
             {
                 mn: {
                     "kind": "cems",
@@ -106,11 +117,22 @@ async def main(
                 for i, mn in enumerate(mns)
             }
         ),
+        "GHGWATCH_REGISTRY__APPLY": "none",
     }
     exe = [sys.executable, "-m", "ghgwatch"]
     subprocess_kw = {"env": env, "stdout": asyncio.subprocess.DEVNULL}
     migrate = await asyncio.create_subprocess_exec(*exe, "db", "migrate", **subprocess_kw)
     await migrate.wait()
+    if registry:  # the loggers as registered devices: the gateway resolves them there
+        reg = await asyncpg.connect(db_url)
+        try:
+            await RegistryStore(reg).add_many([
+                (DeviceRecord(device_id=f"hj212/plant/u{i}", kind=SourceKind.CEMS, hj212_mn=mn,
+                              hj212_password_hash=pw_hash), None)
+                for i, mn in enumerate(mns)
+            ])  # fmt: skip
+        finally:
+            await reg.close()
     procs = [await asyncio.create_subprocess_exec(*exe, name, **subprocess_kw)
              for name in ("hj212", "bridge", "processor")]  # fmt: skip
     gateway_pid = procs[0].pid
@@ -213,7 +235,8 @@ async def main(
         frames = sent["live"] + sum(s.backfilled for s in sims) + 2 * sum(
             len(s.requests) for s in sims)  # 9011 + 9012 per request  # fmt: skip
         await asyncio.sleep(5.0)
-        print(f"loggers {loggers}, backfill {backfill_h} h ({len(minutes)} minutes each, "
+        print(f"loggers {loggers} ({'device registry' if registry else 'gateway.loggers'}),"
+              f" backfill {backfill_h} h ({len(minutes)} minutes each, "
               f"{history_window} history packet(s) in flight per logger), "
               f"real-time every {INTERVAL_S:.0f} s for {duration_s:.0f} s")  # fmt: skip
         print("| path | readings stored | readings/s | p50 received->stored | p99 |")
@@ -271,10 +294,12 @@ if __name__ == "__main__":
     parser.add_argument("--wait-s", type=float, default=3600.0,
                         help="longest wait after the real-time phase for every reading"
                         " and history answer (not all by then: INCOMPLETE, exit 1)")  # fmt: skip
+    parser.add_argument("--registry", action="store_true",
+                        help="loggers registered in the device registry (as in production)"
+                        " instead of listed in gateway.loggers")  # fmt: skip
     parser.add_argument("--short", action="store_true", help="1 h backfill, 40 s real-time")
     args = parser.parse_args()
     if args.short:
         args.backfill_hours, args.duration_s = 1.0, 40.0
-    asyncio.run(
-        main(args.loggers, args.backfill_hours, args.duration_s, args.history_window, args.wait_s)
-    )
+    params = (args.loggers, args.backfill_hours, args.duration_s, args.history_window)
+    asyncio.run(main(*params, args.wait_s, args.registry))
