@@ -175,17 +175,7 @@ def _is_hj212(path: Path) -> bool:
 def _unregistered(view: RegistryView, topic: str, root: str) -> str | None:
     """Why the bridge would refuse this data topic's device as ``unregistered``, or None."""
     device = parse_data_topic(topic, root)
-    if device is None or view.admits(device.device_id, device.kind):
-        return None
-    known = view.record(device.device_id)
-    why = (
-        "device not registered"
-        if known is None
-        else "device disabled in the registry"
-        if not known.enabled
-        else f"device registered as {known.kind.value}, not {device.kind.value}"
-    )
-    return f"{why}; ask the operator to register it (ghgwatch stations add)"
+    return None if device is None else view.refusal(device.device_id, device.kind)
 
 
 async def import_file(

@@ -548,19 +548,11 @@ class Bridge:
         for message, verdict in zip(batch, verdicts, strict=True):
             if isinstance(verdict, AcceptedMessage | EventMessage):
                 device = parse_data_topic(message.topic, self._root)
-                if device is not None and not registry.admits(device.device_id, device.kind):
-                    known = registry.record(device.device_id)
-                    why = (
-                        "device not registered"
-                        if known is None
-                        else "device disabled in the registry"
-                        if not known.enabled
-                        else f"device registered as {known.kind.value}, not {device.kind.value}"
-                    )
+                why = None if device is None else registry.refusal(device.device_id, device.kind)
+                if device is not None and why is not None:
                     out.append(reject_message(
                         message.topic, message.payload, message.received_at, device,
-                        RejectReason.UNREGISTERED,
-                        f"{why}; ask the operator to register it (ghgwatch stations add)",
+                        RejectReason.UNREGISTERED, why,
                     ))  # fmt: skip
                     continue
             out.append(verdict)

@@ -28,6 +28,7 @@ from adapters.pg import redact_url
 from core.errors import FatalError, GhgwatchError
 from registry.models import DeviceRecord
 from registry.store import NOTIFY_CHANNEL, RegistryStore
+from wire import SourceKind
 
 __all__ = ["RegistryView"]
 
@@ -75,6 +76,21 @@ class RegistryView:
     def admits(self, device_id: str, kind: str) -> bool:
         """True when the device is registered, enabled, and of this kind."""
         return self._kinds.get(device_id) == kind
+
+    def refusal(self, device_id: str, kind: SourceKind) -> str | None:
+        """Why a reading of this device and kind is refused as ``unregistered`` (the bridge's
+        and the import's one wording), or None when the device is admitted."""
+        if self.admits(device_id, kind):
+            return None
+        known = self._records.get(device_id)
+        why = (
+            "device not registered"
+            if known is None
+            else "device disabled in the registry"
+            if not known.enabled
+            else f"device registered as {known.kind.value}, not {kind.value}"
+        )
+        return f"{why}; ask the operator to register it (ghgwatch stations add)"
 
     def record(self, device_id: str) -> DeviceRecord | None:
         """The registered device (enabled or not), or None."""
