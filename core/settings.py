@@ -997,7 +997,10 @@ class TargetsSettings(_Section):
     )
     completeness_required: dict[str, float] = Field(
         default_factory=_completeness_required,
-        description="Source kind -> required share of valid data in the quarter (0-1)",
+        description="Source kind (cems, city, mine, leak) or source -> required share of valid"
+        " hours in the quarter (0-1). A source is a device id (network/site/device: a CEMS unit,"
+        " a city station) or a site, plant or mine (network/site); the most specific key wins:"
+        " the device, then its site or plant, then its kind. Kinds left out keep their default",
     )
     projection_min_days: int = Field(
         default=14,
@@ -1065,10 +1068,26 @@ class TargetsSettings(_Section):
             raise ValueError("intensity ratios must rise: yellow <= orange")
         if self.substitution_low_capture > self.substitution_full_capture:
             raise ValueError("substitution_low_capture must not exceed substitution_full_capture")
-        bad = {k: v for k, v in self.completeness_required.items() if not 0 <= v <= 1}
-        if bad:
-            raise ValueError(f"completeness_required must be fractions 0-1: {sorted(bad)}")
         return self
+
+    @field_validator("completeness_required")
+    @classmethod
+    def _completeness_keys(cls, v: dict[str, float]) -> dict[str, float]:
+        kinds = [k.value for k in SourceKind]
+        segment = r"[a-z0-9_-]{1,64}"
+        unknown = [
+            k for k in v if k not in kinds and not re.fullmatch(rf"{segment}(/{segment}){{1,2}}", k)
+        ]
+        if unknown:
+            raise ValueError(
+                f"completeness_required keys {unknown} are neither a source kind"
+                f" ({', '.join(kinds)}) nor a source id: a device (network/site/device) or a"
+                " site, plant or mine (network/site), lower-case [a-z0-9_-] segments"
+            )
+        bad = sorted(k for k, x in v.items() if not 0 <= x <= 1)
+        if bad:
+            raise ValueError(f"completeness_required must be fractions 0-1: {bad}")
+        return _completeness_required() | v
 
 
 class ConsoleSettings(_Section):

@@ -7,8 +7,14 @@ up to now for a quarter still running), the hours with any reading and the valid
 primary metric (``reports.primary_metric``). Sources are CEMS units (``unit``), mines
 (``mine``: every sensor of the site), gas sites (``leak_site``) and city stations
 (``device``). share = valid hours / expected hours; the level follows the shortfall
-against ``targets.completeness_required[kind]`` (``reports.completeness_shortfall``:
-default yellow below the requirement, orange 10 points below, red 25 points below).
+against the source's requirement (``reports.completeness_shortfall``: default yellow below
+the requirement, orange 10 points below, red 25 points below).
+
+The requirement is ``targets.completeness_required`` of the most specific key that names
+the source (:func:`required_share`): its own id (a unit's or city station's device id, a
+mine's or gas site's ``network/site``), then the ``network/site`` of a unit (its plant) or
+station (its site), then its kind (``cems``, ``city``, ``mine``, ``leak``). A mine or gas
+site is judged as a whole, so the device id of one of its sensors names no source.
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ from reports.model import (
     worst_level,
 )
 from reports.plots import LEVEL_COLORS, bar_png
-from reports.rules import Decision, target_map
+from reports.rules import Decision, required_share, target_map
 
-__all__ = ["Coverage", "completeness_section", "device_coverage", "source_of"]
+__all__ = ["Coverage", "completeness_section", "device_coverage", "required_share", "source_of"]
 
 _SOURCE_TYPE: dict[str, SourceType] = {
     "cems": "unit",
@@ -141,7 +147,7 @@ async def completeness_section(ctx: SectionContext) -> Section:
         silent = sum(d.silent_h for d in devs)
         kind = devs[0].kind
         share = valid / expected if expected > 0 else None
-        need = required.get(kind)
+        need = required_share(required, kind, sid)
         d = Decision()
         if share is not None and need is not None:
             d.check(

@@ -492,6 +492,7 @@ async def _analyse(ctx: SectionContext) -> CemsAnalysis:
             projected_ratio=_ratio(u.projection.total_t, u.budget_t),
             intensity_ratio=u.intensity_ratio,
             completeness=u.completeness if data_end_h is not None else None,
+            source_id=u.device_id,
         )
         u.level = u.judgement.level
     plants = _group(settings, units, key=_plant_key, budget=t.plant_budget_t, is_plant=True)
@@ -597,6 +598,7 @@ def _group(
             projected_ratio=_ratio(proj.total_t, own_budget),
             intensity_ratio=fig.intensity_ratio,
             completeness=fig.completeness if expected else None,
+            source_id=fig.key if is_plant else "",
             what_en="budget" if is_plant else "target",
             what_zh="预算" if is_plant else "目标",
         )

@@ -1,8 +1,10 @@
 """Render a report: self-contained HTML (inline CSS, figures as data URIs), JSON, PDF.
 
-The HTML needs no network to open: no scripts, fonts or images are fetched. The PDF is the
-HTML printed by headless Chromium where it is installed (``chromium --headless
---print-to-pdf``); without it the report says so and writes none.
+The HTML needs no network to open: no scripts, fonts or images are fetched. Its Chinese is
+drawn in an installed CJK font, WenQuanYi Micro Hei first (Debian's ``fonts-wqy-microhei``,
+which ``.ci/run`` installs; without one Chromium draws empty boxes). The PDF is the HTML
+printed by headless Chromium where it is installed (``chromium --headless --print-to-pdf``);
+without it the report says so and writes none.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ __all__ = ["chromium_path", "render_html", "render_json", "write_pdf"]
 PDF_TIMEOUT_S = 120.0
 _LEVEL_ZH = {"green": "绿色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
 
+# Chinese needs a font with CJK glyphs, else Chromium (and so the PDF) draws empty boxes:
+# WenQuanYi Micro Hei (Debian's fonts-wqy-microhei, which .ci/run installs) first, then the
+# CJK sans faces of other systems (Noto / Source Han Sans, Windows, macOS), then any sans.
 _CSS = """
-body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "PingFang SC", sans-serif;
+body { font-family: "WenQuanYi Micro Hei", "Noto Sans CJK SC", "Source Han Sans SC",
+       "Microsoft YaHei", "PingFang SC", "Hiragino Sans GB", sans-serif;
        margin: 2em; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 2px solid #555; margin-top: 2em; }
 h3 { font-size: 1.05em; margin-bottom: .3em; }

@@ -7,13 +7,14 @@ there, the same-named field of ``settings.reports`` is the documented default.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.settings import LevelThresholds
 from reports.model import Level, worst_level
 
-__all__ = ["Decision", "pct_change", "target_map"]
+__all__ = ["Decision", "pct_change", "required_share", "target_map"]
 
 
 def target_map(settings: Any, name: str) -> dict[str, Any]:
@@ -63,3 +64,18 @@ class Decision:
     def level(self) -> Level:
         """The worst level reached (green when none)."""
         return worst_level(self.levels)
+
+
+def required_share(required: Mapping[str, float], kind: str, source_id: str) -> float | None:
+    """The valid-hour share required of a source: the most specific key that names it.
+
+    ``source_id`` first (``company/plant/unit``, ``network/site/device`` or
+    ``network/site``), then its ``network/site`` prefix (a unit's plant, a station's site),
+    then ``kind``; None when none is configured.
+    """
+    parts = source_id.split("/")
+    for n in range(len(parts), 1, -1):
+        key = "/".join(parts[:n])
+        if key in required:
+            return required[key]
+    return required.get(kind)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from core.settings import Settings, TargetsSettings
 from reports.accounting import SubstitutionLimits
 from reports.model import Level, worst_level
+from reports.rules import required_share
 
 __all__ = [
     "Judgement",
@@ -86,6 +87,7 @@ def judge(
     projected_ratio: float | None,
     intensity_ratio: float | None,
     completeness: float | None,
+    source_id: str = "",
     what_en: str = "budget",
     what_zh: str = "预算",
 ) -> Judgement:
@@ -96,6 +98,8 @@ def judge(
         projected_ratio: projected year total over the budget or target (None: unknown).
         intensity_ratio: net intensity over the benchmark (None: not benchmarked).
         completeness: valid hours over expected hours in the quarter (None: not judged).
+        source_id: the unit, plant or region, whose own ``completeness_required`` (or its
+            plant's) wins over the ``cems`` one.
         what_en: ``budget`` for units and plants, ``target`` for regions.
         what_zh: the same in Chinese.
 
@@ -131,7 +135,8 @@ def judge(
                 "yellow", f"供电排放强度达到基准（{pct}）", f"net intensity at benchmark ({pct})"
             )
     if completeness is not None:
-        need = t.completeness_required.get("cems", 0.9)
+        need = required_share(t.completeness_required, "cems", source_id)
+        need = 0.9 if need is None else need
         pct = f"{completeness:.0%}"
         if completeness < need * t.completeness_orange_frac:
             j.raise_to(

@@ -359,3 +359,18 @@ async def test_a_stopped_units_hours_are_not_substituted(stored) -> None:  # typ
     assert a["expected_hours"] == 92 * 24 - 48
     assert a["substituted_h"] == b["substituted_h"]  # none of the 48 is substituted
     assert a["quarter_t"] < b["quarter_t"] - 48 * 0.8 * 400  # those hours emitted nothing
+
+
+async def test_a_units_own_completeness_requirement_decides_its_level(stored) -> None:  # type: ignore[no-untyped-def]
+    """ORD is yellow for ~83 % valid hours against the CEMS 90 %; with its own requirement of
+    80 % (targets.completeness_required by device id) the rule passes it; OVER keeps 90 %."""
+    url, cfg, _ = stored
+    targets = cfg.targets.model_copy(
+        update={"completeness_required": {**cfg.targets.completeness_required, ORD: 0.80}}
+    )
+    own = cfg.model_copy(update={"targets": targets})
+    plants, _ = await _sections(url, own, Quarter(2026, 3))
+    units = {r["unit"]: r for r in plants.tables[0].rows}
+    assert 80 <= units[ORD]["completeness"] < 90
+    assert units[ORD]["level"] == "green"
+    assert units[OVER]["level"] == "red"

@@ -146,6 +146,68 @@ async def test_completeness_equals_hours_counted_from_the_raw_rows(
     assert any("below the required 95%" in r for r in hadamen.reasons_en)
 
 
+async def test_a_source_of_its_own_requirement_changes_its_level_others_keep_their_kinds(
+    sim_db: tuple[str, simdata.Sim], settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """``completeness_required`` per source: the most specific key wins (the device id, then
+    its site or plant, then its kind; kinds not given keep their defaults). The silent city
+    station (about 67 %) is yellow against the city's 75 % but green against its own 60 %,
+    beside a station of its site keeping the site's; Hadamen's own 0 % turns it from red to
+    green while Buertai keeps the mine kind's 95 %; the CEMS unit with two days of data takes
+    its plant's requirement."""
+    url, _sim = sim_db
+    own = {
+        "city": 0.75,
+        "ordos/kangbashi": 0.70,  # a site: its stations unless they have their own
+        "ordos/dongsheng": 0.99,
+        "ordos/dongsheng/pic-04": 0.60,  # the device beats its site and kind
+        "baotou-coal/hadamen": 0.0,  # a mine site, the source the section reports by
+        "beifang/dalate": 0.0,  # a plant: its units
+    }
+    s = settings_factory(
+        reports={"out_dir": str(tmp_path / "out")},
+        targets=REPORT_SETTINGS | {"completeness_required": own},
+    )
+    assert s.targets.completeness_required["mine"] == 0.95  # a kind left out: its default
+    by = _section(await _report(url, s), "completeness").data["by_source"]
+    pic04 = by["device:ordos/dongsheng/pic-04"]
+    assert 0.60 < pic04["valid_share"] < 0.75
+    assert (pic04["required_share"], pic04["level"]) == (0.60, "green")
+    assert by["device:ordos/kangbashi/pic-03"]["required_share"] == 0.70
+    assert by["device:baotou/kundulun/pic-01"]["required_share"] == 0.75  # the kind's
+    assert (by["mine:baotou-coal/hadamen"]["required_share"], by["mine:baotou-coal/hadamen"][
+        "level"]) == (0.0, "green")  # fmt: skip
+    assert by["mine:ordos-coal/buertai"]["required_share"] == 0.95
+    assert (by[f"unit:{CEMS}"]["required_share"], by[f"unit:{CEMS}"]["level"]) == (0.0, "green")
+    # the same data with the kinds' requirements only: the levels the own ones changed
+    base = settings_factory(reports={"out_dir": str(tmp_path / "b")}, targets=REPORT_SETTINGS)
+    by = _section(await _report(url, base), "completeness").data["by_source"]
+    assert by["device:ordos/dongsheng/pic-04"]["level"] == "yellow"
+    assert by["mine:baotou-coal/hadamen"]["level"] == "red"
+    assert by[f"unit:{CEMS}"]["level"] == "red"
+
+
+@pytest.mark.parametrize(
+    ("required", "message"),
+    [
+        ({"cems": 90.0}, "fractions 0-1"),
+        ({"ordos/dongsheng/pic-04": -0.1}, "fractions 0-1"),
+        ({"Mine": 0.9}, "neither a source kind"),
+        ({"ordos": 0.9}, "neither a source kind"),  # a network alone is no source
+        ({"ordos/dongsheng/pic-04/x": 0.9}, "neither a source kind"),
+        ({"Ordos/Dongsheng": 0.9}, "neither a source kind"),
+    ],
+)
+def test_completeness_requirements_refuse_bad_keys_and_values(
+    required: dict[str, float], message: str
+) -> None:
+    from core.settings import TargetsSettings
+
+    with pytest.raises(ValueError, match=message) as err:
+        TargetsSettings(completeness_required=required)
+    assert next(iter(required)) in str(err.value)
+
+
 async def test_levels_follow_configured_rules(
     sim_db: tuple[str, simdata.Sim], settings_factory: Callable[..., Settings]
 ) -> None:

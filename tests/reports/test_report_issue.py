@@ -10,17 +10,23 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
+from PIL import Image, ImageChops
 
 from alerts import AlertService
 from core.settings import Settings
 from reports import issue_quarterly
-from reports.render import chromium_path
+from reports.model import Section
+from reports.render import chromium_path, render_html
+from reports.report import Report
 from tests.alerts.conftest import alert_db, alert_settings, running, wait_until
+from tests.reports import cems_sim
 from tests.reports import report_sim as simdata
 from tests.reports.report_sim import BUERTAI, Q
 
@@ -102,26 +108,100 @@ async def test_cli_issues_revisions_lists_and_shows_them(sim_url: str, tmp_path:
     assert "expected YYYYQn" in stderr
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium not installed")
-async def test_html_report_renders_in_headless_chromium(
-    sim_url: str, settings_factory: Callable[..., Settings], tmp_path: Path
-) -> None:
-    """Chromium renders the stored HTML offline to a screenshot, kept as an artefact."""
-    s = settings_factory(reports={"out_dir": str(tmp_path), "pdf": False}, targets=TARGETS)
-    result = await issue_quarterly(s, Q)
-    html = result.files[0]
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "quarterly-2026Q3.png"
-    shot.unlink(missing_ok=True)
+CJK_FONT_PACKAGE = "fonts-wqy-microhei"  # .ci/run installs it next to chromium
+NO_CHROMIUM = "Debian's chromium package is not installed (apt-get install chromium)"
+# the whole report with CEMS units: its units table is about 2,100 px wide, the page about
+# 14,800 px tall at that width (the asserts below fail when it outgrows the window)
+SHOT_W, SHOT_H = 2200, 15_500
+
+
+def _screenshot(page: Path, png: Path, profile: Path, size: tuple[int, int]) -> Image.Image:
+    """``page`` as headless Chromium draws it in a window of ``size`` (the CLI, as in CI)."""
+    png.unlink(missing_ok=True)
     proc = subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,4000",
-         f"--screenshot={shot}", html.as_uri()],
+         f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+         f"--screenshot={png}", page.as_uri()],
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()[-500:]
-    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert png.read_bytes().startswith(b"\x89PNG")
+    with Image.open(png) as im:
+        return im.convert("RGB")
+
+
+def _heading_page(tmp_path: Path, name: str, heading: str | None) -> Path:
+    """The report's own HTML (its CSS and fonts) with one section headed ``heading``."""
+    t = datetime(2026, 7, 1, tzinfo=UTC)
+    sections = [] if heading is None else [Section(key="s", title_zh=heading, title_en="x")]
+    report = Report(quarter="2026Q3", generated_at=t, timezone="Asia/Shanghai", data_from=t,
+                    data_to=t, has_data=False, sections=sections)  # fmt: skip
+    page = tmp_path / f"{name}.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    return page
+
+
+def assert_chinese_headings_render(tmp_path: Path) -> None:
+    """Chinese headings are drawn in real glyphs, not tofu.
+
+    Without a font that has them, Chromium draws every CJK character as the same empty box,
+    so two headings of different characters (same count) give identical pixels; with the
+    font they differ, and either differs from the page without the heading.
+    """
+    cjk = subprocess.run(
+        ["fc-list", ":lang=zh", "family"], capture_output=True, text=True, check=False
+    )
+    assert cjk.stdout.strip(), f"no CJK font for Chinese (apt-get install {CJK_FONT_PACKAGE})"
+    profile = tmp_path / "chromium-cjk"
+    shots = {}
+    for name, heading in [("a", "数据完整性"), ("b", "预警清单等"), ("none", None)]:
+        page = _heading_page(tmp_path, name, heading)
+        shots[name] = _screenshot(page, tmp_path / f"{name}.png", profile, (800, 400))
+    assert ImageChops.difference(shots["a"], shots["none"]).getbbox(), "heading not drawn"
+    assert ImageChops.difference(shots["a"], shots["b"]).getbbox(), (
+        f"different Chinese characters draw identically: tofu, no CJK glyphs in the fonts"
+        f" the report's CSS names ({cjk.stdout.strip()!r}; apt-get install {CJK_FONT_PACKAGE})"
+    )
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+def test_chinese_headings_render_in_a_cjk_font_not_tofu(tmp_path: Path) -> None:
+    """The report's CSS reaches an installed CJK font: Chinese draws as glyphs."""
+    assert_chinese_headings_render(tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+async def test_html_report_renders_in_headless_chromium(
+    sim_url: str, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Chromium renders the stored HTML offline to a screenshot, kept as an artefact: the
+    whole report with CEMS units beside the other sources (plants ranked by intensity, the
+    regions' projection, the over-budget and lagging-region warnings), Chinese in glyphs."""
+    units = cems_sim.simulate(np.random.default_rng(11))
+    await cems_sim.store(sim_url, units)
+    cems = cems_sim.settings_for(units)
+    s = settings_factory(
+        reports={"out_dir": str(tmp_path), "pdf": False},
+        targets=TARGETS | cems["targets"],
+        detection=cems["detection"],
+    )
+    result = await issue_quarterly(s, Q)
+    figures = {f.key for sec in result.report.sections for f in sec.figures}
+    assert figures >= {"plants_intensity", "regions_projection", "regions_trend"}
+    levels = result.report.levels()
+    assert levels["plant:beifang-power/baotou-plant"] == "red"
+    assert levels["region:Ordos"] == "red"
+    html = result.files[0]
+    assert "Regions lagging behind their target: Ordos" in html.read_text(encoding="utf-8")
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "quarterly-2026Q3.png"
+    image = _screenshot(html, shot, tmp_path / "chromium", (SHOT_W, SHOT_H))
     assert shot.stat().st_size > 50_000  # a page of tables and plots, not a blank one
+    # the window holds the whole page: its last rows and columns are the page's white margin
+    white = ((255, 255), (255, 255), (255, 255))
+    assert image.crop((0, SHOT_H - 40, SHOT_W, SHOT_H)).getextrema() == white, "cut off below"
+    assert image.crop((SHOT_W - 24, 0, SHOT_W, SHOT_H)).getextrema() == white, "cut off right"
+    assert_chinese_headings_render(tmp_path)
     print(f"screenshot: {shot}")
 
 
