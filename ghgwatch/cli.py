@@ -248,6 +248,12 @@ def up(
             " the development CA (one is made in the data dir's tls/clients).",
         ),
     ] = False,
+    no_hj212: Annotated[
+        bool,
+        typer.Option(
+            "--no-hj212", help="Do not run the HJ 212-2017 gateway (gateway.port).", metavar=_FLAG
+        ),
+    ] = False,
 ) -> None:
     """Bring the whole pipeline up; embedded stand-ins for services with no URL configured."""
 
@@ -261,6 +267,7 @@ def up(
         events_every_s=None if no_events else events_every_s,
         tls=tls,
         require_client_cert=require_client_cert,
+        hj212=not no_hj212,
     )
 
     async def main_fn(stop: asyncio.Event) -> None:

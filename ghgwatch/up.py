@@ -15,8 +15,11 @@ What it does, in order:
    token (``data_dir/api-token``) when no ``alerts.api_tokens`` are configured, and write
    ``data_dir/endpoints.json`` so every other command finds everything
    (:mod:`ghgwatch.stack`).
-3. Run the processor, the alert service and its on-call API, the detector, the bridge and
-   (``--simulate``, once the bridge has subscribed) the simulator as tasks in this process,
+3. Run the processor, the alert service and its on-call API, the detector, the bridge, the
+   HJ 212-2017 gateway (``ghgwatch hj212``: on ``gateway.port`` or a free port kept in
+   ``ports.json``, loggers looked up in the device registry unless ``gateway.loggers`` lists
+   them; ``--no-hj212`` leaves it out) and (``--simulate``, once the bridge has subscribed)
+   the simulator as tasks in this process,
    then print where everything is, with the token and a ``mosquitto_pub`` line for the
    broker's real port. The simulator injects an event
    (a mine gas release, a sensor fault, a silent device: :mod:`sensors_sim.events`) every
@@ -24,7 +27,8 @@ What it does, in order:
    is printed for every alert that opens, escalates, is acknowledged, clears or resolves
    (:mod:`ghgwatch.alert_log`), so a first run shows something happen within minutes.
 4. On the stop event, ``timeout_s`` or the first failing service: stop them in reverse order
-   (simulator, bridge, detection service, alert log, on-call API, alert service, processor;
+   (simulator, gateway, bridge, detection service, alert log, on-call API, alert service,
+   processor;
    each given ``SERVICE_STOP_TIMEOUT_S``), then the embedded services in reverse start order.
    A failed service makes ``run_up`` raise, so the CLI exits non-zero with its error.
 """
@@ -52,6 +56,8 @@ from adapters.ports import free_port, pid_alive, port_is_free
 from alerts import AlertApi, AlertService
 from core.errors import ConfigurationError, FatalError, GhgwatchError
 from core.settings import Settings
+from gateway.registry_directory import open_directory
+from gateway.server import Gateway
 from ghgwatch.alert_log import AlertLog
 from ghgwatch.embedded import (
     ManagedProcess,
@@ -115,6 +121,8 @@ UP_STOP_GRACE_S = 600.0
 MIGRATE_TIMEOUT_S = 120.0
 # How long the simulator waits for the bridge's first subscription before publishing anyway.
 BRIDGE_CONNECT_TIMEOUT_S = 30.0
+# How long the summary waits for the HJ 212 gateway to listen (Kafka topics, registry view).
+GATEWAY_START_TIMEOUT_S = 30.0
 # `up --simulate` injects an event this often by default: something to see, not a flood.
 DEFAULT_EVENTS_EVERY_S = 180.0
 
@@ -145,6 +153,9 @@ class UpOptions:
     require_client_cert: bool = False
     """With ``tls``: the TLS listener admits only clients with a certificate from the
     development CA (``up`` makes one, ``data_dir/tls/clients/device.crt``)."""
+    hj212: bool = True
+    """Run the HJ 212-2017 gateway for data loggers (``ghgwatch hj212``) on ``gateway.port``
+    (a free one when that is taken)."""
 
 
 class Endpoints(BaseModel):
@@ -163,6 +174,9 @@ class Endpoints(BaseModel):
     api_port: int | None = None
     api_token_file: str | None = None
     """The development token's file when ``up`` made one (no ``alerts.api_tokens``)."""
+    gateway_url: str | None = None
+    """Where data loggers connect to the HJ 212 gateway (``tcp://host:port``), if it runs."""
+    gateway_port: int | None = None
     data_dir: str
     embedded: dict[str, str]
     notes: list[str]
@@ -502,6 +516,59 @@ def _api_port(settings: Settings, opts: UpOptions) -> tuple[Settings, str | None
     return resolved, f"http://{cfg.api_host}:{port}/docs"
 
 
+def _gateway_port(settings: Settings, opts: UpOptions) -> tuple[Settings, str | None, str | None]:
+    """Pick the HJ 212 gateway's port and its metrics port: the configured ones when free,
+    else free ones, kept in ``ports.json`` like the others.
+
+    Returns:
+        The settings, the address loggers connect to, and the metrics URL (None when off).
+    """
+    if not opts.hj212:
+        return settings, None, None
+    cfg, metrics = settings.gateway, settings.metrics
+    kept = _load_ports(settings.data_dir)
+    port = _pick_port(cfg.port, kept.get("gateway"), cfg.host)
+    chosen = {"gateway": port}
+    update: dict[str, int] = {"port": port}
+    metrics_url = None
+    if metrics.enabled:
+        taken = {
+            port,
+            metrics.bridge_port,
+            metrics.processor_port,
+            metrics.detector_port,
+            metrics.alerts_port,
+            settings.alerts.api_port,
+        }
+        mport = _pick_port(cfg.metrics_port, kept.get("gateway.metrics_port"), metrics.host)
+        while mport in taken:
+            mport = free_port(None, metrics.host)
+        chosen["gateway.metrics_port"] = update["metrics_port"] = mport
+        metrics_url = f"hj212 http://{metrics.host}:{mport}/metrics"
+    _keep_ports(settings.data_dir, chosen)
+    resolved = settings.model_copy(update={"gateway": cfg.model_copy(update=update)})
+    host = "127.0.0.1" if cfg.host in {"", "0.0.0.0", "::"} else cfg.host  # noqa: S104
+    return resolved, f"tcp://{host}:{port}", metrics_url
+
+
+async def _run_gateway(
+    settings: Settings, made: asyncio.Future[Gateway], stop: asyncio.Event
+) -> None:
+    """``ghgwatch hj212`` as a task: loggers from ``gateway.loggers`` or the registry."""
+    async with open_directory(
+        settings, start_timeout_s=settings.ingest.registry_start_timeout_s
+    ) as directory:
+        gateway = Gateway(settings, directory)
+        if not made.done():
+            made.set_result(gateway)
+        await gateway.run(stop=stop)
+
+
+async def _gateway_listening(made: asyncio.Future[Gateway]) -> None:
+    gateway = await asyncio.shield(made)  # cancelling this wait leaves the future alone
+    await gateway.wait_started(GATEWAY_START_TIMEOUT_S)
+
+
 def _token_row(endpoints: Endpoints, settings: Settings) -> list[tuple[str, str]]:
     if endpoints.api_token_file is None:
         return []
@@ -530,6 +597,11 @@ def _print_summary(
         ("MQTT broker", endpoints.mqtt_url),
         ("publish readings to", endpoints.mqtt_topic),
         ("send one reading", mosquitto_pub_line(settings)),
+        *(
+            (("HJ 212 gateway", f"{endpoints.gateway_url}   (data loggers, HJ 212-2017 over TCP)"),)
+            if endpoints.gateway_url
+            else ()
+        ),
         ("Kafka bootstrap", endpoints.kafka_bootstrap),
         ("database", endpoints.db_url),
         *(("metrics", url) for url in endpoints.metrics_urls or ["disabled"]),
@@ -619,6 +691,8 @@ async def _run_services(settings: Settings, opts: UpOptions, console: Console) -
             await connected
         except GhgwatchError as exc:
             log.warning("bridge not connected yet; going on", error=str(exc))
+    if opts.hj212:
+        await _start_gateway(settings, spawn, services)
     if opts.simulate:
         cfg = SimulationConfig.from_cli(
             kinds="city,cems,mine,leak",
@@ -634,6 +708,30 @@ async def _run_services(settings: Settings, opts: UpOptions, console: Console) -
         )
         spawn("simulator", lambda ev: run_simulation(settings, cfg, stop=ev), True)
     return services
+
+
+async def _start_gateway(
+    settings: Settings,
+    spawn: Callable[[str, Callable[[asyncio.Event], Awaitable[object]], bool], None],
+    services: list[_Service],
+) -> None:
+    """Spawn the HJ 212 gateway and wait (bounded) until it listens, or it or another
+    service fails (``up`` then stops them all)."""
+    made: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+    spawn("hj212", lambda ev: _run_gateway(settings, made, ev), False)
+    listening = asyncio.create_task(_gateway_listening(made))
+    await asyncio.wait(
+        {listening, *(s.task for s in services)},
+        timeout=GATEWAY_START_TIMEOUT_S,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    if not listening.done():
+        listening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        try:
+            await listening
+        except (TimeoutError, GhgwatchError, AssertionError) as exc:
+            log.warning("hj212 gateway not listening yet; going on", error=str(exc))
 
 
 async def _as_object(aw: Awaitable[object]) -> object:
@@ -735,6 +833,9 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             log.info("migrate", detail=line)
         resolved, metrics_urls = _metrics_ports(resolved, opts)
         resolved, api_url = _api_port(resolved, opts)
+        resolved, gateway_url, gateway_metrics = _gateway_port(resolved, opts)
+        if gateway_metrics is not None:
+            metrics_urls.append(gateway_metrics)
         resolved, token_file = _dev_token(resolved, opts)
         if token_file is not None:
             notes.append(
@@ -754,6 +855,8 @@ async def run_up(settings: Settings, opts: UpOptions, *, stop: asyncio.Event) ->
             api_url=api_url,
             api_port=resolved.alerts.api_port if api_url else None,
             api_token_file=str(token_file) if token_file is not None else None,
+            gateway_url=gateway_url,
+            gateway_port=resolved.gateway.port if gateway_url else None,
             data_dir=str(settings.data_dir.resolve()),
             embedded=embedded,
             notes=notes,

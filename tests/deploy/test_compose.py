@@ -58,6 +58,7 @@ def test_compose_runs_kafka_in_kraft_mode_with_timescaledb_mosquitto_and_grafana
         "detector",
         "alert-service",
         "api",
+        "hj212",
     } <= set(services)
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
@@ -65,7 +66,7 @@ def test_compose_runs_kafka_in_kraft_mode_with_timescaledb_mosquitto_and_grafana
     assert "zookeeper" not in services
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     assert services["migrate"]["command"] == ["db", "migrate"]
-    for name in ("bridge", "processor", "detector", "alert-service", "api"):
+    for name in ("bridge", "processor", "detector", "alert-service", "api", "hj212"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
 
@@ -101,7 +102,7 @@ def test_service_environment_builds_valid_settings(
 ) -> None:
     """The GHGWATCH_* variables compose gives every ghgwatch service are valid Settings."""
     services = _compose(repo_root)["services"]
-    for name in ("bridge", "processor", "migrate", "detector", "alert-service", "api"):
+    for name in ("bridge", "processor", "migrate", "detector", "alert-service", "api", "hj212"):
         env = services[name].get("environment", services["processor"]["environment"])
         for key, value in env.items():
             if key.startswith("GHGWATCH_"):

@@ -30,8 +30,12 @@ _GHGWATCH_SERVICES = {
     "detector",
     "alert-service",
     "api",
+    "hj212",
+    "broker-init",
+    "stations",
 }
-_ONE_SHOT = {"migrate"}
+# migrate and broker-init run once per start; stations is a tool (`docker compose run`)
+_ONE_SHOT = {"migrate", "broker-init", "stations"}
 
 
 def _substitute(match: re.Match[str]) -> str:
@@ -147,6 +151,10 @@ def test_ports_agree_between_settings_health_checks_prometheus_and_published_por
         port = getattr(settings.metrics, port_field)
         assert _health_port(services[name]) == port, name
         expected_targets.add(f"{name}:{port}")
+    gateway = _settings_of(repo_root, services["hj212"], monkeypatch).gateway
+    assert _health_port(services["hj212"]) == gateway.metrics_port
+    expected_targets.add(f"hj212:{gateway.metrics_port}")
+    assert f"{gateway.port}:{gateway.port}" in services["hj212"]["ports"]
     api = _settings_of(repo_root, services["api"], monkeypatch)
     assert _health_port(services["api"]) == api.alerts.api_port
     assert api.alerts.api_host == "0.0.0.0"
@@ -190,12 +198,14 @@ def test_two_bridges_share_one_subscription_group_with_their_own_logins(
 def test_broker_has_auth_and_a_tls_port_and_grafana_is_reachable_by_the_alert_service(
     compose: dict[str, Any], repo_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Mosquitto mounts its password file, ACL and certificates and publishes 8883; the
-    alert service's Grafana URL names the grafana service on its container port."""
+    """Mosquitto runs the shipped dynamic-security config with its certificates where that
+    config reads them and publishes 8883; the alert service's Grafana URL names the grafana
+    service on its container port."""
     mqtt = compose["services"]["mosquitto"]
-    assert _mount_target(mqtt, "./mosquitto/mosquitto.passwd")
-    assert _mount_target(mqtt, "./mosquitto/acl")
-    assert _mount_target(mqtt, "./certs/mosquitto") == "/mosquitto/certs"
+    assert _mount_target(mqtt, "./mosquitto/mosquitto-dynsec.conf") == (
+        "/mosquitto/config/mosquitto.conf"
+    )
+    assert _mount_target(mqtt, "./certs/mosquitto") == "/mosquitto/config/tls"
     assert "8883:8883" in mqtt["ports"]
     assert (repo_root / "deploy" / "certs" / "mosquitto").is_dir()
     alerts = _settings_of(repo_root, compose["services"]["alert-service"], monkeypatch)
@@ -212,3 +222,29 @@ def test_broker_has_auth_and_a_tls_port_and_grafana_is_reachable_by_the_alert_se
     assert compose["services"]["alert-service"]["depends_on"]["grafana"]["condition"] == (
         "service_healthy"
     )
+
+
+def test_the_hj212_gateway_is_a_service_like_the_bridge(
+    compose: dict[str, Any], repo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: `ghgwatch hj212` runs as its own container: the same image and settings
+    file, listening on gateway.port (published for the loggers in the field), restarted
+    and stopped like the others, started once Kafka and the schema are there."""
+    services = compose["services"]
+    hj212, bridge = services["hj212"], services["bridge"]
+    assert hj212["command"] == ["hj212"]
+    for key in ("image", "restart", "stop_grace_period", "volumes"):
+        assert hj212[key] == bridge[key] or (
+            key == "volumes" and set(bridge[key]) <= set(hj212[key])
+        ), key
+    deps = hj212["depends_on"]
+    assert deps["kafka"]["condition"] == "service_healthy"
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert hj212["healthcheck"]["interval"] == bridge["healthcheck"]["interval"]
+    gateway = _settings_of(repo_root, hj212, monkeypatch).gateway
+    assert gateway.port == 9212
+    assert gateway.host == "0.0.0.0"
+    assert not gateway.loggers  # MN and PW from the device registry (`stations add --hj212-mn`)
+    dockerfile = (repo_root / "deploy" / "Dockerfile").read_text()
+    [expose] = re.findall(r"^EXPOSE (.*)$", dockerfile, re.M)
+    assert {str(gateway.port), str(gateway.metrics_port)} <= set(expose.split())

@@ -191,7 +191,7 @@ async def test_up_with_simulator_stores_every_kind_shows_status_and_stops_on_sig
     assert "ghgwatch stopped cleanly" in out
     # the services line names exactly what was started
     started = "processor, alert-service, report-schedule, alerts-api, alert-log, detector, bridge,"
-    assert f"{started} simulator" in out
+    assert f"{started} hj212, simulator" in out
     assert not endpoints.exists()
 
 
@@ -289,6 +289,7 @@ async def test_up_with_nothing_configured_is_found_by_every_command_and_keeps_it
             int(found["kafka_bootstrap"].rsplit(":", 1)[1]),
             int(found["mqtt_url"].rsplit(":", 1)[1]),
             int(found["api_port"]),
+            int(found["gateway_port"]),
         ]
 
     proc = start(0)
@@ -306,6 +307,17 @@ async def test_up_with_nothing_configured_is_found_by_every_command_and_keeps_it
         token = (data_dir / "api-token").read_text().strip()
         assert token in out
         assert found["api_token_file"] == str(data_dir / "api-token")
+        # the HJ 212 gateway (issue 11) listens where the summary says
+        [gateway] = [
+            line.split("HJ 212 gateway", 1)[1].split()[0]
+            for line in out.splitlines()
+            if "HJ 212 gateway" in line
+        ]
+        gw_host, _, gw_port = gateway.removeprefix("tcp://").rpartition(":")
+        assert int(gw_port) == found["gateway_port"]
+        _reader, writer = await asyncio.open_connection(gw_host, int(gw_port))
+        writer.close()
+        await writer.wait_closed()
 
         sent = await asyncio.to_thread(
             subprocess.run, ["bash", "-c", pub], capture_output=True, timeout=DEADLINE_S
