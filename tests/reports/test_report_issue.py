@@ -25,27 +25,14 @@ from reports import issue_quarterly
 from reports.model import Section
 from reports.render import chromium_path, render_html
 from reports.report import Report
-from tests.alerts.conftest import alert_db, alert_settings, running, wait_until
+from tests.alerts.conftest import wait_until
 from tests.reports import cems_sim
 from tests.reports import report_sim as simdata
 from tests.reports.report_sim import BUERTAI, Q
 
-__all__ = ["alert_db", "alert_settings", "running"]  # fixtures used here
-
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 TARGETS = {"city_baseline_ppm": {"baotou": 9.0},
            "mine_allowed_exceedance_h": {"ordos-coal/buertai": 2.0}}  # fmt: skip
-
-
-@pytest.fixture
-async def sim_url(alert_db: str) -> str:
-    """The migrated test database (alert_db) holding the five simulated quarters."""
-    conn = await asyncpg.connect(alert_db)
-    try:
-        await simdata.write(conn, simdata.build())
-    finally:
-        await conn.close()
-    return alert_db
 
 
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:

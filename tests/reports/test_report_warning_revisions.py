@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from alerts import AlertService
 from core.settings import Settings
@@ -25,27 +24,14 @@ from reports.store import (
     mark_cleared,
     mark_published,
 )
-from tests.alerts.conftest import alert_db, alert_settings, running, wait_until
+from tests.alerts.conftest import wait_until
 from tests.reports import report_sim as simdata
 from tests.reports.report_sim import BUERTAI, Q
-
-__all__ = ["alert_db", "alert_settings", "running"]  # fixtures used here
 
 TARGETS = {"city_baseline_ppm": {"baotou": 9.0},
            "mine_allowed_exceedance_h": {"ordos-coal/buertai": 2.0}}  # fmt: skip
 MINE = "quarterly/2026Q3/mine/ordos-coal/buertai/"
 LATE = (BUERTAI[1], simdata.local(2026, 9, 20, 0), simdata.local(2026, 9, 20, 10))
-
-
-@pytest.fixture
-async def sim_url(alert_db: str) -> str:
-    """The migrated test database (alert_db) holding the five simulated quarters."""
-    conn = await asyncpg.connect(alert_db)
-    try:
-        await simdata.write(conn, simdata.build())
-    finally:
-        await conn.close()
-    return alert_db
 
 
 async def _sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
