@@ -31,11 +31,16 @@ B = DeviceRecord(device_id="baotou/kundulun/picarro-01", kind="city")
 
 @contextlib.asynccontextmanager
 async def _client(
-    port: int, user: str | None, password: str | None, *, tls: ssl.SSLContext | None = None
+    port: int,
+    user: str | None,
+    password: str | None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    timeout: float = WAIT_S,
 ) -> AsyncIterator[aiomqtt.Client]:
     async with aiomqtt.Client(
         "127.0.0.1" if tls is None else "localhost", port, username=user, password=password,
-        identifier=user or "anon", protocol=aiomqtt.ProtocolVersion.V5, timeout=WAIT_S,
+        identifier=user or "anon", protocol=aiomqtt.ProtocolVersion.V5, timeout=timeout,
         tls_context=tls,
     ) as client:  # fmt: skip
         yield client
@@ -185,14 +190,18 @@ async def test_tls_listener_requires_client_certificate(
     tls_port = broker.tls_port
     async with _client(tls_port, B.mqtt_username, "pw-b", tls=_tls(ca.cert, client_cert)) as dev:
         await dev.publish(B.data_topic(ROOT), b"with a certificate", qos=1)
+    # a refused TLS handshake surfaces as the client's timeout: a short one (an accepted
+    # connection takes milliseconds here)
     with pytest.raises(aiomqtt.MqttError):
-        async with _client(tls_port, B.mqtt_username, "pw-b", tls=_tls(ca.cert)):
+        async with _client(tls_port, B.mqtt_username, "pw-b", tls=_tls(ca.cert), timeout=2.0):
             pass
     # a certificate from another CA is refused too
     other = make_dev_ca(tmp_path / "other")
     stranger = make_client_cert(other, tmp_path / "other", B.mqtt_username)
     with pytest.raises(aiomqtt.MqttError):
-        async with _client(tls_port, B.mqtt_username, "pw-b", tls=_tls(ca.cert, stranger)):
+        async with _client(
+            tls_port, B.mqtt_username, "pw-b", tls=_tls(ca.cert, stranger), timeout=2.0
+        ):
             pass
 
 

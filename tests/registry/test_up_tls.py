@@ -66,6 +66,6 @@ async def test_up_tls_requires_client_certificate(
         without = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
         with pytest.raises(aiomqtt.MqttError):
             async with aiomqtt.Client(
-                "localhost", port, identifier="no-cert", tls_context=without, timeout=10
+                "localhost", port, identifier="no-cert", tls_context=without, timeout=2
             ):
                 pass
