@@ -297,6 +297,11 @@ class Projection:
     method: str | None
     reason_en: str | None = None
 
+    @property
+    def half_90_t(self) -> float | None:
+        """Half the 90 % interval, t (``Z90`` standard uncertainties; None without one)."""
+        return None if self.sigma_t is None else Z90 * self.sigma_t
+
     def exceed_probability(self, budget_t: float) -> float | None:
         """Probability that the year ends above ``budget_t`` (normal error model)."""
         if self.total_t is None or self.sigma_t is None:

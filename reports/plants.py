@@ -38,7 +38,6 @@ from core.settings import Settings
 from registry.store import RegistryStore
 from reports.accounting import (
     RULE_NAMES,
-    Z90,
     Projection,
     SubstitutionLimits,
     UnitHours,
@@ -251,9 +250,14 @@ def _monthly(em: F64, month_no: I64, y_mask: BOOL) -> list[float | None]:
     return [float(v) if n and not u else None for v, n, u in zip(sums, hours, unknown, strict=True)]
 
 
+def _last_year_rates(months: MonthRates, device: str) -> list[float | None]:
+    """Last year's mean valid-hour rate of each month 1-12 (None: no valid hour that month)."""
+    return [months.rate_t_h.get((device, m)) for m in range(1, 13)]
+
+
 def _last_year_monthly(months: MonthRates, device: str, hours: I64) -> list[float | None]:
     """Last year's emission per month 1-12: its mean valid-hour rate times the month's hours."""
-    rates = [months.rate_t_h.get((device, m)) for m in range(1, 13)]
+    rates = _last_year_rates(months, device)
     return [None if r is None else r * float(h) for r, h in zip(rates, hours.tolist(), strict=True)]
 
 
@@ -261,7 +265,7 @@ def _last_year_split(
     months: MonthRates, device: str, ly_month_of_hour: npt.NDArray[np.int64], split_h: int
 ) -> tuple[float | None, float | None]:
     """Last year's emissions before and after ``split_h`` hours into the year, from its shape."""
-    rates = [months.rate_t_h.get((device, m)) for m in range(1, 13)]
+    rates = _last_year_rates(months, device)
     if any(r is None for r in rates):
         return None, None
     per_hour = np.asarray(rates, np.float64)[ly_month_of_hour - 1]
@@ -615,7 +619,7 @@ def _r(x: float | None, nd: int = 1) -> float | None:
 
 
 def _interval(p: Projection) -> float | None:
-    return None if p.sigma_t is None else _r(1.6448536269514722 * p.sigma_t)
+    return _r(p.half_90_t)
 
 
 def _png(fig: MplFigure) -> bytes:
@@ -846,7 +850,7 @@ def _region_figure(a: CemsAnalysis) -> Figure | None:
         (r.projection.total_t - (r.ytd_t or 0.0)) if r.projection.total_t is not None else 0.0
         for r in shown
     ]
-    err = [1.6448536269514722 * (r.projection.sigma_t or 0.0) for r in shown]
+    err = [r.projection.half_90_t or 0.0 for r in shown]
     ax.bar(x, ytd, color="#34495e", label="year to date")
     ax.bar(x, rest, bottom=ytd, color="#95a5a6", yerr=err, capsize=6, label="projected rest (90 %)")
     for i, r in enumerate(shown):
@@ -945,7 +949,7 @@ def _warning_figures(src: UnitFigures | PlantFigures) -> dict[str, float | None]
     the projection with its 90 % range, the intensity against benchmark, valid-hour share and
     the quarter's substituted hours."""
     p = src.projection
-    half = Z90 * p.sigma_t if p.total_t is not None and p.sigma_t is not None else None
+    half = p.half_90_t if p.total_t is not None else None
     budget, ytd = src.budget_t, src.ytd_t
     return {
         "budget_t": budget,
