@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiomqtt
 import pytest
 from service_helpers import running
 
@@ -28,6 +29,27 @@ needs_dynsec = pytest.mark.skipif(
     mosquitto_binary() is None or find_dynsec_plugin() is None,
     reason="mosquitto with the dynamic-security plugin is not installed",
 )
+
+
+@contextlib.asynccontextmanager
+async def device_client(
+    port: int, user: str, password: str, timeout_s: float
+) -> AsyncIterator[aiomqtt.Client]:
+    """A device's MQTT 5 connection with its username as client id (as the ACL expects)."""
+    async with aiomqtt.Client(
+        "127.0.0.1", port, username=user, password=password, identifier=user,
+        protocol=aiomqtt.ProtocolVersion.V5, timeout=timeout_s,
+    ) as client:  # fmt: skip
+        yield client
+
+
+async def device_refused(port: int, user: str, password: str, timeout_s: float) -> bool:
+    """True when the broker refuses this login."""
+    try:
+        async with device_client(port, user, password, timeout_s):
+            return False
+    except aiomqtt.MqttError:
+        return True
 
 
 @dataclass

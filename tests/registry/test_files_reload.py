@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from registry_helpers import BRIDGE_USER, NOTIFIER_USER, ROOT, Broker
+from registry_helpers import BRIDGE_USER, NOTIFIER_USER, ROOT, Broker, device_client, device_refused
 
 from ghgwatch.embedded import mosquitto_binary
 from registry.credentials import mosquitto_password_line
@@ -31,19 +31,12 @@ C = DeviceRecord(device_id="ordos-coal/buertai/t4-0101", kind="mine", location_c
 
 @contextlib.asynccontextmanager
 async def _device(port: int, user: str, password: str) -> AsyncIterator[aiomqtt.Client]:
-    async with aiomqtt.Client(
-        "127.0.0.1", port, username=user, password=password, identifier=user,
-        protocol=aiomqtt.ProtocolVersion.V5, timeout=WAIT_S,
-    ) as client:  # fmt: skip
+    async with device_client(port, user, password, WAIT_S) as client:
         yield client
 
 
 async def _refused(port: int, user: str, password: str) -> bool:
-    try:
-        async with _device(port, user, password):
-            return False
-    except aiomqtt.MqttError:
-        return True
+    return await device_refused(port, user, password, WAIT_S)
 
 
 async def _cut_off(client: aiomqtt.Client) -> bool:

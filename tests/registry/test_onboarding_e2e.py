@@ -13,7 +13,15 @@ from typing import Any
 import aiomqtt
 import asyncpg
 import pytest
-from registry_helpers import BRIDGE_USER, ROOT, Broker, needs_dynsec, pipeline
+from registry_helpers import (
+    BRIDGE_USER,
+    ROOT,
+    Broker,
+    device_client,
+    device_refused,
+    needs_dynsec,
+    pipeline,
+)
 
 from core.settings import Settings
 from processors.storage import migrate
@@ -38,19 +46,12 @@ def _reading(device: DeviceRecord, minutes_ago: int) -> bytes:
 
 @contextlib.asynccontextmanager
 async def _device(port: int, user: str, password: str) -> AsyncIterator[aiomqtt.Client]:
-    async with aiomqtt.Client(
-        "127.0.0.1", port, username=user, password=password, identifier=user,
-        protocol=aiomqtt.ProtocolVersion.V5, timeout=DEADLINE_S,
-    ) as client:  # fmt: skip
+    async with device_client(port, user, password, DEADLINE_S) as client:
         yield client
 
 
 async def _refused(port: int, user: str, password: str) -> bool:
-    try:
-        async with _device(port, user, password):
-            return False
-    except aiomqtt.MqttError:
-        return True
+    return await device_refused(port, user, password, DEADLINE_S)
 
 
 async def _stored(conn: asyncpg.Connection, device_id: str, at_least: int) -> int:
